@@ -1,0 +1,41 @@
+"""seedkit: USAGE seed generation for weakly supervised semantic segmentation.
+
+The public face: the loss functionals and modules of :mod:`seedkit.losses`, the
+typed errors of :mod:`seedkit.errors`, and the switch for value checks. The
+backbones, views, CAM inference, metrics, data and kernels live in their own
+subpackages.
+"""
+
+__version__ = "0.1.0.dev0"
+
+from seedkit import errors, losses
+from seedkit._checks import input_checks, input_checks_enabled, set_input_checks
+from seedkit.losses import (
+    ConsistencyLoss,
+    SeedGenerationLoss,
+    USAGELoss,
+    USAGELossOutput,
+    consistency_loss,
+    seed_generation_loss,
+    seeds_from_cams,
+    spatial_activation_distribution,
+    temperature_pool,
+)
+
+__all__ = [
+    "ConsistencyLoss",
+    "SeedGenerationLoss",
+    "USAGELoss",
+    "USAGELossOutput",
+    "__version__",
+    "consistency_loss",
+    "errors",
+    "input_checks",
+    "input_checks_enabled",
+    "losses",
+    "seed_generation_loss",
+    "seeds_from_cams",
+    "set_input_checks",
+    "spatial_activation_distribution",
+    "temperature_pool",
+]

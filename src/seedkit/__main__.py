@@ -1,0 +1,7 @@
+"""Allow ``python -m seedkit``."""
+
+import sys
+
+from seedkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""USAGE losses: activation distributions, temperature pooling, generation and consistency.
+
+Each loss is a functional plus an ``nn.Module`` that calls it.
+"""
+
+from seedkit.losses.activation import (
+    global_average_pool,
+    seeds_from_cams,
+    spatial_activation_distribution,
+    spatial_log_distribution,
+    temperature_pool,
+    temperature_pool_reference,
+)
+from seedkit.losses.consistency import ConsistencyLoss, consistency_loss, make_distance
+from seedkit.losses.distances import JSDivergence, KLDivergence, MaxNormL1
+from seedkit.losses.presets import CONSISTENCY_PRESETS, TEMPERATURE_PRESETS
+from seedkit.losses.seed_generation import SeedGenerationLoss, seed_generation_loss
+from seedkit.losses.usage import USAGELoss, USAGELossOutput
+
+__all__ = [
+    "CONSISTENCY_PRESETS",
+    "TEMPERATURE_PRESETS",
+    "ConsistencyLoss",
+    "JSDivergence",
+    "KLDivergence",
+    "MaxNormL1",
+    "SeedGenerationLoss",
+    "USAGELoss",
+    "USAGELossOutput",
+    "consistency_loss",
+    "global_average_pool",
+    "make_distance",
+    "seed_generation_loss",
+    "seeds_from_cams",
+    "spatial_activation_distribution",
+    "spatial_log_distribution",
+    "temperature_pool",
+    "temperature_pool_reference",
+]

@@ -1,0 +1,123 @@
+"""Distances between student and teacher class maps for the consistency loss.
+
+A distance is any callable ``distance(student, teacher, valid) -> (B, C)``
+taking float32 flattened class activations ``(B, C, N)`` (the teacher already
+detached) and an optional ``(B, 1, N)`` boolean validity mask. Pass one to
+:class:`seedkit.ConsistencyLoss` to replace the built-in ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from seedkit._checks import check_temperature
+
+__all__ = ["JSDivergence", "KLDivergence", "MaxNormL1"]
+
+
+def _log_distribution(
+    flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, normalize_scale: bool
+) -> torch.Tensor:
+    logits = flat
+    if normalize_scale:
+        magnitude = flat.detach().abs()
+        if valid is not None:
+            magnitude = magnitude.masked_fill(~valid, 0.0)
+        logits = flat / magnitude.amax(dim=2, keepdim=True).clamp_min(1e-6)
+    logits = logits / temperature
+    if valid is not None:
+        logits = logits.masked_fill(~valid, float("-inf"))
+    return torch.log_softmax(logits, dim=2)
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``sum_n p (log p - log q)`` with ``0 log 0 = 0`` and masked positions skipped."""
+    p = log_p.exp()
+    difference = log_p - log_q
+    keep = p > 0
+    if valid is not None:
+        keep = keep & valid
+    # where() rather than multiply: -inf - -inf is NaN at masked / underflowed positions.
+    return torch.where(keep, p * difference, torch.zeros_like(difference)).sum(dim=2)
+
+
+@dataclass(frozen=True)
+class KLDivergence:
+    """``KL(alpha_teacher || alpha_student)`` between spatial distributions (the default).
+
+    Args:
+        temperature: student softmax temperature.
+        teacher_temperature: teacher softmax temperature (``None``: same as the student).
+        scale: ``"raw"`` or ``"max"`` (scale-free: maps divided by their detached maximum).
+        normalize: divide by ``log N`` (the largest KL a uniform target can have) so the
+            term's size does not grow with the map resolution.
+    """
+
+    temperature: float = 1.0
+    teacher_temperature: float | None = None
+    scale: str = "raw"
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        check_temperature("temperature", self.temperature)
+        if self.teacher_temperature is not None:
+            check_temperature("teacher_temperature", self.teacher_temperature)
+
+    def _logs(
+        self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher_temperature = self.teacher_temperature or self.temperature
+        max_scale = self.scale == "max"
+        log_student = _log_distribution(student, valid, self.temperature, max_scale)
+        log_teacher = _log_distribution(teacher, valid, teacher_temperature, max_scale)
+        return log_student, log_teacher
+
+    def _normalizer(self, student: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | float:
+        if not self.normalize:
+            return 1.0
+        if valid is None:
+            return max(math.log(student.shape[2]), 1.0)
+        return valid.sum(dim=2).float().log().clamp_min(1.0)
+
+    def __call__(
+        self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor:
+        log_student, log_teacher = self._logs(student, teacher, valid)
+        return _kl(log_teacher, log_student, valid) / self._normalizer(student, valid)
+
+
+@dataclass(frozen=True)
+class JSDivergence(KLDivergence):
+    """Symmetric Jensen-Shannon divergence between spatial distributions."""
+
+    def __call__(
+        self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor:
+        log_student, log_teacher = self._logs(student, teacher, valid)
+        log_mixture = torch.logaddexp(log_student, log_teacher) - math.log(2.0)
+        divergence = 0.5 * (_kl(log_teacher, log_mixture, valid) + _kl(log_student, log_mixture, valid))
+        return divergence / self._normalizer(student, valid)
+
+
+@dataclass(frozen=True)
+class MaxNormL1:
+    """SEAM-style mean absolute difference of max-normalised ReLU maps."""
+
+    def __call__(
+        self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor:
+        def normalise(flat: torch.Tensor) -> torch.Tensor:
+            positive = F.relu(flat)
+            if valid is not None:
+                positive = positive.masked_fill(~valid, 0.0)
+            return positive / (positive.amax(dim=2, keepdim=True) + 1e-5)
+
+        difference = (normalise(student) - normalise(teacher)).abs()
+        if valid is None:
+            return difference.mean(dim=2)
+        weights = valid.to(difference.dtype)
+        return (difference * weights).sum(dim=2) / weights.sum(dim=2).clamp_min(1.0)
