@@ -106,16 +106,23 @@ def check_mask(argument: str, mask: object | None, cams: torch.Tensor) -> torch.
         return None
     mask = check_tensor(argument, mask)
     batch, _, height, width = cams.shape
+    given_shape = tuple(mask.shape)
     if mask.dim() == 3:
         mask = mask.unsqueeze(1)
-    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != batch or mask.shape[2:] != (
-        height,
-        width,
+    if (
+        mask.dim() != 4
+        or mask.shape[1] != 1
+        or mask.shape[0] != batch
+        or mask.shape[2:]
+        != (
+            height,
+            width,
+        )
     ):
         raise ShapeError(
             argument,
             f"(B, 1, H, W) or (B, H, W) = ({batch}, 1, {height}, {width})",
-            tuple(mask.shape),
+            given_shape,
         )
     if mask.dtype != torch.bool:
         if _VALUE_CHECKS:
@@ -127,7 +134,9 @@ def check_mask(argument: str, mask: object | None, cams: torch.Tensor) -> torch.
         empty = ~mask.flatten(1).any(dim=1)
         if bool(empty.any()):
             index = int(empty.nonzero()[0])
-            raise InvalidValueError(argument, "at least one valid position per image", f"image {index} fully masked")
+            raise InvalidValueError(
+                argument, "at least one valid position per image", f"image {index} fully masked"
+            )
     return mask
 
 

@@ -41,5 +41,7 @@ def resolve_family(model_or_family: object) -> Family:
 
         return detect_family(model_or_family)
     raise InvalidValueError(
-        "model_or_family", "'cnn', 'vit', a SeedModel or an nn.Module", type(model_or_family).__name__
+        "model_or_family",
+        "'cnn', 'vit', a SeedModel or an nn.Module",
+        type(model_or_family).__name__,
     )

@@ -10,7 +10,7 @@ temperature ``tau``,
     s_c = \\sum_n \\alpha_c(n) A_c(n).
 
 ``tau -> inf`` gives global average pooling, ``tau -> 0+`` global max pooling.
-All softmax arithmetic runs in float32 whatever the input dtype, so the
+All softmax arithmetic runs in float32 (float64 for float64 input), so the
 functions stay finite under float16 / bfloat16 autocast.
 """
 
@@ -38,9 +38,16 @@ _SCALES: tuple[str, ...] = ("raw", "max")
 _MAX_NORM_EPS = 1e-5
 
 
-def _flatten(cams: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Return float32 ``(B, C, N)`` activations and a ``(B, 1, N)`` validity mask."""
-    flat = cams.float().flatten(2)
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """Return ``tensor`` in the dtype the arithmetic runs in: float64 stays, the rest is float32."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
+def _flatten(
+    cams: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return upcast ``(B, C, N)`` activations and a ``(B, 1, N)`` validity mask."""
+    flat = upcast(cams).flatten(2)
     valid = None if mask is None else mask.flatten(2)
     return flat, valid
 

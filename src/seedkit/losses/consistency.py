@@ -10,6 +10,7 @@ import torch.nn as nn
 from seedkit._checks import check_cams, check_choice, check_labels, check_mask
 from seedkit.errors import ShapeError
 from seedkit.losses._reduction import Reduction, check_reduction
+from seedkit.losses.activation import upcast
 from seedkit.losses.distances import JSDivergence, KLDivergence, MaxNormL1
 
 __all__ = ["ConsistencyLoss", "Distance", "consistency_loss", "make_distance"]
@@ -100,12 +101,18 @@ def consistency_loss(
     student_cams = check_cams("student_cams", student_cams)
     teacher_cams = check_cams("teacher_cams", teacher_cams)
     if teacher_cams.shape != student_cams.shape:
-        raise ShapeError("teacher_cams", f"{tuple(student_cams.shape)} (student_cams' shape)", tuple(teacher_cams.shape))
+        raise ShapeError(
+            "teacher_cams",
+            f"{tuple(student_cams.shape)} (student_cams' shape)",
+            tuple(teacher_cams.shape),
+        )
     labels = check_labels("labels", labels, student_cams)
     mask = check_mask("mask", mask, student_cams)
     measure = make_distance(distance, temperature, teacher_temperature, scale, normalize)
     valid = None if mask is None else mask.flatten(2)
-    per_class = measure(student_cams.float().flatten(2), teacher_cams.detach().float().flatten(2), valid)
+    per_class = measure(
+        upcast(student_cams).flatten(2), upcast(teacher_cams.detach()).flatten(2), valid
+    )
     present = labels.to(per_class.dtype)
     # where() keeps NaN-free zeros for absent classes whatever their distance is.
     per_class = torch.where(present > 0, per_class, torch.zeros_like(per_class))

@@ -37,12 +37,13 @@ def _log_distribution(
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """``sum_n p (log p - log q)`` with ``0 log 0 = 0`` and masked positions skipped."""
     p = log_p.exp()
-    difference = log_p - log_q
     keep = p > 0
     if valid is not None:
         keep = keep & valid
-    # where() rather than multiply: -inf - -inf is NaN at masked / underflowed positions.
-    return torch.where(keep, p * difference, torch.zeros_like(difference)).sum(dim=2)
+    # Mask the difference itself, not the product: -inf - -inf is NaN at masked positions,
+    # and a NaN anywhere in a product poisons its gradient even where where() discards it.
+    difference = torch.where(keep, log_p - log_q, torch.zeros_like(log_p))
+    return (p * difference).sum(dim=2)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,9 @@ class KLDivergence:
         log_teacher = _log_distribution(teacher, valid, teacher_temperature, max_scale)
         return log_student, log_teacher
 
-    def _normalizer(self, student: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | float:
+    def _normalizer(
+        self, student: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor | float:
         if not self.normalize:
             return 1.0
         if valid is None:
@@ -98,8 +101,14 @@ class JSDivergence(KLDivergence):
         self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
     ) -> torch.Tensor:
         log_student, log_teacher = self._logs(student, teacher, valid)
+        if valid is not None:
+            # logaddexp(-inf, -inf) has a NaN gradient; masked positions are skipped by _kl anyway.
+            log_student = log_student.masked_fill(~valid, 0.0)
+            log_teacher = log_teacher.masked_fill(~valid, 0.0)
         log_mixture = torch.logaddexp(log_student, log_teacher) - math.log(2.0)
-        divergence = 0.5 * (_kl(log_teacher, log_mixture, valid) + _kl(log_student, log_mixture, valid))
+        divergence = 0.5 * (
+            _kl(log_teacher, log_mixture, valid) + _kl(log_student, log_mixture, valid)
+        )
         return divergence / self._normalizer(student, valid)
 
 

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from seedkit._checks import check_cams, check_choice, check_labels, check_mask, check_temperature
 from seedkit._family import resolve_family
 from seedkit.losses._reduction import Reduction, check_reduction
-from seedkit.losses.activation import ActivationScale, global_average_pool, temperature_pool
+from seedkit.losses.activation import (
+    ActivationScale,
+    global_average_pool,
+    temperature_pool,
+    upcast,
+)
 from seedkit.losses.presets import TEMPERATURE_PRESETS
 
 __all__ = ["SeedGenerationLoss", "seed_generation_loss"]
@@ -62,8 +67,9 @@ def seed_generation_loss(
         scores = global_average_pool(cams, mask)
     else:
         scores = temperature_pool(cams, check_temperature("temperature", temperature), mask, scale)
+    scores = upcast(scores)
     per_class = F.binary_cross_entropy_with_logits(
-        scores.float(), labels.float(), reduction="none"
+        scores, labels.to(scores.dtype), reduction="none"
     )
     per_image = per_class.mean(dim=1)
     if reduction == "none":
@@ -97,7 +103,9 @@ class SeedGenerationLoss(nn.Module):
         scale: ActivationScale = "raw",
     ) -> None:
         super().__init__()
-        self.temperature = None if temperature is None else check_temperature("temperature", temperature)
+        self.temperature = (
+            None if temperature is None else check_temperature("temperature", temperature)
+        )
         self.reduction = check_reduction(reduction)
         self.scale = check_choice("scale", scale, ("raw", "max"))
 
@@ -122,7 +130,9 @@ class SeedGenerationLoss(nn.Module):
         self, cams: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Compute the loss; see :func:`seed_generation_loss`."""
-        return seed_generation_loss(cams, labels, self.temperature, mask, self.reduction, self.scale)
+        return seed_generation_loss(
+            cams, labels, self.temperature, mask, self.reduction, self.scale
+        )
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, reduction={self.reduction!r}, scale={self.scale!r}"

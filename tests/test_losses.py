@@ -1,0 +1,390 @@
+"""Generation, consistency and combined USAGE losses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import seedkit
+from seedkit.errors import InvalidValueError, ShapeError
+from seedkit.losses import (
+    CONSISTENCY_PRESETS,
+    TEMPERATURE_PRESETS,
+    JSDivergence,
+    KLDivergence,
+    MaxNormL1,
+    USAGELoss,
+    consistency_loss,
+    seed_generation_loss,
+)
+from tests import reference
+
+values = st.floats(-8, 8, allow_nan=False, width=32)
+
+
+@st.composite
+def batches(draw, max_hw: int = 5):
+    b, c = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    h, w = draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
+    cams = draw(hnp.arrays(np.float64, (b, c, h, w), elements=values))
+    labels = draw(hnp.arrays(np.float64, (b, c), elements=st.sampled_from([0.0, 1.0])))
+    return torch.from_numpy(cams), torch.from_numpy(labels)
+
+
+# ---------------------------------------------------------------- generation loss
+
+
+@given(batches(), st.floats(0.1, 20))
+def test_generation_loss_matches_reference(batch, temperature):
+    cams, labels = batch
+    loss = seed_generation_loss(cams, labels, temperature)
+    expected = reference.generation_loss(cams.numpy(), labels.numpy(), temperature)
+    assert float(loss) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+@given(batches())
+def test_generation_loss_without_temperature_is_gap_multilabel_soft_margin(batch):
+    cams, labels = batch
+    expected = F.multilabel_soft_margin_loss(cams.mean((2, 3)), labels)
+    torch.testing.assert_close(seed_generation_loss(cams, labels, None), expected)
+
+
+@given(batches(), st.sampled_from(["none", "mean", "sum"]))
+def test_reductions_and_module_equals_functional(batch, reduction):
+    cams, labels = batch
+    per_image = seed_generation_loss(cams, labels, 2.0, reduction="none")
+    assert per_image.shape == (cams.shape[0],)
+    module = seedkit.SeedGenerationLoss(temperature=2.0, reduction=reduction)
+    functional = seed_generation_loss(cams, labels, 2.0, reduction=reduction)
+    torch.testing.assert_close(module(cams, labels), functional)
+    if reduction == "mean":
+        torch.testing.assert_close(functional, per_image.mean())
+    elif reduction == "sum":
+        torch.testing.assert_close(functional, per_image.sum())
+
+
+def test_generation_loss_gradcheck_float64():
+    cams = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    mask = torch.ones(2, 3, 4, dtype=torch.bool)
+    mask[0, :, 0] = False
+    for temperature in (0.05, 1.0, 50.0, None):
+        assert torch.autograd.gradcheck(
+            lambda a, t=temperature: seed_generation_loss(a, labels, t, mask=mask), (cams,)
+        )
+
+
+def test_scale_free_gradient_treats_the_maximum_as_a_constant():
+    # scale="max" divides by a detached maximum, so its gradient is the raw form's at tau * max|A|
+    cams = torch.randn(1, 1, 4, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.ones(1, 1, dtype=torch.float64)
+    (scale_free,) = torch.autograd.grad(seed_generation_loss(cams, labels, 0.5, scale="max"), cams)
+    effective = 0.5 * float(cams.detach().abs().max())
+    (raw,) = torch.autograd.grad(seed_generation_loss(cams, labels, effective), cams)
+    torch.testing.assert_close(scale_free, raw)
+
+
+def test_empty_labels_still_learn_from_negatives():
+    cams = torch.zeros(2, 4, 3, 3, requires_grad=True)
+    loss = seed_generation_loss(cams, torch.zeros(2, 4), 1.0)
+    assert loss.item() == pytest.approx(math.log(2.0))
+    loss.backward()
+    assert bool((cams.grad > 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [1e-3, 1.0, 1e3])
+@pytest.mark.parametrize("scale", ["raw", "max"])
+def test_losses_finite_at_extremes(dtype, temperature, scale):
+    cams = (torch.randn(2, 5, 6, 6, dtype=dtype) * 1e4).requires_grad_()
+    labels = torch.zeros(2, 5, dtype=dtype)
+    labels[0, 1] = labels[1, 3] = 1
+    teacher = torch.randn(2, 5, 6, 6, dtype=dtype) * 1e4
+    generation = seed_generation_loss(cams, labels, temperature, scale=scale)
+    consistency = consistency_loss(cams, teacher, labels, temperature=temperature, scale=scale)
+    (grad,) = torch.autograd.grad(generation + consistency, cams)
+    assert torch.isfinite(generation) and torch.isfinite(consistency)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("temperature", [1e-3, 1.0, 1e3])
+def test_usage_loss_finite_under_autocast(autocast_dtype, temperature):
+    conv = torch.nn.Conv2d(3, 4, 1)
+    with torch.no_grad():
+        conv.weight.mul_(1e3)
+    images = torch.randn(2, 3, 8, 8) * 10
+    labels = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    criterion = USAGELoss(
+        seedkit.SeedGenerationLoss(temperature),
+        seedkit.ConsistencyLoss(temperature=temperature),
+        1.0,
+    )
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        student = conv(images)
+        teacher = conv(images + 0.1)
+        assert student.dtype == autocast_dtype
+        out = criterion(student, labels, teacher)
+    assert out.loss.dtype == torch.float32
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(conv.weight.grad).all()
+
+
+# ---------------------------------------------------------------- consistency loss
+
+
+@given(batches(max_hw=4), batches(max_hw=4), st.floats(0.3, 5), st.floats(0.3, 5))
+def test_kl_consistency_matches_reference(
+    student_batch, teacher_batch, temperature, teacher_temperature
+):
+    student, labels = student_batch
+    teacher = teacher_batch[0]
+    if teacher.shape != student.shape:
+        teacher = torch.flip(student, dims=(3,)) * 0.5
+    loss = consistency_loss(
+        student, teacher, labels, temperature=temperature, teacher_temperature=teacher_temperature
+    )
+    expected = reference.kl_consistency(
+        student.numpy(), teacher.numpy(), labels.numpy(), temperature, teacher_temperature
+    )
+    assert float(loss) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+@given(batches(), st.sampled_from(["kl", "js", "l1"]))
+def test_consistency_is_zero_for_identical_maps_and_non_negative(batch, distance):
+    cams, labels = batch
+    same = consistency_loss(cams, cams.clone(), labels, distance=distance)
+    assert float(same) == pytest.approx(0.0, abs=1e-9)
+    other = consistency_loss(cams, torch.flip(cams, dims=(2,)) * 2 - 1, labels, distance=distance)
+    assert float(other) >= -1e-9
+
+
+@given(batches(), st.sampled_from(["kl", "js", "l1"]))
+def test_only_present_classes_count(batch, distance):
+    cams, labels = batch
+    teacher = torch.roll(cams, 1, dims=3) * 1.5
+    per_class = consistency_loss(cams, teacher, labels, distance=distance, reduction="none")
+    assert per_class.shape == labels.shape
+    assert float(per_class[labels == 0].abs().sum()) == 0.0
+    changed_absent = teacher + (1 - labels)[:, :, None, None] * 7.0 * torch.randn_like(teacher)
+    torch.testing.assert_close(
+        consistency_loss(cams, changed_absent, labels, distance=distance, reduction="sum"),
+        per_class.sum(),
+    )
+    mean = consistency_loss(cams, teacher, labels, distance=distance)
+    torch.testing.assert_close(mean, per_class.sum() / labels.sum().clamp_min(1))
+
+
+def test_no_present_class_gives_connected_zero():
+    student = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = consistency_loss(student, torch.randn(2, 3, 4, 4), torch.zeros(2, 3))
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert student.grad is not None and float(student.grad.abs().sum()) == 0.0
+
+
+def test_teacher_receives_no_gradient():
+    student = torch.randn(1, 2, 3, 3, requires_grad=True)
+    teacher = torch.randn(1, 2, 3, 3, requires_grad=True)
+    consistency_loss(student, teacher, torch.ones(1, 2)).backward()
+    assert teacher.grad is None
+    assert student.grad is not None and float(student.grad.abs().sum()) > 0
+
+
+def test_js_is_symmetric_when_temperatures_match():
+    a, b = (
+        torch.randn(2, 3, 4, 4, dtype=torch.float64),
+        torch.randn(2, 3, 4, 4, dtype=torch.float64),
+    )
+    labels = torch.ones(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(
+        consistency_loss(a, b, labels, distance="js"), consistency_loss(b, a, labels, distance="js")
+    )
+    assert float(consistency_loss(a, b, labels, distance="js")) <= math.log(2) + 1e-9
+
+
+def test_l1_matches_seam_formula():
+    a, b = (
+        torch.randn(1, 2, 3, 3, dtype=torch.float64),
+        torch.randn(1, 2, 3, 3, dtype=torch.float64),
+    )
+
+    def normalise(x):
+        x = F.relu(x)
+        return x / (x.amax((2, 3), keepdim=True) + 1e-5)
+
+    expected = (normalise(a) - normalise(b)).abs().mean((2, 3)).mean()
+    torch.testing.assert_close(
+        consistency_loss(a, b, torch.ones(1, 2, dtype=torch.float64), distance="l1"), expected
+    )
+
+
+def test_normalize_divides_by_log_positions():
+    a, b = (
+        torch.randn(1, 2, 4, 8, dtype=torch.float64),
+        torch.randn(1, 2, 4, 8, dtype=torch.float64),
+    )
+    labels = torch.ones(1, 2, dtype=torch.float64)
+    plain = consistency_loss(a, b, labels)
+    torch.testing.assert_close(consistency_loss(a, b, labels, normalize=True), plain / math.log(32))
+
+
+def test_consistency_masked_positions_never_contribute():
+    student, teacher = (
+        torch.randn(2, 3, 5, 5, dtype=torch.float64),
+        torch.randn(2, 3, 5, 5, dtype=torch.float64),
+    )
+    labels = torch.ones(2, 3, dtype=torch.float64)
+    mask = torch.rand(2, 5, 5) > 0.4
+    mask[:, 0, 0] = True
+    for distance in ("kl", "js", "l1"):
+        base = consistency_loss(student, teacher, labels, distance=distance, mask=mask)
+        noise = (~mask).unsqueeze(1) * 100 * torch.randn(2, 3, 5, 5, dtype=torch.float64)
+        moved = consistency_loss(
+            student + noise, teacher - noise, labels, distance=distance, mask=mask
+        )
+        torch.testing.assert_close(moved, base)
+
+
+def test_consistency_gradcheck_float64():
+    student = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    mask = torch.ones(2, 3, 3, dtype=torch.bool)
+    mask[1, 0] = False
+    for distance in ("kl", "js", "l1"):
+        assert torch.autograd.gradcheck(
+            lambda s, d=distance: consistency_loss(
+                s, teacher, labels, distance=d, temperature=0.7, teacher_temperature=1.3, mask=mask
+            ),
+            (student,),
+        )
+
+
+def test_injected_distance_is_used():
+    calls = []
+
+    def squared(student, teacher, valid):
+        calls.append(student.shape)
+        return ((student - teacher) ** 2).mean(dim=2)
+
+    a, b = torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3)
+    loss = seedkit.ConsistencyLoss(distance=squared)(a, b, torch.ones(1, 2))
+    torch.testing.assert_close(loss, ((a - b) ** 2).mean())
+    assert calls == [(1, 2, 9)]
+
+
+def test_distance_objects():
+    assert isinstance(seedkit.losses.make_distance("kl"), KLDivergence)
+    assert isinstance(seedkit.losses.make_distance("js"), JSDivergence)
+    assert isinstance(seedkit.losses.make_distance("l1"), MaxNormL1)
+
+
+# ---------------------------------------------------------------- USAGE loss and presets
+
+
+def test_usage_loss_combines_parts():
+    student = torch.randn(2, 4, 5, 5, requires_grad=True)
+    teacher = torch.randn(2, 4, 5, 5)
+    labels = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    criterion = USAGELoss(
+        seedkit.SeedGenerationLoss(2.0), seedkit.ConsistencyLoss(temperature=2.0), 0.5
+    )
+    out = criterion(student, labels, teacher)
+    torch.testing.assert_close(out.generation, seed_generation_loss(student, labels, 2.0))
+    torch.testing.assert_close(
+        out.consistency, consistency_loss(student, teacher, labels, temperature=2.0)
+    )
+    torch.testing.assert_close(out.loss, out.generation + 0.5 * out.consistency)
+    only_generation = criterion(student, labels)
+    torch.testing.assert_close(only_generation.loss, out.generation)
+    assert float(only_generation.consistency) == 0.0
+    criterion.consistency_weight = 0.0
+    torch.testing.assert_close(criterion(student, labels, teacher).loss, out.generation)
+
+
+def test_presets_follow_the_principle():
+    assert TEMPERATURE_PRESETS["cnn"] > TEMPERATURE_PRESETS["vit"]
+    assert seedkit.SeedGenerationLoss.for_backbone("cnn").temperature == TEMPERATURE_PRESETS["cnn"]
+    assert seedkit.SeedGenerationLoss.for_backbone("VIT").temperature == TEMPERATURE_PRESETS["vit"]
+    assert seedkit.SeedGenerationLoss.for_backbone("vit", temperature=0.5).temperature == 0.5
+
+    class Wrapped:
+        family = "vit"
+
+    assert (
+        seedkit.SeedGenerationLoss.for_backbone(Wrapped()).temperature == TEMPERATURE_PRESETS["vit"]
+    )
+    usage = USAGELoss.for_backbone("cnn")
+    assert usage.consistency_weight == CONSISTENCY_PRESETS["cnn"]["weight"]
+    assert usage.generation.temperature == TEMPERATURE_PRESETS["cnn"]
+    assert USAGELoss.for_backbone("vit", consistency_weight=0.3).consistency_weight == 0.3
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (
+            lambda: seedkit.SeedGenerationLoss(reduction="avg"),
+            InvalidValueError,
+            ["reduction", "'mean'", "avg"],
+        ),
+        (lambda: seedkit.SeedGenerationLoss(temperature=0), InvalidValueError, ["temperature"]),
+        (
+            lambda: seedkit.SeedGenerationLoss.for_backbone("rnn"),
+            InvalidValueError,
+            ["model_or_family", "rnn"],
+        ),
+        (
+            lambda: seedkit.SeedGenerationLoss.for_backbone(3),
+            InvalidValueError,
+            ["model_or_family", "int"],
+        ),
+        (
+            lambda: seedkit.ConsistencyLoss(distance="cosine"),
+            InvalidValueError,
+            ["distance", "cosine"],
+        ),
+        (
+            lambda: seedkit.ConsistencyLoss(teacher_temperature=-1.0),
+            InvalidValueError,
+            ["teacher_temperature"],
+        ),
+        (lambda: seedkit.ConsistencyLoss(reduction="max"), InvalidValueError, ["reduction"]),
+        (lambda: USAGELoss(consistency_weight=-1.0), InvalidValueError, ["consistency_weight"]),
+        (
+            lambda: USAGELoss(consistency_weight=float("nan")),
+            InvalidValueError,
+            ["consistency_weight"],
+        ),
+        (
+            lambda: consistency_loss(
+                torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 4), torch.ones(1, 2)
+            ),
+            ShapeError,
+            ["teacher_cams", "(1, 2, 3, 3)", "(1, 2, 3, 4)"],
+        ),
+        (
+            lambda: seedkit.SeedGenerationLoss()(torch.zeros(2, 20, 3, 3), torch.ones(2, 21)),
+            ShapeError,
+            ["labels", "(2, 20)", "(2, 21)"],
+        ),
+        (
+            lambda: seedkit.SeedGenerationLoss()(torch.zeros(2, 3, 3), torch.ones(2, 3)),
+            ShapeError,
+            ["cams", "(B, C, H, W)"],
+        ),
+    ],
+)
+def test_loss_errors_name_the_argument(call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    for word in words:
+        assert word in str(info.value)
