@@ -1,0 +1,423 @@
+"""Stage 1 of the WSSS pipeline: train a seed model, write seeds, evaluate them.
+
+:func:`train_seed_model` trains the CAM baseline or USAGE (student under a strong
+network adjustment, EMA teacher under a weak one, generation + consistency
+loss) on one process or under ``torchrun``. :func:`run_seed_stage` adds
+multi-scale CAM inference on the evaluation list, the background-threshold
+sweep, overlays and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import seedkit
+from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from seedkit.engine.config import SeedStageConfig, save_config
+from seedkit.engine.distributed import DistributedContext
+from seedkit.engine.logger import RunLogger
+from seedkit.engine.sampler import ResumableShardSampler
+from seedkit.errors import InvalidValueError
+
+__all__ = ["SeedTrainingState", "run_seed_stage", "train_seed_model"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.pt"
+
+
+class SeedTrainingState:
+    """The model, teacher, optimiser and schedule of a seed-stage run."""
+
+    def __init__(self, config: SeedStageConfig, context: DistributedContext, steps_per_epoch: int) -> None:
+        from seedkit.backbones import create_seed_model
+
+        self.config = config
+        self.context = context
+        self.model = create_seed_model(
+            config.backbone,
+            num_classes=config.num_classes,
+            pretrained=config.pretrained,
+            checkpoint_path=config.checkpoint_path,
+            **({"output_stride": config.output_stride} if config.output_stride else {}),
+        ).to(context.device)
+        self.total_steps = config.max_steps or config.epochs * steps_per_epoch  # type: ignore[operator]
+        self.steps_per_epoch = steps_per_epoch
+        backbone_params, head_params = self.model.param_groups()
+        groups = [
+            {"params": backbone_params, "lr": config.lr},
+            {"params": head_params, "lr": config.lr * config.head_lr_mult},
+        ]
+        if config.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        warmup = config.warmup_steps or int(config.extra.get("warmup_epochs", 0) * steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config.schedule, warmup, self.total_steps))
+        self.teacher = None
+        self.criterion: torch.nn.Module
+        if config.method == "usage":
+            self.teacher = seedkit.EMATeacher(
+                self.model,
+                momentum=config.ema_momentum,
+                schedule=config.ema_schedule,
+                total_steps=self.total_steps,
+            )
+            overrides: dict[str, Any] = {"distance": config.distance, "scale": config.scale}
+            if config.temperature is not None:
+                overrides["temperature"] = config.temperature
+                overrides["generation_temperature"] = config.temperature
+            if config.teacher_temperature is not None:
+                overrides["teacher_temperature"] = config.teacher_temperature
+            if config.consistency_weight is not None:
+                overrides["consistency_weight"] = config.consistency_weight
+            overrides["normalize"] = config.normalize_consistency
+            self.criterion = seedkit.USAGELoss.for_backbone(self.model.family, **overrides)
+            self.full_weight = self.criterion.consistency_weight
+        else:
+            self.criterion = seedkit.SeedGenerationLoss(temperature=None)
+            self.full_weight = 0.0
+        use_amp = context.device.type == "cuda" and config.amp != "off"
+        self.amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.use_amp = use_amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
+        self.ddp: torch.nn.Module = self.model
+        if context.distributed:
+            device_ids = [context.device.index] if context.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.step = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+        }
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step = int(state["step"])
+
+
+def _schedule(kind: str, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "poly":
+            return (1.0 - progress) ** 0.9
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _train_dataset(config: SeedStageConfig, voc_root: str):
+    from seedkit.data import TrainTransform, VOCSegmentation
+
+    resize = config.resize_long or (config.image_size, int(config.image_size * 1.7))
+    transform = TrainTransform(config.image_size, resize_long=resize, color_jitter=config.color_jitter)
+    return VOCSegmentation(voc_root, config.train_split, transform=transform, with_masks=False, seed=config.seed)
+
+
+def _cam_mask(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A CAM cell is valid if any pixel under it is (so no image is ever fully masked)."""
+    return F.adaptive_max_pool2d(valid[:, None].float(), size) > 0
+
+
+def _view_generator(config: SeedStageConfig, step: int, micro: int) -> torch.Generator:
+    # Seeded by (seed, step, micro-batch), not by rank: every process drops the same
+    # segments, as one process at the full batch would.
+    return torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+
+
+def train_seed_model(
+    config: SeedStageConfig,
+    context: DistributedContext,
+    voc_root: str,
+    resume: bool = False,
+) -> SeedTrainingState:
+    """Train the seed model of ``config`` and return the final training state.
+
+    Writes ``config.json``, ``log.jsonl`` (one record per logged step), periodic
+    atomic checkpoints ``checkpoint.pt`` and the final ``model.pt`` into
+    ``config.out`` (rank 0 only). With ``resume=True`` and a checkpoint present,
+    training continues exactly where it stopped: the data order, augmentations
+    and network-adjustment segments are functions of ``(seed, epoch, step)``.
+
+    Args:
+        config: the run's configuration (validated here).
+        context: the process's distributed context.
+        voc_root: the VOC2012 folder.
+        resume: continue from ``config.out/checkpoint.pt`` if it exists.
+
+    Returns:
+        The :class:`SeedTrainingState` after the last step.
+    """
+    config.validate()
+    out = Path(config.out)
+    torch.manual_seed(config.seed)
+    dataset = _train_dataset(config, voc_root)
+    per_rank, remainder = divmod(config.batch_size, context.world_size * config.grad_accum)
+    if remainder or per_rank < 1:
+        raise InvalidValueError(
+            "batch_size",
+            f"a multiple of processes x grad_accum ({context.world_size} x {config.grad_accum})",
+            config.batch_size,
+        )
+    sampler = ResumableShardSampler(
+        len(dataset), config.batch_size, context.rank, context.world_size, seed=config.seed
+    )
+    state = SeedTrainingState(config, context, sampler.steps_per_epoch)
+    checkpoint = out / CHECKPOINT_NAME
+    if resume and checkpoint.is_file():
+        state.load_state_dict(load_checkpoint(checkpoint, map_location=context.device))
+    logger = None
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.json")
+        logger = RunLogger(out, tensorboard=config.tensorboard, append=resume and state.step > 0)
+        logger.log("start", state.step, world_size=context.world_size, total_steps=state.total_steps,
+                   family=state.model.family, seedkit_version=seedkit.__version__)
+    bar = tqdm(total=state.total_steps, initial=state.step, desc=f"train {config.method}",
+               disable=not (context.is_main and config.progress), dynamic_ncols=True)
+    started = time.time()
+    while state.step < state.total_steps:
+        epoch, step_in_epoch = divmod(state.step, sampler.steps_per_epoch)
+        sampler.set_epoch(epoch)
+        sampler.set_start_step(step_in_epoch)
+        dataset.set_epoch(epoch)
+        loader = DataLoader(
+            dataset,
+            batch_size=per_rank * config.grad_accum,
+            sampler=sampler,
+            num_workers=config.num_workers,
+            collate_fn=_collate,
+            drop_last=True,
+            persistent_workers=False,
+        )
+        for batch in loader:
+            record = _train_step(state, batch, per_rank)
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if logger is not None and (state.step % config.log_every == 0 or state.step == state.total_steps):
+                logger.log("train", state.step, epoch=epoch, **record,
+                           elapsed=round(time.time() - started, 2))
+            if state.step % config.checkpoint_every == 0 or state.step == state.total_steps:
+                if context.is_main:
+                    save_checkpoint(checkpoint, state.state_dict())
+                context.barrier()
+            if state.step >= state.total_steps:
+                break
+    bar.close()
+    if context.is_main:
+        save_checkpoint(out / MODEL_NAME, {"model": state.model.state_dict(), "config": config.to_dict(),
+                                           "family": state.model.family})
+        if logger is not None:
+            logger.log("end", state.step, elapsed=round(time.time() - started, 2))
+            logger.close()
+    context.barrier()
+    return state
+
+
+def _collate(samples):
+    from seedkit.data import collate
+
+    return collate(samples)
+
+
+def _train_step(state: SeedTrainingState, batch: dict[str, Any], micro_size: int) -> dict[str, float]:
+    config, context = state.config, state.context
+    model = state.ddp
+    model.train()
+    weight = state.full_weight
+    if config.consistency_warmup_steps:
+        weight *= min(1.0, state.step / config.consistency_warmup_steps)
+    if config.method == "usage":
+        state.criterion.consistency_weight = weight
+    totals = {"loss": 0.0, "generation": 0.0, "consistency": 0.0}
+    state.optimizer.zero_grad(set_to_none=True)
+    images_all = batch["image"].to(context.device, non_blocking=True)
+    labels_all = batch["labels"].to(context.device, non_blocking=True)
+    valid_all = batch["valid"].to(context.device, non_blocking=True)
+    for micro in range(config.grad_accum):
+        part = slice(micro * micro_size, (micro + 1) * micro_size)
+        images, labels, valid = images_all[part], labels_all[part], valid_all[part]
+        last = micro == config.grad_accum - 1
+        sync = contextlib.nullcontext() if last or not context.distributed else model.no_sync()
+        autocast = torch.autocast(context.device.type, dtype=state.amp_dtype, enabled=state.use_amp)
+        with sync, autocast:
+            if config.method == "usage":
+                generator = _view_generator(config, state.step, micro)
+                with torch.no_grad():
+                    teacher_view = seedkit.SelfAdaptiveView(state.teacher.module, config.teacher_drop, generator=generator)
+                    teacher_cams = teacher_view(images).cams
+                student_view = seedkit.SelfAdaptiveView(model, config.student_drop, generator=generator)
+                cams = student_view(images).cams
+                mask = _cam_mask(valid, cams.shape[-2:])
+                out = state.criterion(cams, labels, teacher_cams, mask)
+                loss, generation, consistency = out.loss, out.generation, out.consistency
+            else:
+                cams = model(images).cams
+                mask = _cam_mask(valid, cams.shape[-2:])
+                loss = generation = state.criterion(cams, labels, mask)
+                consistency = loss.new_zeros(())
+            state.scaler.scale(loss / config.grad_accum).backward()
+        totals["loss"] += float(context.mean(loss)) / config.grad_accum
+        totals["generation"] += float(context.mean(generation)) / config.grad_accum
+        totals["consistency"] += float(context.mean(consistency)) / config.grad_accum
+    if config.grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    if state.teacher is not None:
+        state.teacher.update(state.model, step=state.step)
+    totals["lr"] = state.optimizer.param_groups[0]["lr"]
+    totals["consistency_weight"] = weight
+    return totals
+
+
+def _gt_dir(voc_root: Path) -> Path:
+    # Seeds are evaluated on the train list, whose masks live in SegmentationClass
+    # (the reference codebases' choice); SBD-only setups fall back to the Aug folder.
+    for name in ("SegmentationClass", "SegmentationClassAug"):
+        if (voc_root / name).is_dir():
+            return voc_root / name
+    return voc_root / "SegmentationClass"
+
+
+def write_and_evaluate_seeds(
+    model: torch.nn.Module,
+    config: SeedStageConfig,
+    context: DistributedContext,
+    voc_root: str,
+) -> dict[str, Any] | None:
+    """Write multi-scale seeds for the evaluation list, sweep the threshold, draw overlays.
+
+    Seed writing is sharded across processes; rank 0 evaluates and returns the
+    ``"seeds"`` entry of ``results.json`` (other ranks return ``None``).
+    """
+    from seedkit.cam import write_cams
+    from seedkit.data import VOC_CLASSES, InferenceTransform, VOCSegmentation, read_image
+    from seedkit.metrics import evaluate_seeds, load_psa_maps
+    from seedkit.viz import save_overlay
+
+    out = Path(config.out)
+    dataset = VOCSegmentation(voc_root, config.eval_split, transform=InferenceTransform(), with_masks=False)
+    if config.eval_limit is not None:
+        dataset.ids = dataset.ids[: config.eval_limit]
+    seeds_dir = out / "seeds"
+    model.eval()
+    write_cams(
+        model,
+        dataset,
+        seeds_dir,
+        scales=config.cam_scales,
+        device=context.device,
+        temperature=config.seed_temperature,
+        progress=context.is_main and config.progress,
+        rank=context.rank,
+        world_size=context.world_size,
+    )
+    context.barrier()
+    if not context.is_main:
+        return None
+    names = ["background", *VOC_CLASSES]
+    result = evaluate_seeds(
+        seeds_dir,
+        _gt_dir(dataset.root),
+        dataset.ids,
+        num_classes=config.num_classes + 1,
+        max_threshold=config.max_threshold,
+        progress=config.progress,
+        class_names=names,
+    )
+    (out / "seeds_eval.json").write_text(_json(result.to_json_dict()))
+    for image_id in dataset.ids[: config.num_overlays]:
+        maps = load_psa_maps(seeds_dir / f"{image_id}.npy", config.num_classes)
+        save_overlay(
+            read_image(dataset.image_path(image_id)),
+            maps,
+            out / "overlays" / f"{image_id}.png",
+            threshold=result.best_threshold,
+            class_names=names,
+        )
+    return {
+        "miou": result.best_miou,
+        "threshold": result.best_threshold,
+        "fp_rate": result.fp_rate,
+        "fn_rate": result.fn_rate,
+        "iou": [None if math.isnan(v) else float(v) for v in result.iou],
+        "num_images": result.num_images,
+        "warnings": list(result.warnings),
+        "table": result.format_table(),
+    }
+
+
+def _json(document: Any) -> str:
+    import json
+
+    return json.dumps(document, indent=2) + "\n"
+
+
+def run_seed_stage(
+    config: SeedStageConfig,
+    context: DistributedContext,
+    voc_root: str,
+    resume: bool = False,
+) -> dict[str, Any] | None:
+    """Train, write seeds, evaluate; write ``OUT/results.json`` on rank 0 and return it.
+
+    A resumed run whose training had already finished goes straight to the seeds,
+    and seed files already written are skipped.
+    """
+    out = Path(config.out)
+    finished = resume and (out / MODEL_NAME).is_file()
+    if finished:
+        from seedkit.backbones import create_seed_model
+
+        model = create_seed_model(config.backbone, num_classes=config.num_classes,
+                                  **({"output_stride": config.output_stride} if config.output_stride else {}))
+        model.load_state_dict(load_checkpoint(out / MODEL_NAME)["model"])
+        model.to(context.device)
+    else:
+        model = train_seed_model(config, context, voc_root, resume=resume).model
+    seeds = write_and_evaluate_seeds(model, config, context, voc_root)
+    if seeds is None:
+        return None
+    table = seeds.pop("table")
+    results = {"seeds": seeds, "method": config.method, "backbone": config.backbone,
+               "config": config.to_dict()}
+    from seedkit.data import atomic_write_bytes
+
+    atomic_write_bytes(out / "results.json", _json(results).encode())
+    (out / "seeds_table.txt").write_text(table + "\n")
+    return results

@@ -1,0 +1,149 @@
+"""Engine pieces: sampler sharding and resume, checkpoints, configs, schedules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from seedkit.engine import (
+    RECIPES,
+    ResumableShardSampler,
+    RunLogger,
+    SeedStageConfig,
+    apply_recipe,
+    load_checkpoint,
+    load_config,
+    save_checkpoint,
+    save_config,
+)
+from seedkit.engine.seed_stage import _schedule
+from seedkit.errors import DataError, DataFileError, InvalidValueError
+
+
+@given(
+    st.integers(4, 60),
+    st.sampled_from([1, 2, 4]),
+    st.integers(1, 4),
+    st.integers(0, 3),
+    st.integers(0, 5),
+)
+def test_shards_together_equal_the_single_process_batches(num_samples, world_size, per_rank, epoch, seed):
+    global_batch = world_size * per_rank
+    if global_batch > num_samples:
+        return
+    single = ResumableShardSampler(num_samples, global_batch, 0, 1, seed=seed)
+    single.set_epoch(epoch)
+    order = list(single)
+    shards = []
+    for rank in range(world_size):
+        sampler = ResumableShardSampler(num_samples, global_batch, rank, world_size, seed=seed)
+        sampler.set_epoch(epoch)
+        shards.append(list(sampler))
+        assert len(sampler) == len(shards[-1])
+    assert len({len(s) for s in shards}) == 1  # every rank runs the same number of steps
+    for step in range(single.steps_per_epoch):
+        together = sorted(x for s in shards for x in s[step * per_rank : (step + 1) * per_rank])
+        assert together == sorted(order[step * global_batch : (step + 1) * global_batch])
+    assert len(set(order)) == len(order)
+
+
+@given(st.integers(8, 40), st.integers(0, 5), st.integers(0, 3))
+def test_resume_skips_exactly_the_finished_steps(num_samples, start, seed):
+    sampler = ResumableShardSampler(num_samples, 4, seed=seed)
+    sampler.set_epoch(1)
+    full = list(sampler)
+    start = min(start, sampler.steps_per_epoch)
+    sampler.set_start_step(start)
+    assert list(sampler) == full[start * 4 :]
+
+
+def test_epochs_reshuffle_and_seed_matters():
+    sampler = ResumableShardSampler(50, 5, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    other = ResumableShardSampler(50, 5, seed=1)
+    assert list(other) != first
+
+
+def test_sampler_errors():
+    with pytest.raises(InvalidValueError, match="global_batch_size"):
+        ResumableShardSampler(10, 3, world_size=2)
+    with pytest.raises(InvalidValueError, match="at most the number"):
+        ResumableShardSampler(3, 4)
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    state = {"weights": torch.arange(5.0), "step": 7}
+    path = save_checkpoint(tmp_path / "a" / "ck.pt", state)
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 7 and torch.equal(loaded["weights"], state["weights"])
+    assert [p.name for p in path.parent.iterdir()] == ["ck.pt"]  # no temporary left behind
+    with pytest.raises(DataFileError, match="checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="bad.pt"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path):
+    path = save_checkpoint(tmp_path / "ck.pt", {"step": 1})
+
+    class Exploding:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {"step": 2, "bad": Exploding()})
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_config_round_trip_and_validation(tmp_path):
+    config = apply_recipe(SeedStageConfig(), "mctformer-deit-s")
+    assert config.optimizer == "adamw" and config.backbone == "deit_small_patch16_224"
+    assert config.lr == pytest.approx(5e-4 * 64 / 512)
+    path = save_config(config, tmp_path / "config.json")
+    assert load_config(path) == config
+    assert json.loads(path.read_text())["recipe"] == "mctformer-deit-s"
+    with pytest.raises(InvalidValueError, match="method"):
+        SeedStageConfig(method="seam", epochs=1).validate()
+    with pytest.raises(InvalidValueError, match="exactly one"):
+        SeedStageConfig(epochs=1, max_steps=3).validate()
+    with pytest.raises(InvalidValueError, match="student_drop"):
+        SeedStageConfig(epochs=1, student_drop=1.0).validate()
+    with pytest.raises(InvalidValueError, match="recipe"):
+        apply_recipe(config, "nope")
+    (tmp_path / "bad.json").write_text('{"unknown_field": 1}')
+    with pytest.raises(DataError, match="unknown_field"):
+        load_config(tmp_path / "bad.json")
+    for name in RECIPES:
+        apply_recipe(SeedStageConfig(), name).validate()
+
+
+@pytest.mark.parametrize("kind", ["poly", "cosine", "constant"])
+def test_schedules(kind):
+    factor = _schedule(kind, warmup=10, total=100)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    values = [factor(s) for s in range(10, 100)]
+    assert all(b <= a + 1e-12 for a, b in zip(values, values[1:], strict=False))
+    if kind != "constant":
+        assert factor(100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_logger_writes_json_lines(tmp_path):
+    logger = RunLogger(tmp_path)
+    logger.log("train", 1, loss=0.5)
+    logger.log("train", 2, loss=0.25)
+    logger.close()
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in lines] == [0.5, 0.25] and lines[0]["event"] == "train"
+    appended = RunLogger(tmp_path, append=True)
+    appended.log("train", 3, loss=0.1)
+    appended.close()
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 3
