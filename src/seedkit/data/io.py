@@ -1,0 +1,370 @@
+"""Reading and writing the files of VOC-style datasets.
+
+Every reader raises :class:`~seedkit.errors.DataFileError` when a file is missing
+and :class:`~seedkit.errors.DataError` when it exists but cannot be used; both
+messages name the file. Every writer is atomic: it writes a temporary file in the
+destination folder and renames it, so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from seedkit.data.constants import VOC_PALETTE
+from seedkit.errors import DataError, DataFileError, InvalidValueError
+
+__all__ = [
+    "atomic_write_bytes",
+    "load_cls_labels",
+    "read_id_list",
+    "read_image",
+    "read_mask",
+    "resolve_voc_root",
+    "save_cls_labels",
+    "write_mask_png",
+]
+
+PathLike = str | os.PathLike
+
+_VOC_SUBDIRS = ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "Annotations", "ImageSets")
+
+
+@contextlib.contextmanager
+def _atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        yield temp
+        os.replace(temp, target)
+    finally:
+        if temp.exists():
+            temp.unlink()
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, then rename).
+
+    Args:
+        path: Destination file; missing parent folders are created.
+        data: The bytes to write.
+
+    Returns:
+        The destination path.
+    """
+    with _atomic_path(path) as temp:
+        temp.write_bytes(data)
+    return Path(path)
+
+
+def _open_image(path: PathLike, what: str) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(path, what)
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(path, f"a readable {what}", f"a corrupt or unsupported file ({error})") from error
+    return image
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Grey-scale, palette and RGBA files are converted to RGB.
+
+    Args:
+        path: Image file (JPEG, PNG, ...).
+
+    Returns:
+        ``uint8`` array of shape ``(H, W, 3)``.
+
+    Raises:
+        DataFileError: The file does not exist.
+        DataError: The file is not a readable image.
+    """
+    image = _open_image(path, "image")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def read_mask(path: PathLike, num_classes: int | None = None) -> np.ndarray:
+    """Read a label mask: a palette PNG (VOC ``SegmentationClass``) or a plain index PNG.
+
+    Palette (mode ``"P"``) files give their palette indices, index files (mode
+    ``"L"``, or 16/32-bit integer PNGs with values below 256) give their values;
+    RGB files are decoded through the VOC colour map. Value 255 means "ignore".
+
+    Args:
+        path: Mask file.
+        num_classes: When given, the number of classes *including* background
+            (21 for VOC); any value ``>= num_classes`` other than 255 is an error.
+
+    Returns:
+        ``uint8`` array of shape ``(H, W)`` with class ids.
+
+    Raises:
+        DataFileError: The file does not exist.
+        DataError: The file is corrupt, has an unsupported mode, a colour outside
+            the VOC colour map, or a class id out of range.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> folder = tempfile.mkdtemp()
+        >>> mask = np.array([[0, 15], [255, 1]], dtype=np.uint8)
+        >>> path = write_mask_png(folder + "/a.png", mask)
+        >>> read_mask(path).tolist()
+        [[0, 15], [255, 1]]
+    """
+    image = _open_image(path, "mask")
+    if image.mode in ("P", "L"):
+        mask = np.asarray(image, dtype=np.uint8).copy()
+    elif image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise DataError(path, "class ids in 0..255", f"values in {values.min()}..{values.max()}")
+        mask = values.astype(np.uint8)
+    elif image.mode in ("RGB", "RGBA"):
+        mask = _decode_colour_mask(path, np.asarray(image.convert("RGB")))
+    else:
+        raise DataError(path, "a palette (P) or index (L) mask", f"image mode {image.mode!r}")
+    if num_classes is not None:
+        _check_class_ids(path, mask, num_classes)
+    return mask
+
+
+def _decode_colour_mask(path: PathLike, rgb: np.ndarray) -> np.ndarray:
+    codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    palette = VOC_PALETTE.astype(np.int32)
+    palette_codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    lookup = {int(code): index for index, code in enumerate(palette_codes)}
+    unique, inverse = np.unique(codes, return_inverse=True)
+    values = np.empty(len(unique), dtype=np.uint8)
+    for position, code in enumerate(unique.tolist()):
+        if code not in lookup:
+            colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
+            raise DataError(path, "colours of the VOC colour map", f"RGB colour {colour}")
+        values[position] = lookup[code]
+    return values[inverse].reshape(codes.shape)
+
+
+def _check_class_ids(path: PathLike, mask: np.ndarray, num_classes: int) -> None:
+    values = np.unique(mask)
+    bad = values[(values >= num_classes) & (values != 255)]
+    if bad.size:
+        raise DataError(
+            path,
+            f"class ids 0..{num_classes - 1} or 255 (ignore)",
+            f"class id(s) {bad[:5].tolist()}",
+        )
+
+
+def write_mask_png(path: PathLike, mask: np.ndarray, palette: bool = True) -> Path:
+    """Write a class-id mask as a PNG, atomically.
+
+    Args:
+        path: Destination file; missing parent folders are created.
+        mask: Integer array ``(H, W)`` with values in 0..255.
+        palette: ``True`` writes a VOC palette PNG (mode ``"P"``, viewable in
+            colour), ``False`` a plain index PNG (mode ``"L"``, like
+            ``SegmentationClassAug``). Both read back to the same ids.
+
+    Returns:
+        The destination path.
+
+    Raises:
+        InvalidValueError: ``mask`` is not 2-D or has values outside 0..255.
+    """
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise InvalidValueError("mask", "a 2-D (H, W) array", f"shape {array.shape}")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise InvalidValueError("mask", "values in 0..255", f"values in {array.min()}..{array.max()}")
+    image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    if palette:
+        image.putpalette(VOC_PALETTE.tobytes())  # turns the "L" image into a "P" image
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def resolve_voc_root(path: PathLike) -> Path:
+    """Find the ``VOC2012`` folder (the one that holds ``JPEGImages``).
+
+    Accepts the ``VOC2012`` folder itself, the ``VOCdevkit`` folder, or the folder
+    that holds ``VOCdevkit``.
+
+    Args:
+        path: Any of the three folders.
+
+    Returns:
+        The folder that holds ``JPEGImages``.
+
+    Raises:
+        DataFileError: None of the candidates holds ``JPEGImages``; the message
+            lists the folders that were tried.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataFileError(root, "dataset folder", "expected the VOC2012 folder, VOCdevkit, or its parent")
+    candidates = [root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"]
+    for candidate in candidates:
+        if (candidate / "JPEGImages").is_dir():
+            return candidate
+    tried = ", ".join(str(c / "JPEGImages") for c in candidates)
+    raise DataFileError(
+        root,
+        "VOC 2012 layout",
+        f"expected a folder JPEGImages (with {', '.join(_VOC_SUBDIRS[1:])}) in one of: {tried}",
+    )
+
+
+def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list[str]:
+    """Read an image-id list.
+
+    ``list_name_or_path`` is either a path to a list file, or a list name such as
+    ``"train"``, ``"val"``, ``"trainval"`` or ``"train_aug"``, looked up as
+    ``ImageSets/Segmentation/<name>.txt`` under the VOC root (then
+    ``<root>/<name>.txt``). A missing ``train_aug`` falls back to ``train`` with a
+    warning, so plain VOC 2012 works without the SBD set.
+
+    Each line holds an id (``2007_000032``) or, as in the DeepLab/SEAM lists, a
+    path such as ``/JPEGImages/2007_000032.jpg /SegmentationClassAug/...``: the
+    first token's file stem is the id. Blank lines are skipped.
+
+    Args:
+        voc_root: The dataset folder (see :func:`resolve_voc_root`); may be
+            ``None`` when ``list_name_or_path`` is a file path.
+        list_name_or_path: List name or file path.
+
+    Returns:
+        The ids, in file order.
+
+    Raises:
+        DataFileError: The list cannot be found; the message names the paths tried.
+        DataError: The list is empty.
+    """
+    direct = Path(list_name_or_path).expanduser()
+    if direct.is_file():
+        return _parse_id_list(direct)
+    if voc_root is None:
+        raise DataFileError(direct, "id list file")
+    root = resolve_voc_root(voc_root)
+    name = str(list_name_or_path)
+    stem = name[:-4] if name.endswith(".txt") else name
+    candidates = [
+        root / "ImageSets" / "Segmentation" / f"{stem}.txt",
+        root / f"{stem}.txt",
+        root / "ImageSets" / "Main" / f"{stem}.txt",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return _parse_id_list(candidate)
+    if stem == "train_aug":
+        fallback = root / "ImageSets" / "Segmentation" / "train.txt"
+        if fallback.is_file():
+            warnings.warn(
+                f"{candidates[0]} not found (SBD augmented set absent); using the VOC 2012 "
+                f"train list {fallback} instead",
+                stacklevel=2,
+            )
+            return _parse_id_list(fallback)
+    raise DataFileError(
+        candidates[0],
+        f"id list {name!r}",
+        "also tried " + ", ".join(str(c) for c in candidates[1:]) + "; pass a list name or a file path",
+    )
+
+
+def _parse_id_list(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(path, "a UTF-8 text file with one image id per line", str(error)) from error
+    ids = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if not tokens:
+            continue
+        first = tokens[0]
+        ids.append(Path(first).stem if ("/" in first or "." in Path(first).name) else first)
+    if not ids:
+        raise DataError(path, "at least one image id", "an empty list")
+    return ids
+
+
+def load_cls_labels(path: PathLike) -> dict[str, np.ndarray]:
+    """Load a psa-format class-label file (``cls_labels.npy``).
+
+    The file is a pickled dict ``{image id: float32 multi-hot vector}`` saved with
+    :func:`numpy.save`, as written by psa, IRN, SEAM, MCTformer and
+    :func:`save_cls_labels`.
+
+    Args:
+        path: The ``.npy`` file.
+
+    Returns:
+        ``{id: float32 array (C,)}``.
+
+    Raises:
+        DataFileError: The file does not exist.
+        DataError: The file is not a dict of equal-length vectors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(path, "class-label file", "make one with `seedkit make-cls-labels`")
+    try:
+        loaded = np.load(path, allow_pickle=True)
+        table = loaded.item() if isinstance(loaded, np.ndarray) and loaded.dtype == object else loaded
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError) as error:
+        raise DataError(path, "a numpy file holding a pickled dict", f"an unreadable file ({error})") from error
+    if not isinstance(table, Mapping):
+        raise DataError(path, "a pickled dict {id: multi-hot vector}", type(table).__name__)
+    labels: dict[str, np.ndarray] = {}
+    length = None
+    for key, value in table.items():
+        vector = np.asarray(value, dtype=np.float32).reshape(-1)
+        if length is None:
+            length = vector.shape[0]
+        if vector.shape[0] != length:
+            raise DataError(path, f"vectors of one length ({length})", f"length {vector.shape[0]} for {key!r}")
+        labels[str(key)] = vector
+    return labels
+
+
+def save_cls_labels(path: PathLike, labels: Mapping[str, np.ndarray]) -> Path:
+    """Save class labels in the psa format, atomically.
+
+    Args:
+        path: Destination ``.npy`` file.
+        labels: ``{id: multi-hot vector}``; stored as float32.
+
+    Returns:
+        The destination path.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> path = save_cls_labels(tempfile.mkdtemp() + "/cls_labels.npy",
+        ...                        {"2007_000032": np.eye(20)[0]})
+        >>> np.load(path, allow_pickle=True).item()["2007_000032"][:3]
+        array([1., 0., 0.], dtype=float32)
+    """
+    table = {str(k): np.asarray(v, dtype=np.float32).reshape(-1) for k, v in labels.items()}
+    buffer = io.BytesIO()
+    np.save(buffer, table, allow_pickle=True)
+    return atomic_write_bytes(path, buffer.getvalue())
