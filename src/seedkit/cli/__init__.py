@@ -18,7 +18,10 @@ from seedkit.errors import SeedkitError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "seedkit.cli.eval_seeds",
+    "seedkit.cli.viz",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
