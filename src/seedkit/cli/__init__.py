@@ -19,6 +19,8 @@ from seedkit.errors import SeedkitError
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "seedkit.cli.eval_seeds",
+    "seedkit.cli.viz",
     "seedkit.cli.make_cls_labels",
     "seedkit.cli.make_demo_data",
 )

@@ -1,0 +1,148 @@
+"""Multi-scale + flip CAM inference for any model that returns class activation maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from seedkit._checks import check_tensor
+from seedkit.errors import InvalidValueError, ShapeError
+from seedkit.losses import seeds_from_cams
+
+__all__ = ["DEFAULT_SCALES", "cams_of", "infer_cams"]
+
+#: The scales of psa / SEAM / IRN / MCTformer CAM inference.
+DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+
+
+def cams_of(output: object) -> torch.Tensor:
+    """Return the CAM tensor of a model output.
+
+    Accepts a ``(B, C, h, w)`` tensor, an object with a ``.cams`` attribute (a
+    :class:`seedkit.backbones.SeedModel` output) or a dict with key ``"cams"``.
+
+    Example:
+        >>> import torch
+        >>> from seedkit.cam import cams_of
+        >>> cams_of({"cams": torch.zeros(1, 2, 3, 3)}).shape
+        torch.Size([1, 2, 3, 3])
+    """
+    if isinstance(output, torch.Tensor):
+        cams = output
+    elif isinstance(output, dict) and "cams" in output:
+        cams = output["cams"]
+    elif hasattr(output, "cams"):
+        cams = output.cams  # type: ignore[attr-defined]
+    else:
+        raise InvalidValueError(
+            "model output", "a (B, C, h, w) tensor or an object with .cams", type(output).__name__
+        )
+    cams = check_tensor("model output cams", cams)
+    if cams.dim() != 4:
+        raise ShapeError("model output cams", "(B, C, h, w)", tuple(cams.shape))
+    return cams
+
+
+def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def infer_cams(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    flip: bool = True,
+    temperature: float | None = None,
+    output_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Multi-scale, flipped CAM inference turned into seed maps in ``[0, 1]``.
+
+    For every scale (one at a time, so peak memory is that of the largest
+    scale plus one output-size buffer) the resized batch and its horizontal
+    flip go through the model together; the flipped CAMs are flipped back,
+    upsampled bilinearly to ``output_size`` and accumulated, for the classes
+    present in some image of the batch only. Then
+    :func:`seedkit.seeds_from_cams` zeroes absent classes and normalises:
+
+    - ``temperature=None`` (the CAM baseline of psa / IRN): every view's CAM
+      goes through ReLU before summing, then each class is divided by its
+      maximum;
+    - ``temperature=tau``: the raw CAMs are averaged over the views and mapped
+      to ``exp((A - max A) / tau)``.
+
+    The model is used as it is: put it in ``eval()`` mode first. Runs under
+    ``torch.inference_mode``.
+
+    Args:
+        model: callable returning CAMs ``(B, C, h, w)`` or an object with ``.cams``.
+        images: normalised images.
+        labels: multi-hot image labels.
+        scales: input scales (psa / IRN: ``(1.0, 0.5, 1.5, 2.0)``).
+        flip: add horizontally flipped views.
+        temperature: ``None`` for max-normalised seeds, else the temperature form.
+        output_size: ``(H_out, W_out)``; default the input size.
+
+    Returns:
+        Seeds in ``[0, 1]``, zero for absent classes, float32.
+
+    Shape:
+        - images: :math:`(B, 3, H, W)`
+        - labels: :math:`(B, C)`
+        - output: :math:`(B, C, H_{out}, W_{out})`
+
+    Example:
+        >>> import torch
+        >>> from seedkit.cam import infer_cams
+        >>> model = torch.nn.Conv2d(3, 4, 3, stride=4)
+        >>> labels = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+        >>> seeds = infer_cams(model, torch.randn(1, 3, 32, 48), labels)
+        >>> seeds.shape, float(seeds[0, 1].abs().sum()), float(seeds.max()) <= 1.0
+        (torch.Size([1, 4, 32, 48]), 0.0, True)
+    """
+    images = check_tensor("images", images)
+    if images.dim() != 4:
+        raise ShapeError("images", "(B, 3, H, W)", tuple(images.shape))
+    labels = check_tensor("labels", labels)
+    if labels.dim() != 2 or labels.shape[0] != images.shape[0]:
+        raise ShapeError("labels", f"(B, C) with B = {images.shape[0]}", tuple(labels.shape))
+    scales = tuple(float(s) for s in scales)
+    if not scales or any(not s > 0 for s in scales):
+        raise InvalidValueError("scales", "a non-empty sequence of numbers > 0", scales)
+    batch = images.shape[0]
+    in_size = (images.shape[2], images.shape[3])
+    out_size = tuple(output_size) if output_size is not None else in_size
+    present = labels.detach().to(torch.bool).any(dim=0).nonzero().flatten()
+    num_classes = labels.shape[1]
+    with torch.inference_mode():
+        total: torch.Tensor | None = None
+        views = 0
+        for scale in scales:
+            size = _scaled_size(in_size, scale)
+            x = images if size == in_size else F.interpolate(
+                images, size=size, mode="bilinear", align_corners=False
+            )
+            if flip:
+                x = torch.cat([x, x.flip(-1)], dim=0)
+            cams = cams_of(model(x))
+            if cams.shape[0] != x.shape[0] or cams.shape[1] != num_classes:
+                raise ShapeError(
+                    "model output cams",
+                    f"({x.shape[0]}, {num_classes}, h, w) to match images and labels",
+                    tuple(cams.shape),
+                )
+            cams = cams.index_select(1, present.to(cams.device)).float()
+            if temperature is None:
+                cams = F.relu(cams)
+            if flip:
+                cams = cams[:batch] + cams[batch:].flip(-1)
+            cams = F.interpolate(cams, size=out_size, mode="bilinear", align_corners=False)
+            total = cams if total is None else total.add_(cams)
+            views += 2 if flip else 1
+            del x
+        full = images.new_zeros((batch, num_classes, *out_size), dtype=torch.float32)
+        if total is not None:
+            full[:, present.to(full.device)] = total / views
+        return seeds_from_cams(full, labels.to(full.device).float(), temperature)

@@ -1,0 +1,73 @@
+"""``seedkit viz``: PNG overlays of seed maps for people who would rather look than read."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from seedkit.errors import DataFileError
+
+__all__ = ["register", "run"]
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``viz`` subcommand."""
+    parser = subparsers.add_parser(
+        "viz",
+        help="write PNG overlays (heat map per class and thresholded seed) of seed files",
+        description=(
+            "For every id write <out>/<id>.png: the image, one heat map per class in the "
+            "seed file, and the seed at --threshold with a legend. Needs seedkit[examples]."
+        ),
+    )
+    parser.add_argument("--image-dir", required=True, help="directory of <id>.jpg / <id>.png images")
+    parser.add_argument("--cams", required=True, help="directory of <id>.npy seed files (psa format)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ids", nargs="+", metavar="ID", help="image ids")
+    source.add_argument("--list", metavar="FILE", help="file with one image id per line")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--threshold", type=float, default=0.3, help="background threshold (0.3)")
+    parser.add_argument("--max-images", type=int, default=None, metavar="N", help="stop after N images")
+    parser.add_argument("--num-classes", type=int, default=21, help="classes incl. background (21)")
+    parser.add_argument(
+        "--class-names", default=None, help="file with one class name per line (VOC by default)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _find_image(directory: Path, image_id: str) -> Path:
+    for suffix in _IMAGE_SUFFIXES:
+        candidate = directory / f"{image_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise DataFileError(directory / f"{image_id}.jpg", "image", "looked for .jpg, .jpeg and .png")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write one overlay PNG per id."""
+    from PIL import Image
+
+    from seedkit.metrics import load_psa_maps, read_id_list
+    from seedkit.viz import save_overlay
+
+    ids = list(args.ids) if args.ids else read_id_list(args.list)
+    if args.max_images is not None:
+        ids = ids[: max(0, args.max_images)]
+    names = None
+    if args.class_names:
+        names = [line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()]
+        if len(names) == args.num_classes - 1:
+            names = ["background", *names]
+    out = Path(args.out)
+    image_dir, cam_dir = Path(args.image_dir), Path(args.cams)
+    for image_id in ids:
+        with Image.open(_find_image(image_dir, image_id)) as handle:
+            image = np.asarray(handle.convert("RGB"))
+        maps = load_psa_maps(cam_dir / f"{image_id}.npy", args.num_classes - 1, shape=image.shape[:2])
+        save_overlay(image, maps, out / f"{image_id}.png", args.threshold, names)
+        print(out / f"{image_id}.png")
+    return 0

@@ -1,0 +1,25 @@
+"""Seed evaluation: confusion matrices, IoU, FP/FN rates and the one-pass threshold sweep.
+
+The sweep reproduces the evaluation of psa / SEAM / MCTformer exactly (same
+prediction rule, same float32 arithmetic) for all thresholds in one pass over
+the data. See :doc:`/evaluation` for file formats and definitions.
+"""
+
+from seedkit.metrics.confusion import confusion_matrix, fp_fn_rates, iou_from_confusion
+from seedkit.metrics.evaluate import evaluate_seeds
+from seedkit.metrics.io import load_gt_mask, load_psa_cam, load_psa_maps, read_id_list
+from seedkit.metrics.sweep import SweepResult, ThresholdSweep, default_thresholds
+
+__all__ = [
+    "SweepResult",
+    "ThresholdSweep",
+    "confusion_matrix",
+    "default_thresholds",
+    "evaluate_seeds",
+    "fp_fn_rates",
+    "iou_from_confusion",
+    "load_gt_mask",
+    "load_psa_cam",
+    "load_psa_maps",
+    "read_id_list",
+]

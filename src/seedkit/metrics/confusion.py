@@ -1,0 +1,152 @@
+"""Confusion matrices, IoU and the false-positive / false-negative split."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seedkit.errors import InvalidValueError, ShapeError
+
+__all__ = ["confusion_matrix", "fp_fn_rates", "iou_from_confusion"]
+
+
+def _check_num_classes(num_classes: object) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise InvalidValueError("num_classes", "an integer >= 2", num_classes)
+    if int(num_classes) < 2:
+        raise InvalidValueError("num_classes", "an integer >= 2", num_classes)
+    return int(num_classes)
+
+
+def confusion_matrix(
+    pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = 255
+) -> np.ndarray:
+    """Count ``(ground truth, prediction)`` pairs with one ``np.bincount``.
+
+    Args:
+        pred: predicted class index per pixel, values in ``[0, num_classes)``.
+        gt: ground-truth class index per pixel; ``ignore_index`` pixels are skipped.
+        num_classes: number of classes ``K`` including background.
+        ignore_index: ground-truth value that marks pixels to ignore.
+
+    Returns:
+        ``cm`` with ``cm[g, p]`` the number of pixels of class ``g`` predicted
+        as ``p``, int64.
+
+    Raises:
+        ShapeError: ``pred`` and ``gt`` differ in shape.
+        InvalidValueError: a value outside ``[0, num_classes)`` (other than
+            ``ignore_index`` in ``gt``).
+
+    Shape:
+        - pred, gt: any shape, the same for both
+        - output: :math:`(K, K)`
+
+    Example:
+        >>> import numpy as np
+        >>> from seedkit.metrics import confusion_matrix
+        >>> confusion_matrix(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 255]), 2).tolist()
+        [[1, 1], [0, 1]]
+    """
+    num_classes = _check_num_classes(num_classes)
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ShapeError("pred", f"the shape of gt {gt.shape}", pred.shape)
+    valid = gt != ignore_index
+    g = gt[valid].astype(np.int64, copy=False)
+    p = pred[valid].astype(np.int64, copy=False)
+    for name, values in (("gt", g), ("pred", p)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            bad = values[(values < 0) | (values >= num_classes)][:3].tolist()
+            raise InvalidValueError(
+                name, f"class indices in [0, {num_classes}) or {ignore_index}", f"values {bad}"
+            )
+    counts = np.bincount(g * num_classes + p, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
+
+
+def _check_cm(cm: np.ndarray) -> np.ndarray:
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ShapeError("cm", "(K, K)", cm.shape)
+    return cm.astype(np.float64)
+
+
+def iou_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-class IoU and the mean over classes present in prediction or ground truth.
+
+    ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``; a class whose union is empty (absent
+    from both prediction and ground truth) gets ``NaN`` and is left out of the
+    mean. Values are fractions in ``[0, 1]``.
+
+    Args:
+        cm: confusion matrix ``cm[gt, pred]``.
+
+    Returns:
+        ``(iou, miou)``: per-class IoU (NaN for empty unions) and their mean
+        (NaN if every union is empty).
+
+    Shape:
+        - cm: :math:`(K, K)`
+        - iou: :math:`(K,)`
+
+    Example:
+        >>> import numpy as np
+        >>> from seedkit.metrics import iou_from_confusion
+        >>> iou, miou = iou_from_confusion(np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]]))
+        >>> iou.round(3).tolist(), round(miou, 3)
+        ([0.75, 0.667, nan], 0.708)
+    """
+    cm = _check_cm(cm)
+    tp = np.diag(cm)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    iou = np.full(cm.shape[0], np.nan)
+    present = union > 0
+    iou[present] = tp[present] / union[present]
+    miou = float(iou[present].mean()) if present.any() else float("nan")
+    return iou, miou
+
+
+def fp_fn_rates(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``1 - IoU`` of every class into its false-positive and false-negative parts.
+
+    For class ``c`` with ``TP``, ``FP`` (pixels predicted ``c`` that are not
+    ``c``: over-activation) and ``FN`` (pixels of ``c`` predicted as something
+    else: under-activation)::
+
+        fp_rate_c = FP / (TP + FP + FN)
+        fn_rate_c = FN / (TP + FP + FN)
+
+    so ``iou_c + fp_rate_c + fn_rate_c = 1`` for every class with a non-empty
+    union (NaN otherwise). Over-activated CAMs (Transformers) have
+    ``fp_rate > fn_rate`` on foreground classes, under-activated ones (CNNs)
+    the opposite.
+
+    Args:
+        cm: confusion matrix ``cm[gt, pred]``.
+
+    Returns:
+        ``(fp_rate, fn_rate)``, fractions per class.
+
+    Shape:
+        - cm: :math:`(K, K)`
+        - outputs: :math:`(K,)`
+
+    Example:
+        >>> import numpy as np
+        >>> from seedkit.metrics import fp_fn_rates
+        >>> fp, fn = fp_fn_rates(np.array([[3, 1], [0, 2]]))
+        >>> fp.round(3).tolist(), fn.round(3).tolist()
+        ([0.0, 0.333], [0.25, 0.0])
+    """
+    cm = _check_cm(cm)
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp
+    fn = cm.sum(axis=1) - tp
+    union = tp + fp + fn
+    fp_rate = np.full(cm.shape[0], np.nan)
+    fn_rate = np.full(cm.shape[0], np.nan)
+    present = union > 0
+    fp_rate[present] = fp[present] / union[present]
+    fn_rate[present] = fn[present] / union[present]
+    return fp_rate, fn_rate

@@ -1,0 +1,194 @@
+"""Readers for the seed and ground-truth files of the reference codebases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from seedkit.errors import DataError, DataFileError
+
+__all__ = ["load_gt_mask", "load_psa_cam", "load_psa_maps", "read_id_list"]
+
+PathLike = str | os.PathLike
+
+
+def load_psa_maps(path: PathLike, num_fg_classes: int, shape: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
+    """Read one seed file as ``{foreground class index: HxW float32 map}``.
+
+    Accepted layouts (``np.save`` of a dict, read with ``allow_pickle=True``):
+
+    - psa / SEAM / MCTformer: ``{class_index: HxW map}`` with 0-based
+      foreground indices (no background);
+    - IRN: ``{"keys": indices, "high_res": (N, H, W), ...}`` (``"cam"`` is used
+      when ``"high_res"`` is absent); a background row is not expected.
+
+    Args:
+        path: the ``<id>.npy`` file.
+        num_fg_classes: number of foreground classes (20 for VOC).
+        shape: the expected ``(H, W)`` (the ground truth's), or ``None``.
+
+    Returns:
+        The maps of the classes in the file, float32.
+
+    Raises:
+        DataFileError: the file does not exist.
+        DataError: unreadable file, not a dict, a class index outside
+            ``[0, num_fg_classes)``, maps that are not 2-D, of different or
+            unexpected size, or non-finite; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(path, "seed file", "seeds are stored as <id>.npy per image")
+    try:
+        raw = np.load(path, allow_pickle=True)
+    except Exception as error:  # numpy raises several types for corrupt files
+        raise DataError(path, "a .npy file holding a pickled dict", f"unreadable file ({error})") from error
+    if isinstance(raw, np.ndarray) and raw.dtype == object and raw.shape == ():
+        raw = raw.item()
+    if not isinstance(raw, dict):
+        actual = f"array of shape {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+        raise DataError(path, "a pickled dict {class_index: HxW map} (psa format)", actual)
+    if "keys" in raw and ("high_res" in raw or "cam" in raw):
+        keys = np.asarray(raw["keys"]).reshape(-1)
+        stack = np.asarray(raw["high_res"] if "high_res" in raw else raw["cam"])
+        if stack.ndim != 3 or stack.shape[0] != keys.size:
+            raise DataError(path, f"IRN maps of shape ({keys.size}, H, W) matching 'keys'", stack.shape)
+        items = list(zip(keys.tolist(), stack))
+    else:
+        items = list(raw.items())
+    maps: dict[int, np.ndarray] = {}
+    map_shape = shape
+    for key, value in items:
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+            raise DataError(path, "integer class indices as keys", repr(key))
+        key = int(key)
+        if not 0 <= key < num_fg_classes:
+            raise DataError(
+                path,
+                f"foreground class indices in [0, {num_fg_classes}) (0-based, no background)",
+                f"class index {key}",
+            )
+        array = np.asarray(value)
+        if array.ndim != 2:
+            raise DataError(path, f"a 2-D map for class {key}", f"shape {array.shape}")
+        if map_shape is not None and array.shape != tuple(map_shape):
+            what = "the ground-truth size" if shape is not None else "the size of the other maps"
+            raise DataError(path, f"maps of {what} {tuple(map_shape)}", f"class {key} of size {array.shape}")
+        map_shape = array.shape
+        array = array.astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            raise DataError(path, f"finite values in the map of class {key}", "NaN or inf")
+        maps[key] = array
+    return maps
+
+
+def load_psa_cam(path: PathLike, num_fg_classes: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one seed file as a dense ``(C_fg, H, W)`` float32 stack, zeros for absent classes.
+
+    See :func:`load_psa_maps` for the accepted layouts and the errors. A file
+    with no class at all needs ``shape`` to know its size.
+
+    Args:
+        path: the ``<id>.npy`` file.
+        num_fg_classes: number of foreground classes ``C_fg``.
+        shape: the expected ``(H, W)``, or ``None``.
+
+    Returns:
+        float32 array of shape ``(C_fg, H, W)``.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from seedkit.metrics import load_psa_cam
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.npy")
+        >>> np.save(path, {3: np.ones((2, 4), np.float32)})
+        >>> stack = load_psa_cam(path, 20)
+        >>> stack.shape, float(stack[3].sum()), float(stack.sum())
+        ((20, 2, 4), 8.0, 8.0)
+    """
+    maps = load_psa_maps(path, num_fg_classes, shape)
+    if maps:
+        size = next(iter(maps.values())).shape
+    elif shape is not None:
+        size = tuple(shape)
+    else:
+        raise DataError(path, "at least one class map (or a known shape)", "an empty dict")
+    stack = np.zeros((num_fg_classes, *size), dtype=np.float32)
+    for key, array in maps.items():
+        stack[key] = array
+    return stack
+
+
+def load_gt_mask(path: PathLike, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Read a ground-truth mask: a VOC palette PNG or a plain index (grey) PNG.
+
+    Args:
+        path: the mask file.
+        num_classes: number of classes including background.
+        ignore_index: the value that marks ignored pixels (VOC boundaries).
+
+    Returns:
+        ``(H, W)`` uint8 (or int32 for more than 255 classes) class ids.
+
+    Raises:
+        DataFileError: the file does not exist.
+        DataError: unreadable, colour (RGB) instead of index, or class ids
+            outside ``[0, num_classes)`` other than ``ignore_index``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(path, "ground-truth mask")
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            array = np.asarray(image)
+    except Exception as error:
+        raise DataError(path, "a readable PNG index mask", f"unreadable file ({error})") from error
+    if mode not in {"P", "L", "I", "I;16", "1"} or array.ndim != 2:
+        raise DataError(path, "a palette or grey-level index mask", f"an image of mode {mode}")
+    values = np.unique(array)
+    bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
+    if bad.size:
+        raise DataError(
+            path,
+            f"class ids in [0, {num_classes}) or {ignore_index}",
+            f"unknown class ids {bad[:5].tolist()}",
+        )
+    return array
+
+
+def read_id_list(path: PathLike) -> list[str]:
+    """Read an image-id list: one id per line (``train.txt``, ``val.txt``, ...).
+
+    Blank lines are skipped. Lines in the ``train_aug`` style of DeepLab
+    (``/JPEGImages/2007_000032.jpg /SegmentationClassAug/...``) give the stem of
+    their first field.
+
+    Args:
+        path: the list file.
+
+    Returns:
+        The ids in file order.
+
+    Raises:
+        DataFileError: the file does not exist.
+        DataError: the list is empty.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(path, "image-id list")
+    ids: list[str] = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            if not fields:
+                continue
+            first = fields[0]
+            if "/" in first or first.lower().endswith((".jpg", ".png", ".jpeg")):
+                first = Path(first).stem
+            ids.append(first)
+    if not ids:
+        raise DataError(path, "at least one image id", "an empty list")
+    return ids

@@ -1,0 +1,397 @@
+"""The background-threshold sweep, computed for every threshold in one pass."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seedkit._voc_names import class_names_for
+from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
+from seedkit.metrics.confusion import _check_num_classes, fp_fn_rates, iou_from_confusion
+
+__all__ = ["SweepResult", "ThresholdSweep", "default_thresholds"]
+
+
+def default_thresholds(max_threshold: float = 0.59, step: float = 0.01) -> np.ndarray:
+    """Return the thresholds ``0, step, 2*step, ..., max_threshold`` as exact decimals.
+
+    Each value is the float64 nearest to the decimal ``i * step`` (``7 / 100``,
+    not ``7 * 0.01``), as the ``for i in range(60): t = i / 100`` loops of
+    psa / SEAM / MCTformer produce.
+
+    Args:
+        max_threshold: the last threshold (inclusive), ``>= 0``.
+        step: the spacing, ``> 0``.
+
+    Returns:
+        float64 array of thresholds.
+
+    Example:
+        >>> from seedkit.metrics import default_thresholds
+        >>> t = default_thresholds()
+        >>> len(t), t[7] == 0.07, t[-1]
+        (60, np.True_, np.float64(0.59))
+    """
+    for name, value in (("max_threshold", max_threshold), ("step", step)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidValueError(name, "a finite number", value)
+    if step <= 0:
+        raise InvalidValueError("step", "a number > 0", step)
+    if max_threshold < 0:
+        raise InvalidValueError("max_threshold", "a number >= 0", max_threshold)
+    count = int(math.floor(max_threshold / step + 1e-9)) + 1
+    return np.array([round(i * step, 12) for i in range(count)], dtype=np.float64)
+
+
+@dataclass
+class SweepResult:
+    """Outcome of a background-threshold sweep.
+
+    All scores are percentages. Per class, ``iou + fp_rate + fn_rate = 100``
+    (see :func:`seedkit.metrics.fp_fn_rates`); classes whose union is empty
+    have NaN. The means are over classes with a non-empty union, so
+    ``best_miou + fp_rate + fn_rate = 100`` as well.
+
+    Attributes:
+        thresholds: the swept thresholds, float64, ascending.
+        miou_curve: mIoU (percent) at every threshold.
+        best_index: index of the best threshold (the lowest one on ties).
+        confusion: confusion matrix ``[gt, pred]`` at the best threshold.
+        iou: per-class IoU at the best threshold (percent, NaN if empty).
+        fp_rate_per_class: per-class ``FP / (TP + FP + FN)`` (percent).
+        fn_rate_per_class: per-class ``FN / (TP + FP + FN)`` (percent).
+        fp_rate: mean of ``fp_rate_per_class`` over non-empty classes.
+        fn_rate: mean of ``fn_rate_per_class`` over non-empty classes.
+        num_images: number of images accumulated.
+        warnings: messages about the sweep, e.g. a best threshold at an edge.
+        class_names: display names, index = class id.
+        confusions: confusion matrices at every threshold ``(T, K, K)``.
+    """
+
+    thresholds: np.ndarray
+    miou_curve: np.ndarray
+    best_index: int
+    confusion: np.ndarray
+    iou: np.ndarray
+    fp_rate_per_class: np.ndarray
+    fn_rate_per_class: np.ndarray
+    fp_rate: float
+    fn_rate: float
+    num_images: int
+    warnings: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    confusions: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def best_threshold(self) -> float:
+        """The threshold with the highest mIoU."""
+        return float(self.thresholds[self.best_index])
+
+    @property
+    def best_miou(self) -> float:
+        """The highest mIoU, in percent."""
+        return float(self.miou_curve[self.best_index])
+
+    @property
+    def curve(self) -> list[tuple[float, float]]:
+        """``[(threshold, mIoU percent), ...]``."""
+        return [(float(t), float(m)) for t, m in zip(self.thresholds, self.miou_curve)]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Return the ``seedkit eval-seeds --json`` document (NaN becomes ``null``).
+
+        Keys: ``best`` (``threshold``, ``miou``, ``iou``), ``curve``,
+        ``fp_rate`` and ``fn_rate`` (means, percent), ``fp_rate_per_class``,
+        ``fn_rate_per_class``, ``fp_pixels``, ``fn_pixels``, ``class_names``,
+        ``num_images``, ``thresholds`` and ``warnings``.
+        """
+        cm = self.confusion
+        tp = np.diag(cm)
+        return {
+            "best": {
+                "threshold": _round(self.best_threshold),
+                "miou": _num(self.best_miou),
+                "iou": _nums(self.iou),
+            },
+            "curve": [[_round(t), _num(m)] for t, m in self.curve],
+            "fp_rate": _num(self.fp_rate),
+            "fn_rate": _num(self.fn_rate),
+            "fp_rate_per_class": _nums(self.fp_rate_per_class),
+            "fn_rate_per_class": _nums(self.fn_rate_per_class),
+            "fp_pixels": [int(v) for v in cm.sum(axis=0) - tp],
+            "fn_pixels": [int(v) for v in cm.sum(axis=1) - tp],
+            "class_names": list(self.class_names),
+            "num_images": int(self.num_images),
+            "warnings": list(self.warnings),
+        }
+
+    def format_table(self) -> str:
+        """Return a readable report: per-class table at the best threshold and the curve."""
+        lines = [f"{'class':<16}{'IoU':>8}{'FP':>8}{'FN':>8}"]
+        for index, name in enumerate(self.class_names):
+            lines.append(
+                f"{name:<16}{_fmt(self.iou[index]):>8}{_fmt(self.fp_rate_per_class[index]):>8}"
+                f"{_fmt(self.fn_rate_per_class[index]):>8}"
+            )
+        lines.append(f"{'mean':<16}{_fmt(self.best_miou):>8}{_fmt(self.fp_rate):>8}{_fmt(self.fn_rate):>8}")
+        lines.append("")
+        lines.append("threshold  mIoU")
+        row: list[str] = []
+        for t, m in self.curve:
+            row.append(f"{t:.2f} {_fmt(m):>6}")
+            if len(row) == 6:
+                lines.append("   ".join(row))
+                row = []
+        if row:
+            lines.append("   ".join(row))
+        lines.append("")
+        lines.append(
+            f"best threshold {self.best_threshold:.2f}: mIoU {_fmt(self.best_miou)} "
+            f"(FP {_fmt(self.fp_rate)}, FN {_fmt(self.fn_rate)}; {self.num_images} images)"
+        )
+        return "\n".join(lines)
+
+
+def _round(value: float) -> float:
+    return round(float(value), 10)
+
+
+def _num(value: float) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _nums(values: np.ndarray) -> list[float | None]:
+    return [_num(v) for v in values]
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(float(value)) else f"{float(value):.2f}"
+
+
+class ThresholdSweep:
+    """Accumulate seed maps and ground truth; score every background threshold at once.
+
+    The prediction at threshold ``t`` is ``argmax([t, map_1, ..., map_C])``
+    with ties going to the lower index (background wins a tie), exactly as the
+    evaluation scripts of psa / SEAM / MCTformer compute it, including their
+    arithmetic: maps and threshold are compared in float32 (they copy the maps
+    into a float32 array whose background plane holds the threshold).
+
+    One pass suffices because a pixel's prediction as a function of ``t`` is
+    the foreground argmax ``k*`` (lowest index on ties) while
+    ``v* = max_c map_c > t`` and background once ``v* <= t``. So every pixel
+    adds one count to a histogram over (number of thresholds below ``v*``,
+    ground truth, ``k*``), and a cumulative sum over thresholds yields the
+    confusion matrix of every threshold; the result is identical to running
+    the argmax once per threshold.
+
+    Args:
+        num_classes: number of classes including background (21 for VOC).
+        thresholds: explicit ascending thresholds; by default
+            :func:`default_thresholds` of ``max_threshold`` and ``step``.
+        max_threshold: the last default threshold (0.59 like the reference code).
+        step: the default threshold spacing.
+        ignore_index: ground-truth value to ignore.
+        class_names: display names (``num_classes`` or ``num_classes - 1``
+            foreground names); VOC names by default when ``num_classes == 21``.
+
+    Example:
+        >>> import numpy as np
+        >>> from seedkit.metrics import ThresholdSweep
+        >>> sweep = ThresholdSweep(num_classes=3)
+        >>> maps = np.zeros((2, 2, 2), np.float32); maps[0, 0] = 0.8; maps[1, 1, 1] = 0.4
+        >>> sweep.update(maps, np.array([[1, 1], [0, 2]]))
+        >>> result = sweep.result()
+        >>> round(result.best_threshold, 2), round(result.best_miou, 1)
+        (0.0, 100.0)
+        >>> round(dict(result.curve)[0.5], 1)  # class 2 (0.4) falls to background
+        50.0
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        thresholds: Sequence[float] | np.ndarray | None = None,
+        max_threshold: float = 0.59,
+        step: float = 0.01,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.num_classes = _check_num_classes(num_classes)
+        if thresholds is None:
+            self.thresholds = default_thresholds(max_threshold, step)
+        else:
+            values = np.asarray(thresholds, dtype=np.float64)
+            if values.ndim != 1 or values.size == 0:
+                raise ShapeError("thresholds", "(T,) with T >= 1", values.shape)
+            if not np.isfinite(values).all():
+                raise InvalidValueError("thresholds", "finite values", values.tolist())
+            if values.size > 1 and not (np.diff(values) > 0).all():
+                raise InvalidValueError("thresholds", "strictly increasing values", values.tolist())
+            self.thresholds = values
+        self._thresholds32 = self.thresholds.astype(np.float32)
+        self.ignore_index = int(ignore_index)
+        self.class_names = class_names_for(
+            self.num_classes, None if class_names is None else list(class_names)
+        )
+        if len(self.class_names) != self.num_classes:
+            raise InvalidValueError(
+                "class_names", f"{self.num_classes} or {self.num_classes - 1} names", len(class_names or [])
+            )
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every accumulated image."""
+        size = self.thresholds.size + 1
+        self._hist = np.zeros((size, self.num_classes, self.num_classes), dtype=np.int64)
+        self.num_images = 0
+
+    def update(self, cam_stack: np.ndarray, gt: np.ndarray) -> None:
+        """Add one image given the maps of all foreground classes.
+
+        Args:
+            cam_stack: one map per foreground class, zeros for absent classes
+                (numpy array or torch tensor; compared in float32).
+            gt: ground-truth class ids, ``ignore_index`` to ignore.
+
+        Shape:
+            - cam_stack: :math:`(K - 1, H, W)`
+            - gt: :math:`(H, W)`
+        """
+        if hasattr(cam_stack, "detach"):
+            cam_stack = cam_stack.detach().cpu().numpy()  # type: ignore[union-attr]
+        stack = np.asarray(cam_stack)
+        expected = self.num_classes - 1
+        if stack.ndim != 3 or stack.shape[0] != expected:
+            raise ShapeError("cam_stack", f"({expected}, H, W)", stack.shape)
+        stack = stack.astype(np.float32, copy=False)
+        _check_finite("cam_stack", stack)
+        value = stack.max(axis=0)
+        klass = stack.argmax(axis=0).astype(np.int64) + 1
+        self._accumulate(value, klass, gt, stack.shape[1:])
+
+    def update_maps(self, maps: Mapping[int, np.ndarray], gt: np.ndarray) -> None:
+        """Add one image given only the maps of present classes (psa dict form).
+
+        Equivalent to :meth:`update` with zeros for the classes not in
+        ``maps``, without building the full stack.
+
+        Args:
+            maps: ``{foreground class index (0-based): HxW map}``.
+            gt: ground-truth class ids.
+        """
+        gt = np.asarray(gt)
+        if gt.ndim != 2:
+            raise ShapeError("gt", "(H, W)", gt.shape)
+        expected = self.num_classes - 1
+        keys = sorted(int(k) for k in maps)
+        for key in keys:
+            if not 0 <= key < expected:
+                raise InvalidValueError("maps", f"class indices in [0, {expected})", key)
+        shape = gt.shape
+        if not keys:
+            value = np.zeros(shape, np.float32)
+            klass = np.ones(shape, np.int64)
+        else:
+            stack = np.stack([np.asarray(maps[k], dtype=np.float32) for k in keys])
+            if stack.shape[1:] != shape:
+                raise ShapeError("maps", f"maps of the ground-truth size {shape}", stack.shape[1:])
+            _check_finite("maps", stack)
+            value = stack.max(axis=0)
+            local = stack.argmax(axis=0)
+            klass = np.asarray(keys, dtype=np.int64)[local] + 1
+            absent = sorted(set(range(expected)) - set(keys))
+            if absent:
+                first_absent = absent[0] + 1
+                # The zero maps of absent classes win where the present maximum
+                # is negative, and tie (lowest index wins) where it is zero.
+                negative = value < 0
+                value = np.where(negative, np.float32(0.0), value)
+                klass = np.where(negative, first_absent, klass)
+                zero = value == 0
+                klass = np.where(zero, np.minimum(klass, first_absent), klass)
+        self._accumulate(value, klass, gt, shape)
+
+    def _accumulate(
+        self, value: np.ndarray, klass: np.ndarray, gt: np.ndarray, shape: tuple[int, ...]
+    ) -> None:
+        gt = np.asarray(gt)
+        if gt.shape != tuple(shape):
+            raise ShapeError("gt", f"the map size {tuple(shape)}", gt.shape)
+        if gt.dtype.kind not in "iub":
+            raise InvalidValueError("gt", "an integer class-id array", str(gt.dtype))
+        valid = gt != self.ignore_index
+        g = gt[valid].astype(np.int64, copy=False)
+        if g.size and (g.min() < 0 or g.max() >= self.num_classes):
+            bad = np.unique(g[(g < 0) | (g >= self.num_classes)])[:5].tolist()
+            raise InvalidValueError(
+                "gt", f"class ids in [0, {self.num_classes}) or {self.ignore_index}", f"ids {bad}"
+            )
+        # Number of thresholds strictly below v*: foreground at threshold j iff j < bin.
+        bins = np.searchsorted(self._thresholds32, value[valid], side="left")
+        k = self.num_classes
+        flat = (bins * k + g) * k + klass[valid]
+        self._hist += np.bincount(flat, minlength=self._hist.size).reshape(self._hist.shape)
+        self.num_images += 1
+
+    def confusion_matrices(self) -> np.ndarray:
+        """Return the confusion matrix ``[gt, pred]`` at every threshold, ``(T, K, K)``."""
+        hist = self._hist
+        # above[j] = counts of pixels whose bin > j, i.e. foreground at threshold j.
+        from_top = np.cumsum(hist[::-1], axis=0)[::-1]
+        above = from_top[1:].copy()
+        per_gt = hist.sum(axis=(0, 2))
+        above[:, :, 0] = per_gt[None, :] - above[:, :, 1:].sum(axis=2)
+        return above
+
+    def result(self) -> SweepResult:
+        """Score every threshold and pick the best (lowest threshold on ties)."""
+        if self.num_images == 0:
+            raise InvalidValueError("ThresholdSweep", "at least one update before result()", "none")
+        confusions = self.confusion_matrices()
+        curve = np.array([iou_from_confusion(cm)[1] for cm in confusions]) * 100.0
+        if np.isnan(curve).all():
+            raise InvalidValueError("ground truth", "at least one pixel that is not ignored", "none")
+        best = int(np.nanargmax(curve))
+        cm = confusions[best]
+        iou, _ = iou_from_confusion(cm)
+        fp, fn = fp_fn_rates(cm)
+        warnings: list[str] = []
+        if self.thresholds.size > 1:
+            if best == self.thresholds.size - 1:
+                warnings.append(
+                    f"the best threshold {self.thresholds[best]:.2f} is the largest of the sweep: "
+                    "the maps look over-activated and a larger threshold may score higher; "
+                    "widen the sweep (--max-threshold, e.g. 0.99)"
+                )
+            elif best == 0 and self.thresholds[0] > 0:
+                warnings.append(
+                    f"the best threshold {self.thresholds[0]:.2f} is the smallest of the sweep: "
+                    "a smaller threshold may score higher"
+                )
+        return SweepResult(
+            thresholds=self.thresholds.copy(),
+            miou_curve=curve,
+            best_index=best,
+            confusion=cm,
+            iou=iou * 100.0,
+            fp_rate_per_class=fp * 100.0,
+            fn_rate_per_class=fn * 100.0,
+            fp_rate=float(np.nanmean(fp) * 100.0),
+            fn_rate=float(np.nanmean(fn) * 100.0),
+            num_images=self.num_images,
+            warnings=warnings,
+            class_names=list(self.class_names),
+            confusions=confusions,
+        )
+
+
+def _check_finite(argument: str, array: np.ndarray) -> None:
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise NonFiniteError(argument, int((~finite).sum()), array.size)

