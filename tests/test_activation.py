@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import reference
 import seedkit
 from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
 from seedkit.losses import global_average_pool
-from tests import reference
 
 finite = st.floats(-50, 50, allow_nan=False, width=32)
 

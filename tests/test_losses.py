@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import reference
 import seedkit
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.losses import (
@@ -24,7 +25,6 @@ from seedkit.losses import (
     consistency_loss,
     seed_generation_loss,
 )
-from tests import reference
 
 values = st.floats(-8, 8, allow_nan=False, width=32)
 
