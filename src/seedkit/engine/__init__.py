@@ -10,25 +10,43 @@ from seedkit.engine.config import RECIPES, SeedStageConfig, apply_recipe, load_c
 from seedkit.engine.distributed import DistributedContext, init_distributed
 from seedkit.engine.logger import RunLogger
 from seedkit.engine.sampler import ResumableShardSampler
+from seedkit.engine.pseudo_mask_stage import (
+    DEMO_PSEUDO_MASKS,
+    AffinityDataset,
+    PseudoMaskStageConfig,
+    run_pseudo_mask_stage,
+)
 from seedkit.engine.seed_stage import (
     SeedTrainingState,
     run_seed_stage,
     train_seed_model,
     write_and_evaluate_seeds,
 )
+from seedkit.engine.segmentation_stage import (
+    DEMO_SEGMENTATION,
+    SegmentationStageConfig,
+    run_segmentation_stage,
+)
 
 __all__ = [
+    "DEMO_PSEUDO_MASKS",
+    "DEMO_SEGMENTATION",
     "RECIPES",
+    "AffinityDataset",
     "DistributedContext",
+    "PseudoMaskStageConfig",
     "ResumableShardSampler",
     "RunLogger",
     "SeedStageConfig",
     "SeedTrainingState",
+    "SegmentationStageConfig",
     "apply_recipe",
     "init_distributed",
     "load_checkpoint",
     "load_config",
+    "run_pseudo_mask_stage",
     "run_seed_stage",
+    "run_segmentation_stage",
     "save_checkpoint",
     "save_config",
     "train_seed_model",

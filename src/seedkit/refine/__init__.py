@@ -18,6 +18,7 @@ from seedkit.refine.affinity import (
 from seedkit.refine.crf import crf_refine_seeds, dense_crf
 from seedkit.refine.pseudo_masks import (
     RandomWalkSettings,
+    evaluate_pseudo_masks,
     propagate_seeds,
     pseudo_mask_from_seeds,
     write_pseudo_masks,
@@ -54,6 +55,7 @@ __all__ = [
     "dense_crf",
     "dense_random_walk",
     "dense_transition_matrix",
+    "evaluate_pseudo_masks",
     "local_offsets",
     "local_transition",
     "pair_affinity",

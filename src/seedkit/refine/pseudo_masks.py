@@ -28,7 +28,7 @@ from seedkit.refine.random_walk import (
     random_walk,
 )
 
-__all__ = ["RandomWalkSettings", "propagate_seeds", "pseudo_mask_from_seeds", "write_pseudo_masks"]
+__all__ = ["RandomWalkSettings", "evaluate_pseudo_masks", "propagate_seeds", "pseudo_mask_from_seeds", "write_pseudo_masks"]
 
 METHODS = ("rw", "crf", "threshold")
 
@@ -252,3 +252,37 @@ def write_pseudo_masks(
         write_mask_png(out / f"{image_id}.png", mask, palette=palette)
         written.append(image_id)
     return written
+
+
+def evaluate_pseudo_masks(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    ids: Sequence[str],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """mIoU of index-PNG masks against ground truth (255 ignored), in percent.
+
+    Args:
+        pred_dir: folder of ``<id>.png`` pseudo masks.
+        gt_dir: folder of ground-truth ``<id>.png`` (palette or index).
+        ids: images to evaluate.
+        num_classes: classes including background.
+        class_names: names for ``per_class``.
+
+    Returns:
+        ``{"miou", "iou" (per class, None when absent), "per_class", "num_images"}``.
+    """
+    from seedkit.data import read_mask
+    from seedkit.metrics import confusion_matrix, iou_from_confusion
+
+    names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_classes)]
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for image_id in ids:
+        pred = read_mask(Path(pred_dir) / f"{image_id}.png", num_classes)
+        gt = read_mask(Path(gt_dir) / f"{image_id}.png", num_classes)
+        cm += confusion_matrix(pred, gt, num_classes)
+    iou, miou = iou_from_confusion(cm)
+    values = [None if np.isnan(v) else round(float(v) * 100, 2) for v in iou]
+    return {"miou": round(float(miou) * 100, 2), "iou": values, "per_class": dict(zip(names, values)),
+            "num_images": len(ids)}

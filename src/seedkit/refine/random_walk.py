@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 
@@ -183,21 +184,28 @@ def random_walk(
     batch, channels, height, width = scores.shape
     if transition.shape != (batch, len(offsets), height, width):
         raise ShapeError("transition", f"({batch}, {len(offsets)}, {height}, {width})", tuple(transition.shape))
-    # gather formulation: index of neighbour d_k of every pixel, out-of-grid -> a zero row
+    # one sparse (B*N x B*N) matrix with K entries per row; out-of-grid neighbours are dropped
     device = scores.device
-    index = torch.arange(height * width, device=device).view(1, height, width).float()
-    neighbours = torch.stack([shift2d(index, dy, dx, fill=-1.0)[0] for dy, dx in offsets])  # (K, h, w)
-    neighbours = neighbours.long().view(len(offsets), -1)
-    neighbours = torch.where(neighbours < 0, torch.full_like(neighbours, height * width), neighbours)
-    weights = transition.reshape(batch, len(offsets), -1)  # (B, K, N)
-    state = scores.reshape(batch, channels, -1)
-    zero = state.new_zeros(batch, channels, 1)
-    flat_index = neighbours.reshape(-1)
+    nodes = height * width
+    index = torch.arange(nodes, device=device, dtype=torch.float64).view(1, height, width)
+    neighbours = torch.stack([shift2d(index, dy, dx, fill=-1.0)[0] for dy, dx in offsets]).long().view(len(offsets), -1)
+    rows = torch.arange(nodes, device=device).expand(len(offsets), nodes)
+    inside = neighbours >= 0
+    weights = transition.reshape(batch, len(offsets), nodes)
+    base = torch.arange(batch, device=device).view(batch, 1) * nodes
+    row_index = (rows[inside][None] + base).reshape(-1)
+    col_index = (neighbours[inside][None] + base).reshape(-1)
+    values = weights[:, inside].reshape(-1)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta" and invariant-check notices
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_coo_tensor(
+            torch.stack([row_index, col_index]), values, (batch * nodes, batch * nodes), check_invariants=False
+        ).coalesce().to_sparse_csr()
+    state = scores.permute(0, 2, 3, 1).reshape(batch * nodes, channels)
     for _ in range(count):
-        padded = torch.cat([state, zero], dim=2)  # (B, C, N + 1)
-        gathered = padded[:, :, flat_index].view(batch, channels, len(offsets), -1)
-        state = (gathered * weights[:, None]).sum(dim=2)
-    return state.view(batch, channels, height, width)
+        state = matrix @ state
+    state = state.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    return state.contiguous()
 
 
 def dense_transition_matrix(affinity: torch.Tensor, beta: float = IRN_BETA) -> torch.Tensor:
