@@ -105,6 +105,8 @@ def test_replay_determinism_and_sites(resnet):
     assert not torch.equal(out_a, out_next)  # a new draw
     replay = SelfAdaptiveView(resnet, 0.9)  # ratio irrelevant when replaying
     assert torch.equal(replay(x, segments=b.last_segments).cams, out_a)
+    with torch.no_grad():  # the in-place path of gradient-free calls drops the same channels
+        assert torch.allclose(replay(x, segments=b.last_segments).cams, out_a, atol=1e-6)
     for segment in a.last_segments.values():
         assert segment.stop - segment.start == a.segment_length(segment.channels)
         assert 0 <= segment.start < segment.stop <= segment.channels
@@ -113,7 +115,9 @@ def test_replay_determinism_and_sites(resnet):
 def test_resnet_without_drop_path_hooks_the_same_place_as_with_it():
     torch.manual_seed(0)
     plain = create_seed_model("resnet18", num_classes=2, zero_init_last=False).eval()
-    with_dp = create_seed_model("resnet18", num_classes=2, drop_path_rate=0.1, zero_init_last=False).eval()
+    with_dp = create_seed_model(
+        "resnet18", num_classes=2, drop_path_rate=0.1, zero_init_last=False
+    ).eval()
     with_dp.load_state_dict(plain.state_dict())
     x = torch.randn(1, 3, 64, 64)
     view = SelfAdaptiveView(plain, 0.4)
