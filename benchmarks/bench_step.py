@@ -98,7 +98,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default). 1 by default: on a shared, busy CPU every "
+        "multi-threaded op waits for all its threads to be scheduled, which inflates the cost of "
+        "small ops (the view's hooks) far beyond their arithmetic",
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
