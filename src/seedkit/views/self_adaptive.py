@@ -143,7 +143,7 @@ class SelfAdaptiveView(nn.Module):
     def _mask_hook(
         self,
         block: AdjustableBlock,
-        draw: torch.Tensor | None,
+        draw: list[float] | None,
         index: int,
         segments: Mapping[str, Segment] | None,
         masks: dict[tuple[str, torch.dtype, torch.device], torch.Tensor],
@@ -170,7 +170,7 @@ class SelfAdaptiveView(nn.Module):
                     length = self.segment_length(channels)
                     if length == 0:
                         return None
-                    fraction = float(draw[index]) if draw is not None else 0.0
+                    fraction = draw[index] if draw is not None else 0.0
                     start = min(int(fraction * (channels - length + 1)), channels - length)
                     segment = Segment(start, start + length, channels)
                 self.last_segments[block.name] = segment
@@ -215,7 +215,7 @@ class SelfAdaptiveView(nn.Module):
             return self.model(*args, **kwargs)
         draw = None
         if segments is None:
-            draw = torch.rand(len(self.blocks), generator=self.generator)
+            draw = torch.rand(len(self.blocks), generator=self.generator).tolist()
         handles = []
         masks: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
         try:
