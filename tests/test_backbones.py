@@ -39,7 +39,11 @@ def test_cams_shapes_family_and_gradients(name, kwargs, family, prefix):
     assert out.features.shape == (2, model.out_channels, 64 // stride, 96 // stride)
     assert torch.allclose(out.logits, out.cams.mean((2, 3)))
     # The head is a 1x1 conv over the features.
-    assert torch.allclose(out.cams, torch.einsum("kd,bdhw->bkhw", model.head.weight[..., 0, 0], out.features), atol=1e-5)
+    assert torch.allclose(
+        out.cams,
+        torch.einsum("kd,bdhw->bkhw", model.head.weight[..., 0, 0], out.features),
+        atol=1e-5,
+    )
     (out.cams.square().mean() + out.logits.sum()).backward()
     # Not "non-zero": timm zero-initialises the last norm of ResNet branches.
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -54,7 +58,9 @@ def test_vit_any_grid_and_size_rules():
     assert model(torch.randn(1, 3, 96, 48)).cams.shape == (1, 3, 6, 3)
     with pytest.raises(ShapeError, match="dynamic_img_pad"):
         model(torch.randn(1, 3, 60, 64))
-    padded = create_seed_model("deit_tiny_patch16_224", num_classes=3, dynamic_img_pad=True, **VIT_KW)
+    padded = create_seed_model(
+        "deit_tiny_patch16_224", num_classes=3, dynamic_img_pad=True, **VIT_KW
+    )
     assert padded(torch.randn(1, 3, 60, 90)).cams.shape == (1, 3, 4, 6)
     with pytest.raises(ShapeError):
         model(torch.randn(3, 64, 64))
@@ -110,10 +116,14 @@ def test_pretrained_offline_error_says_how_to_pass_a_file(monkeypatch):
 
 
 def test_checkpoint_path_loads_encoder_and_seed_model_weights(tmp_path):
-    source = timm.create_model("deit_tiny_patch16_224", pretrained=False, depth=2)  # 224 px, with head
+    source = timm.create_model(
+        "deit_tiny_patch16_224", pretrained=False, depth=2
+    )  # 224 px, with head
     path = tmp_path / "deit.pth"
     torch.save(source.state_dict(), path)
-    model = create_seed_model("deit_tiny_patch16_224", num_classes=3, checkpoint_path=path, **VIT_KW)
+    model = create_seed_model(
+        "deit_tiny_patch16_224", num_classes=3, checkpoint_path=path, **VIT_KW
+    )
     assert torch.equal(model.encoder.blocks[1].mlp.fc1.weight, source.blocks[1].mlp.fc1.weight)
     assert model.encoder.pos_embed.shape[1] == 1 + 16  # resampled from 14x14 to 4x4 by timm
 

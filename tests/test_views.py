@@ -11,6 +11,8 @@ import timm
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import seedkit
 from seedkit.backbones import create_seed_model
@@ -105,6 +107,8 @@ def test_replay_determinism_and_sites(resnet):
     assert not torch.equal(out_a, out_next)  # a new draw
     replay = SelfAdaptiveView(resnet, 0.9)  # ratio irrelevant when replaying
     assert torch.equal(replay(x, segments=b.last_segments).cams, out_a)
+    with torch.no_grad():  # the in-place path of gradient-free calls drops the same channels
+        assert torch.allclose(replay(x, segments=b.last_segments).cams, out_a, atol=1e-6)
     for segment in a.last_segments.values():
         assert segment.stop - segment.start == a.segment_length(segment.channels)
         assert 0 <= segment.start < segment.stop <= segment.channels
@@ -113,7 +117,9 @@ def test_replay_determinism_and_sites(resnet):
 def test_resnet_without_drop_path_hooks_the_same_place_as_with_it():
     torch.manual_seed(0)
     plain = create_seed_model("resnet18", num_classes=2, zero_init_last=False).eval()
-    with_dp = create_seed_model("resnet18", num_classes=2, drop_path_rate=0.1, zero_init_last=False).eval()
+    with_dp = create_seed_model(
+        "resnet18", num_classes=2, drop_path_rate=0.1, zero_init_last=False
+    ).eval()
     with_dp.load_state_dict(plain.state_dict())
     x = torch.randn(1, 3, 64, 64)
     view = SelfAdaptiveView(plain, 0.4)
@@ -185,3 +191,40 @@ def test_ddp_wrapped_model_and_teacher():
     with torch.no_grad():
         assert weak(x).cams.shape == (2, 2, 2, 2)
     assert _no_hooks(model) and _no_hooks(teacher.module)
+
+
+class _Residual(nn.Module):
+    """A non-timm residual block: found because it has a drop_path module."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+        self.drop_path = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.conv(x))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    channels=st.integers(2, 48),
+    ratio=st.floats(0.0, 0.95),
+    seed=st.integers(0, 2**16),
+)
+def test_segment_bounds_and_length_property(channels, ratio, seed):
+    torch.manual_seed(seed)
+    block = _Residual(channels)
+    model = nn.Sequential(nn.Conv2d(3, channels, 1), block)
+    view = SelfAdaptiveView(model, ratio, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(2, 3, 4, 5)
+    hidden = model[0](x)
+    delta = view(x) - hidden
+    zero = (delta.abs().amax(dim=(0, 2, 3)) == 0).nonzero().flatten().tolist()
+    expected = 0 if ratio == 0 else min(channels - 1, max(1, round(ratio * channels)))
+    assert len(zero) == expected
+    if expected:
+        segment = view.last_segments["1"]
+        assert zero == list(range(segment.start, segment.stop))
+        assert segment.channels == channels
+    else:
+        assert view.last_segments == {}

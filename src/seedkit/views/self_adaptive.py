@@ -143,9 +143,10 @@ class SelfAdaptiveView(nn.Module):
     def _mask_hook(
         self,
         block: AdjustableBlock,
-        draw: torch.Tensor | None,
+        draw: list[float] | None,
         index: int,
         segments: Mapping[str, Segment] | None,
+        masks: dict[tuple[str, torch.dtype, torch.device], torch.Tensor],
     ) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             if not isinstance(output, torch.Tensor):
@@ -169,17 +170,26 @@ class SelfAdaptiveView(nn.Module):
                     length = self.segment_length(channels)
                     if length == 0:
                         return None
-                    fraction = float(draw[index]) if draw is not None else 0.0
+                    fraction = draw[index] if draw is not None else 0.0
                     start = min(int(fraction * (channels - length + 1)), channels - length)
                     segment = Segment(start, start + length, channels)
                 self.last_segments[block.name] = segment
             if segment.channels != channels or segment.stop <= segment.start:
                 return None
-            keep = 1.0
-            if self.rescale:
-                keep = channels / (channels - (segment.stop - segment.start))
-            mask = output.new_full((channels,), keep)
-            mask[segment.start : segment.stop] = 0
+            length = segment.stop - segment.start
+            keep = channels / (channels - length) if self.rescale else 1.0
+            if not (torch.is_grad_enabled() and output.requires_grad):
+                # No graph to keep: zero the segment in place (the teacher's cheap path).
+                if keep != 1.0:
+                    output.mul_(keep)
+                output.narrow(dim, segment.start, length).zero_()
+                return output
+            key = (block.name, output.dtype, output.device)
+            mask = masks.get(key)
+            if mask is None:  # one mask per block and call (a ViT block has two branches)
+                mask = output.new_full((channels,), keep)
+                mask[segment.start : segment.stop] = 0
+                masks[key] = mask
             shape = [1] * output.dim()
             shape[dim] = channels
             return output * mask.view(shape)
@@ -205,11 +215,12 @@ class SelfAdaptiveView(nn.Module):
             return self.model(*args, **kwargs)
         draw = None
         if segments is None:
-            draw = torch.rand(len(self.blocks), generator=self.generator)
+            draw = torch.rand(len(self.blocks), generator=self.generator).tolist()
         handles = []
+        masks: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
         try:
             for index, block in enumerate(self.blocks):
-                hook = self._mask_hook(block, draw, index, segments)
+                hook = self._mask_hook(block, draw, index, segments, masks)
                 handles.extend(end.register_forward_hook(hook) for end in block.branch_ends)
             return self.model(*args, **kwargs)
         finally:
