@@ -256,7 +256,8 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
     ``list_name_or_path`` is either a path to a list file, or a list name such as
     ``"train"``, ``"val"``, ``"trainval"`` or ``"train_aug"``, looked up as
     ``ImageSets/Segmentation/<name>.txt`` under the VOC root (then
-    ``<root>/<name>.txt``). A missing ``train_aug`` falls back to ``train`` with a
+    ``<root>/<name>.txt`` and ``ImageSets/Main/<name>.txt``). A bare name is
+    looked up under the VOC root before the working directory. A missing ``train_aug`` falls back to ``train`` with a
     warning, so plain VOC 2012 works without the SBD set.
 
     Each line holds an id (``2007_000032``) or, as in the DeepLab/SEAM lists, a
@@ -276,12 +277,13 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
         DataError: The list is empty.
     """
     direct = Path(list_name_or_path).expanduser()
-    if direct.is_file():
+    name = str(list_name_or_path)
+    is_name = voc_root is not None and os.sep not in name and "/" not in name
+    if direct.is_file() and not is_name:
         return _parse_id_list(direct)
     if voc_root is None:
         raise DataFileError(direct, "id list file")
     root = resolve_voc_root(voc_root)
-    name = str(list_name_or_path)
     stem = name[:-4] if name.endswith(".txt") else name
     candidates = [
         root / "ImageSets" / "Segmentation" / f"{stem}.txt",
@@ -291,6 +293,8 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
     for candidate in candidates:
         if candidate.is_file():
             return _parse_id_list(candidate)
+    if direct.is_file():  # a bare file name in the working directory
+        return _parse_id_list(direct)
     if stem == "train_aug":
         fallback = root / "ImageSets" / "Segmentation" / "train.txt"
         if fallback.is_file():
