@@ -257,8 +257,9 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
     ``"train"``, ``"val"``, ``"trainval"`` or ``"train_aug"``, looked up as
     ``ImageSets/Segmentation/<name>.txt`` under the VOC root (then
     ``<root>/<name>.txt`` and ``ImageSets/Main/<name>.txt``). A bare name is
-    looked up under the VOC root before the working directory. A missing ``train_aug`` falls back to ``train`` with a
-    warning, so plain VOC 2012 works without the SBD set.
+    looked up under the VOC root before the working directory. A missing
+    ``train_aug`` falls back to ``train`` with a warning, so plain VOC 2012
+    works without the SBD set.
 
     Each line holds an id (``2007_000032``) or, as in the DeepLab/SEAM lists, a
     path such as ``/JPEGImages/2007_000032.jpg /SegmentationClassAug/...``: the
