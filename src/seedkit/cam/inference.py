@@ -121,8 +121,10 @@ def infer_cams(
         views = 0
         for scale in scales:
             size = _scaled_size(in_size, scale)
-            x = images if size == in_size else F.interpolate(
-                images, size=size, mode="bilinear", align_corners=False
+            x = (
+                images
+                if size == in_size
+                else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
             )
             if flip:
                 x = torch.cat([x, x.flip(-1)], dim=0)

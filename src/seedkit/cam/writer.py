@@ -146,12 +146,17 @@ def write_cams(
         with tqdm(total=len(indices), desc="cams", unit="img", disable=not progress) as bar:
             for batch in _batches(iter(loader), batch_size):
                 todo = [
-                    item for item in batch
+                    item
+                    for item in batch
                     if overwrite or not (out_dir / f"{item['id']}.npy").exists()
                 ]
                 if todo:
-                    images = torch.stack([torch.as_tensor(item["image"]) for item in todo]).to(device)
-                    labels = torch.stack([torch.as_tensor(item["labels"]) for item in todo]).to(device)
+                    images = torch.stack([torch.as_tensor(item["image"]) for item in todo]).to(
+                        device
+                    )
+                    labels = torch.stack([torch.as_tensor(item["labels"]) for item in todo]).to(
+                        device
+                    )
                     seeds = infer_cams(model, images, labels, scales, flip, temperature).cpu()
                     for index, item in enumerate(todo):
                         height, width = _valid_size(item)

@@ -37,13 +37,17 @@ def default_thresholds(max_threshold: float = 0.59, step: float = 0.01) -> np.nd
         (60, np.True_, np.float64(0.59))
     """
     for name, value in (("max_threshold", max_threshold), ("step", step)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise InvalidValueError(name, "a finite number", value)
     if step <= 0:
         raise InvalidValueError("step", "a number > 0", step)
     if max_threshold < 0:
         raise InvalidValueError("max_threshold", "a number >= 0", max_threshold)
-    count = int(math.floor(max_threshold / step + 1e-9)) + 1
+    count = math.floor(max_threshold / step + 1e-9) + 1
     return np.array([round(i * step, 12) for i in range(count)], dtype=np.float64)
 
 
@@ -99,7 +103,7 @@ class SweepResult:
     @property
     def curve(self) -> list[tuple[float, float]]:
         """``[(threshold, mIoU percent), ...]``."""
-        return [(float(t), float(m)) for t, m in zip(self.thresholds, self.miou_curve)]
+        return [(float(t), float(m)) for t, m in zip(self.thresholds, self.miou_curve, strict=True)]
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the ``seedkit eval-seeds --json`` document (NaN becomes ``null``).
@@ -137,7 +141,9 @@ class SweepResult:
                 f"{name:<16}{_fmt(self.iou[index]):>8}{_fmt(self.fp_rate_per_class[index]):>8}"
                 f"{_fmt(self.fn_rate_per_class[index]):>8}"
             )
-        lines.append(f"{'mean':<16}{_fmt(self.best_miou):>8}{_fmt(self.fp_rate):>8}{_fmt(self.fn_rate):>8}")
+        lines.append(
+            f"{'mean':<16}{_fmt(self.best_miou):>8}{_fmt(self.fp_rate):>8}{_fmt(self.fn_rate):>8}"
+        )
         lines.append("")
         lines.append("threshold  mIoU")
         row: list[str] = []
@@ -241,7 +247,9 @@ class ThresholdSweep:
         )
         if len(self.class_names) != self.num_classes:
             raise InvalidValueError(
-                "class_names", f"{self.num_classes} or {self.num_classes - 1} names", len(class_names or [])
+                "class_names",
+                f"{self.num_classes} or {self.num_classes - 1} names",
+                len(class_names or []),
             )
         self.reset()
 
@@ -356,7 +364,9 @@ class ThresholdSweep:
         confusions = self.confusion_matrices()
         curve = np.array([iou_from_confusion(cm)[1] for cm in confusions]) * 100.0
         if np.isnan(curve).all():
-            raise InvalidValueError("ground truth", "at least one pixel that is not ignored", "none")
+            raise InvalidValueError(
+                "ground truth", "at least one pixel that is not ignored", "none"
+            )
         best = int(np.nanargmax(curve))
         cm = confusions[best]
         iou, _ = iou_from_confusion(cm)
