@@ -187,3 +187,15 @@ def test_write_cams_float16_and_valid_crop(tmp_path):
     write_cams(TinyCamNet(), dataset, tmp_path, dtype=np.float16, progress=False)
     maps = np.load(tmp_path / "img0.npy", allow_pickle=True).item()
     assert all(m.shape == (12, 20) and m.dtype == np.float16 for m in maps.values())
+
+
+def test_channels_last_gives_the_same_seeds():
+    model = TinyCamNet().eval()
+    images = torch.randn(2, 3, 20, 28)
+    labels = torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 0]])
+    torch.testing.assert_close(
+        infer_cams(model, images, labels, channels_last=True),
+        infer_cams(model, images, labels),
+        atol=1e-5,
+        rtol=1e-4,
+    )

@@ -87,6 +87,7 @@ def write_cams(
     world_size: int = 1,
     flip: bool = True,
     dtype: np.dtype | type = np.float32,
+    channels_last: bool = False,
 ) -> list[str]:
     """Run :func:`infer_cams` over a dataset and write one psa-format ``<id>.npy`` per image.
 
@@ -117,6 +118,7 @@ def write_cams(
         world_size: number of shards.
         flip: add horizontally flipped views.
         dtype: dtype of the saved maps (``np.float32`` or ``np.float16``).
+        channels_last: see :func:`infer_cams`.
 
     Returns:
         The ids written by this call.
@@ -157,7 +159,15 @@ def write_cams(
                     labels = torch.stack([torch.as_tensor(item["labels"]) for item in todo]).to(
                         device
                     )
-                    seeds = infer_cams(model, images, labels, scales, flip, temperature).cpu()
+                    seeds = infer_cams(
+                        model,
+                        images,
+                        labels,
+                        scales,
+                        flip,
+                        temperature,
+                        channels_last=channels_last,
+                    ).cpu()
                     for index, item in enumerate(todo):
                         height, width = _valid_size(item)
                         present = labels[index].nonzero().flatten().tolist()
