@@ -109,18 +109,26 @@ def test_one_pass_sweep_equals_per_threshold_argmax(pairs):
     assert result.best_index == int(np.argmax(curve))
 
 
-@settings(max_examples=60)
+# Negative thresholds make the argmax class of all-zero / negative pixels matter.
+ODD_THRESHOLDS = [-0.3, -0.25, -1e-9, 0.0, 0.07, 0.5]
+
+
+@settings(max_examples=80)
 @given(image_pair(), st.sets(st.integers(0, 3)))
 def test_sparse_maps_equal_dense_stack_with_zeros(pair, present):
     stack, gt = pair
     dense = np.zeros_like(stack)
     for c in present:
         dense[c] = stack[c]
-    a = ThresholdSweep(num_classes=5)
-    a.update(dense, gt)
-    b = ThresholdSweep(num_classes=5)
-    b.update_maps({c: stack[c] for c in present}, gt)
-    np.testing.assert_array_equal(a._hist, b._hist)
+    for thresholds in (None, ODD_THRESHOLDS):
+        a = ThresholdSweep(num_classes=5, thresholds=thresholds)
+        a.update(dense, gt)
+        b = ThresholdSweep(num_classes=5, thresholds=thresholds)
+        b.update_maps({c: stack[c] for c in present}, gt)
+        np.testing.assert_array_equal(a.confusion_matrices(), b.confusion_matrices())
+        if thresholds is not None and not (gt == 255).all():
+            _, expected = naive_sweep([dense], [gt], thresholds, 5)
+            np.testing.assert_array_equal(b.confusion_matrices(), np.stack(expected))
 
 
 def test_explicit_thresholds_and_edge_warning():

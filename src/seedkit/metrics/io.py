@@ -160,7 +160,10 @@ def load_gt_mask(path: PathLike, num_classes: int, ignore_index: int = 255) -> n
         raise DataError(path, "a readable PNG index mask", f"unreadable file ({error})") from error
     if mode not in {"P", "L", "I", "I;16", "1"} or array.ndim != 2:
         raise DataError(path, "a palette or grey-level index mask", f"an image of mode {mode}")
-    values = np.unique(array)
+    if array.dtype == np.uint8:
+        values = np.nonzero(np.bincount(array.ravel(), minlength=256))[0]
+    else:
+        values = np.unique(array)
     bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
     if bad.size:
         raise DataError(
