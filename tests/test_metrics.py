@@ -178,6 +178,7 @@ def test_json_dict_schema_and_identities():
     sweep.update(stack, gt)
     result = sweep.result()
     doc = result.to_json_dict()
+    assert doc == sweep.to_json_dict()
     assert set(doc) >= {"best", "curve", "fp_rate", "fn_rate", "warnings"}
     assert set(doc["best"]) == {"threshold", "miou", "iou"}
     assert len(doc["curve"]) == 60 and doc["curve"][7][0] == 0.07

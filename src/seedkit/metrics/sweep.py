@@ -368,6 +368,10 @@ class ThresholdSweep:
         above[:, :, 0] = per_gt[None, :] - above[:, :, 1:].sum(axis=2)
         return above
 
+    def to_json_dict(self) -> dict[str, Any]:
+        """Shortcut for ``self.result().to_json_dict()``."""
+        return self.result().to_json_dict()
+
     def result(self) -> SweepResult:
         """Score every threshold and pick the best (lowest threshold on ties)."""
         if self.num_images == 0:

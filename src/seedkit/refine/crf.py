@@ -95,10 +95,9 @@ def crf_refine_seeds(
 ) -> np.ndarray:
     """Turn seed maps into a CRF-refined label map, as psa / SEAM do for pseudo masks.
 
-    Builds ``[bg, map_1, ..., map_C]`` with the background plane
-    ``(1 - max_c map_c) ** alpha`` replaced here by the constant ``threshold``
-    (the same rule as the threshold sweep), runs :func:`dense_crf` over the
-    background and the classes present, and returns the argmax.
+    Stacks a constant background plane equal to ``threshold`` (the rule of the
+    threshold sweep) with the maps of the classes present, normalises the stack
+    to probabilities per pixel, runs :func:`dense_crf` and returns the argmax.
 
     Args:
         image: RGB image ``(H, W, 3)`` uint8.
