@@ -1,0 +1,88 @@
+"""The fused math, written once in plain torch ops.
+
+These functions are what ``torch.compile`` turns into fused loops (one
+reduction kernel per direction); called uncompiled they are also the readable
+statement of what every backend computes. Shapes: ``a`` is ``(B, C, N)``,
+``valid`` a ``(B, 1, N)`` boolean mask, ``divisor`` a ``(B, C, 1)`` per-row
+scale (ones for ``scale="raw"``, the detached maximum magnitude for
+``scale="max"``) and ``tau`` a 0-d tensor, so the logits are
+``a / divisor / tau`` exactly as in the reference path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["kl_backward", "kl_forward", "pool_backward", "pool_forward"]
+
+
+def _logits(a: torch.Tensor, valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    return torch.where(valid, a / divisor / tau, float("-inf"))
+
+
+def pool_forward(
+    a: torch.Tensor, valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``s = sum_n softmax(z)_n a_n`` and ``logsumexp(z)``, both ``(B, C, 1)``."""
+    z = _logits(a, valid, divisor, tau)
+    peak = z.amax(dim=2, keepdim=True)
+    weights = torch.exp(z - peak)
+    total = weights.sum(dim=2, keepdim=True)
+    pooled = (weights * torch.where(valid, a, 0.0)).sum(dim=2, keepdim=True) / total
+    return pooled, peak + torch.log(total)
+
+
+def pool_backward(
+    a: torch.Tensor,
+    valid: torch.Tensor,
+    divisor: torch.Tensor,
+    tau: torch.Tensor,
+    lse: torch.Tensor,
+    pooled: torch.Tensor,
+    grad: torch.Tensor,
+) -> torch.Tensor:
+    """Return ``grad * alpha * (1 + (a - s) / divisor / tau)``, recomputing ``alpha``."""
+    alpha = torch.exp(_logits(a, valid, divisor, tau) - lse)
+    return grad * alpha * (1.0 + torch.where(valid, a - pooled, 0.0) / divisor / tau)
+
+
+def kl_forward(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    student_divisor: torch.Tensor,
+    teacher_divisor: torch.Tensor,
+    student_tau: torch.Tensor,
+    teacher_tau: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return ``KL(q || p)`` and the two log-normalisers, each ``(B, C, 1)``.
+
+    ``q = softmax(teacher logits)``, ``p = softmax(student logits)``; positions
+    where ``q`` underflows to 0 or that are masked contribute 0.
+    """
+    zs = _logits(student, valid, student_divisor, student_tau)
+    zt = _logits(teacher, valid, teacher_divisor, teacher_tau)
+    lse_s = torch.logsumexp(zs, dim=2, keepdim=True)
+    lse_t = torch.logsumexp(zt, dim=2, keepdim=True)
+    log_q = zt - lse_t
+    q = torch.exp(log_q)
+    terms = torch.where(valid & (q > 0), q * (log_q - (zs - lse_s)), 0.0)
+    return terms.sum(dim=2, keepdim=True), lse_s, lse_t
+
+
+def kl_backward(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    student_divisor: torch.Tensor,
+    teacher_divisor: torch.Tensor,
+    student_tau: torch.Tensor,
+    teacher_tau: torch.Tensor,
+    lse_s: torch.Tensor,
+    lse_t: torch.Tensor,
+    grad: torch.Tensor,
+) -> torch.Tensor:
+    """Return ``grad * (p - q) / divisor / tau_s``, the gradient for the student."""
+    p = torch.exp(_logits(student, valid, student_divisor, student_tau) - lse_s)
+    q = torch.exp(_logits(teacher, valid, teacher_divisor, teacher_tau) - lse_t)
+    return grad * (p - q) / student_divisor / student_tau

@@ -1,0 +1,253 @@
+"""Triton kernels for the temperature pooling and the KL consistency loss.
+
+One program per ``(b, c)`` row, looping over the ``N`` positions in blocks with
+an online (per-lane) maximum and sum, so nothing of size ``(B, C, N)`` is
+written except the gradient. Used automatically for CUDA tensors when
+``triton`` imports; under ``TRITON_INTERPRET=1`` (set before ``triton`` is
+imported) they also run on CPU tensors, which is how the test-suite checks
+them without a GPU. The launchers take and return the same tensors as the
+functions of :mod:`seedkit.kernels._math`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["triton_impl"]
+
+_MAX_BLOCK = 2048
+
+
+@triton.jit
+def _pool_forward_kernel(A, VALID, DIV, TAU, POOLED, LSE, C, N, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    batch = row // C
+    dtype = A.dtype.element_ty
+    divisor = tl.load(DIV + row)
+    tau = tl.load(TAU)
+    peak = tl.full([BLOCK], float("-inf"), dtype)
+    total = tl.zeros([BLOCK], dtype)
+    weighted = tl.zeros([BLOCK], dtype)
+    for start in range(0, N, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        inside = offsets < N
+        a = tl.load(A + row * N + offsets, mask=inside, other=0.0)
+        keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
+        z = tl.where(keep, a / divisor / tau, float("-inf"))
+        new_peak = tl.maximum(peak, z)
+        rescale = tl.where(new_peak == float("-inf"), 0.0, tl.exp(peak - new_peak))
+        weight = tl.where(keep, tl.exp(z - new_peak), 0.0)
+        total = total * rescale + weight
+        weighted = weighted * rescale + weight * tl.where(keep, a, 0.0)
+        peak = new_peak
+    row_peak = tl.max(peak, axis=0)
+    factor = tl.where(peak == float("-inf"), 0.0, tl.exp(peak - row_peak))
+    row_total = tl.sum(total * factor, axis=0)
+    tl.store(POOLED + row, tl.sum(weighted * factor, axis=0) / row_total)
+    tl.store(LSE + row, row_peak + tl.log(row_total))
+
+
+@triton.jit
+def _pool_backward_kernel(A, VALID, DIV, TAU, LSE, POOLED, GRAD, OUT, C, N, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    batch = row // C
+    divisor = tl.load(DIV + row)
+    tau = tl.load(TAU)
+    lse = tl.load(LSE + row)
+    pooled = tl.load(POOLED + row)
+    grad = tl.load(GRAD + row)
+    for start in range(0, N, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        inside = offsets < N
+        a = tl.load(A + row * N + offsets, mask=inside, other=0.0)
+        keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
+        alpha = tl.exp(tl.where(keep, a / divisor / tau, float("-inf")) - lse)
+        out = grad * alpha * (1.0 + tl.where(keep, a - pooled, 0.0) / divisor / tau)
+        tl.store(OUT + row * N + offsets, out, mask=inside)
+
+
+@triton.jit
+def _kl_forward_kernel(
+    S, T, VALID, SDIV, TDIV, STAU, TTAU, KL, LSE_S, LSE_T, C, N, BLOCK: tl.constexpr
+):
+    row = tl.program_id(0).to(tl.int64)
+    batch = row // C
+    dtype = S.dtype.element_ty
+    sdiv = tl.load(SDIV + row)
+    tdiv = tl.load(TDIV + row)
+    stau = tl.load(STAU)
+    ttau = tl.load(TTAU)
+    s_peak = tl.full([BLOCK], float("-inf"), dtype)
+    t_peak = tl.full([BLOCK], float("-inf"), dtype)
+    s_total = tl.zeros([BLOCK], dtype)
+    t_total = tl.zeros([BLOCK], dtype)
+    # Pass 1: both log-normalisers, online.
+    for start in range(0, N, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        inside = offsets < N
+        keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
+        s = tl.load(S + row * N + offsets, mask=inside, other=0.0)
+        t = tl.load(T + row * N + offsets, mask=inside, other=0.0)
+        zs = tl.where(keep, s / sdiv / stau, float("-inf"))
+        zt = tl.where(keep, t / tdiv / ttau, float("-inf"))
+        new_s = tl.maximum(s_peak, zs)
+        new_t = tl.maximum(t_peak, zt)
+        s_total = s_total * tl.where(new_s == float("-inf"), 0.0, tl.exp(s_peak - new_s)) + tl.where(
+            keep, tl.exp(zs - new_s), 0.0
+        )
+        t_total = t_total * tl.where(new_t == float("-inf"), 0.0, tl.exp(t_peak - new_t)) + tl.where(
+            keep, tl.exp(zt - new_t), 0.0
+        )
+        s_peak = new_s
+        t_peak = new_t
+    s_row = tl.max(s_peak, axis=0)
+    t_row = tl.max(t_peak, axis=0)
+    lse_s = s_row + tl.log(tl.sum(s_total * tl.where(s_peak == float("-inf"), 0.0, tl.exp(s_peak - s_row)), axis=0))
+    lse_t = t_row + tl.log(tl.sum(t_total * tl.where(t_peak == float("-inf"), 0.0, tl.exp(t_peak - t_row)), axis=0))
+    # Pass 2: sum_n q (log q - log p), skipping masked positions and q == 0.
+    kl = tl.zeros([BLOCK], dtype)
+    for start in range(0, N, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        inside = offsets < N
+        keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
+        s = tl.load(S + row * N + offsets, mask=inside, other=0.0)
+        t = tl.load(T + row * N + offsets, mask=inside, other=0.0)
+        log_p = tl.where(keep, s / sdiv / stau, 0.0) - lse_s
+        log_q = tl.where(keep, t / tdiv / ttau, 0.0) - lse_t
+        q = tl.exp(log_q)
+        kl += tl.where(keep & (q > 0), q * (log_q - log_p), 0.0)
+    tl.store(KL + row, tl.sum(kl, axis=0))
+    tl.store(LSE_S + row, lse_s)
+    tl.store(LSE_T + row, lse_t)
+
+
+@triton.jit
+def _kl_backward_kernel(
+    S, T, VALID, SDIV, TDIV, STAU, TTAU, LSE_S, LSE_T, GRAD, OUT, C, N, BLOCK: tl.constexpr
+):
+    row = tl.program_id(0).to(tl.int64)
+    batch = row // C
+    sdiv = tl.load(SDIV + row)
+    tdiv = tl.load(TDIV + row)
+    stau = tl.load(STAU)
+    ttau = tl.load(TTAU)
+    lse_s = tl.load(LSE_S + row)
+    lse_t = tl.load(LSE_T + row)
+    grad = tl.load(GRAD + row)
+    for start in range(0, N, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        inside = offsets < N
+        keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
+        s = tl.load(S + row * N + offsets, mask=inside, other=0.0)
+        t = tl.load(T + row * N + offsets, mask=inside, other=0.0)
+        p = tl.exp(tl.where(keep, s / sdiv / stau, float("-inf")) - lse_s)
+        q = tl.exp(tl.where(keep, t / tdiv / ttau, float("-inf")) - lse_t)
+        tl.store(OUT + row * N + offsets, grad * (p - q) / sdiv / stau, mask=inside)
+
+
+def _block(n: int) -> int:
+    return min(triton.next_power_of_2(n), _MAX_BLOCK)
+
+
+def _rows(a: torch.Tensor) -> torch.Tensor:
+    return torch.empty(a.shape[0], a.shape[1], 1, dtype=a.dtype, device=a.device)
+
+
+def _bytes(valid: torch.Tensor) -> torch.Tensor:
+    return valid.contiguous().view(torch.uint8)
+
+
+def pool_forward(
+    a: torch.Tensor, valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton twin of :func:`seedkit.kernels._math.pool_forward`."""
+    a = a.contiguous()
+    batch, classes, n = a.shape
+    pooled, lse = _rows(a), _rows(a)
+    _pool_forward_kernel[(batch * classes,)](
+        a, _bytes(valid), divisor.contiguous(), tau, pooled, lse, classes, n, BLOCK=_block(n)
+    )
+    return pooled, lse
+
+
+def pool_backward(
+    a: torch.Tensor,
+    valid: torch.Tensor,
+    divisor: torch.Tensor,
+    tau: torch.Tensor,
+    lse: torch.Tensor,
+    pooled: torch.Tensor,
+    grad: torch.Tensor,
+) -> torch.Tensor:
+    """Triton twin of :func:`seedkit.kernels._math.pool_backward`."""
+    a = a.contiguous()
+    batch, classes, n = a.shape
+    out = torch.empty_like(a)
+    _pool_backward_kernel[(batch * classes,)](
+        a, _bytes(valid), divisor.contiguous(), tau, lse, pooled, grad.contiguous(), out, classes, n,
+        BLOCK=_block(n),
+    )
+    return out
+
+
+def kl_forward(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    student_divisor: torch.Tensor,
+    teacher_divisor: torch.Tensor,
+    student_tau: torch.Tensor,
+    teacher_tau: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triton twin of :func:`seedkit.kernels._math.kl_forward`."""
+    student, teacher = student.contiguous(), teacher.contiguous()
+    batch, classes, n = student.shape
+    kl, lse_s, lse_t = _rows(student), _rows(student), _rows(student)
+    _kl_forward_kernel[(batch * classes,)](
+        student, teacher, _bytes(valid), student_divisor.contiguous(), teacher_divisor.contiguous(),
+        student_tau, teacher_tau, kl, lse_s, lse_t, classes, n, BLOCK=_block(n),
+    )
+    return kl, lse_s, lse_t
+
+
+def kl_backward(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor,
+    student_divisor: torch.Tensor,
+    teacher_divisor: torch.Tensor,
+    student_tau: torch.Tensor,
+    teacher_tau: torch.Tensor,
+    lse_s: torch.Tensor,
+    lse_t: torch.Tensor,
+    grad: torch.Tensor,
+) -> torch.Tensor:
+    """Triton twin of :func:`seedkit.kernels._math.kl_backward`."""
+    student, teacher = student.contiguous(), teacher.contiguous()
+    batch, classes, n = student.shape
+    out = torch.empty_like(student)
+    _kl_backward_kernel[(batch * classes,)](
+        student, teacher, _bytes(valid), student_divisor.contiguous(), teacher_divisor.contiguous(),
+        student_tau, teacher_tau, lse_s, lse_t, grad.contiguous(), out, classes, n, BLOCK=_block(n),
+    )
+    return out
+
+
+def _max_magnitude(a: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    return torch.where(valid, a.detach().abs(), 0.0).amax(dim=2, keepdim=True).clamp_min(1e-6)
+
+
+def triton_impl() -> SimpleNamespace:
+    """Return the Triton launchers under the names the autograd functions call."""
+    return SimpleNamespace(
+        name="triton",
+        pool_forward=pool_forward,
+        pool_backward=pool_backward,
+        kl_forward=kl_forward,
+        kl_backward=kl_backward,
+        max_magnitude=_max_magnitude,
+    )
