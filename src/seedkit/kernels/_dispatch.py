@@ -18,9 +18,14 @@ import torch
 from seedkit._checks import check_choice
 from seedkit.errors import InvalidValueError
 
-__all__ = ["BACKENDS", "get_backend", "resolve_backend", "set_backend", "triton_available", "use_backend"]
+__all__ = [
+    "AUTO_MIN_NUMEL",
+    "BACKENDS", "get_backend", "resolve_backend", "set_backend", "triton_available", "use_backend"]
 
 BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "triton")
+# Below this many elements "auto" keeps the reference path: a fused call's fixed
+# cost (dispatch, mask and per-row buffers) outweighs what it saves on tiny maps.
+AUTO_MIN_NUMEL = 32768
 
 
 def _initial_backend() -> str:
@@ -38,7 +43,8 @@ def set_backend(backend: str) -> None:
 
     Args:
         backend: ``"auto"`` (Triton kernels on CUDA when ``triton`` imports, the
-            compiled fused path elsewhere, the reference path if compiling fails),
+            compiled fused path elsewhere, the reference path if compiling fails
+            or for maps of fewer than ``AUTO_MIN_NUMEL`` = 32768 elements),
             ``"reference"`` (the plain autograd composition, no compilation),
             ``"fused"`` (``torch.compile``-generated kernels on any device) or
             ``"triton"`` (the Triton kernels; CUDA tensors, or CPU tensors under
@@ -114,6 +120,8 @@ def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
             )
         return "triton"
     if choice == "auto":
+        if tensor.numel() < AUTO_MIN_NUMEL:
+            return "reference"
         if tensor.is_cuda and triton_available():
             return "triton"
         from seedkit.kernels._compiled import compiled_available

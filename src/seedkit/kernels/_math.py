@@ -25,11 +25,12 @@ def pool_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``s = sum_n softmax(z)_n a_n`` and ``logsumexp(z)``, both ``(B, C, 1)``."""
     z = _logits(a, valid, divisor, tau)
-    peak = z.amax(dim=2, keepdim=True)
-    weights = torch.exp(z - peak)
-    total = weights.sum(dim=2, keepdim=True)
-    pooled = (weights * torch.where(valid, a, 0.0)).sum(dim=2, keepdim=True) / total
-    return pooled, peak + torch.log(total)
+    # Three sweeps over each row (max, sum of exp, weighted sum), each consuming its
+    # exp once, so inductor keeps every intermediate in registers: nothing of size
+    # (B, C, N) is written. A row is a few kB and stays in cache between sweeps.
+    lse = torch.logsumexp(z, dim=2, keepdim=True)
+    pooled = (torch.exp(z - lse) * torch.where(valid, a, 0.0)).sum(dim=2, keepdim=True)
+    return pooled, lse
 
 
 def pool_backward(
@@ -66,6 +67,7 @@ def kl_forward(
     lse_t = torch.logsumexp(zt, dim=2, keepdim=True)
     log_q = zt - lse_t
     q = torch.exp(log_q)
+    # q == 0 (underflow) or masked: the term is 0 (0 log 0 = 0), never NaN.
     terms = torch.where(valid & (q > 0), q * (log_q - (zs - lse_s)), 0.0)
     return terms.sum(dim=2, keepdim=True), lse_s, lse_t
 

@@ -39,13 +39,15 @@ def _pool_forward_kernel(A, VALID, DIV, TAU, POOLED, LSE, C, N, BLOCK: tl.conste
         keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
         z = tl.where(keep, a / divisor / tau, float("-inf"))
         new_peak = tl.maximum(peak, z)
-        rescale = tl.where(new_peak == float("-inf"), 0.0, tl.exp(peak - new_peak))
-        weight = tl.where(keep, tl.exp(z - new_peak), 0.0)
+        # A lane that has seen only masked positions keeps peak -inf: shift by 0 there.
+        shift = tl.where(new_peak == float("-inf"), 0.0, new_peak)
+        rescale = tl.exp(peak - shift)
+        weight = tl.exp(z - shift)
         total = total * rescale + weight
         weighted = weighted * rescale + weight * tl.where(keep, a, 0.0)
         peak = new_peak
     row_peak = tl.max(peak, axis=0)
-    factor = tl.where(peak == float("-inf"), 0.0, tl.exp(peak - row_peak))
+    factor = tl.exp(peak - row_peak)
     row_total = tl.sum(total * factor, axis=0)
     tl.store(POOLED + row, tl.sum(weighted * factor, axis=0) / row_total)
     tl.store(LSE + row, row_peak + tl.log(row_total))
@@ -96,18 +98,16 @@ def _kl_forward_kernel(
         zt = tl.where(keep, t / tdiv / ttau, float("-inf"))
         new_s = tl.maximum(s_peak, zs)
         new_t = tl.maximum(t_peak, zt)
-        s_total = s_total * tl.where(new_s == float("-inf"), 0.0, tl.exp(s_peak - new_s)) + tl.where(
-            keep, tl.exp(zs - new_s), 0.0
-        )
-        t_total = t_total * tl.where(new_t == float("-inf"), 0.0, tl.exp(t_peak - new_t)) + tl.where(
-            keep, tl.exp(zt - new_t), 0.0
-        )
+        shift_s = tl.where(new_s == float("-inf"), 0.0, new_s)
+        shift_t = tl.where(new_t == float("-inf"), 0.0, new_t)
+        s_total = s_total * tl.exp(s_peak - shift_s) + tl.exp(zs - shift_s)
+        t_total = t_total * tl.exp(t_peak - shift_t) + tl.exp(zt - shift_t)
         s_peak = new_s
         t_peak = new_t
     s_row = tl.max(s_peak, axis=0)
     t_row = tl.max(t_peak, axis=0)
-    lse_s = s_row + tl.log(tl.sum(s_total * tl.where(s_peak == float("-inf"), 0.0, tl.exp(s_peak - s_row)), axis=0))
-    lse_t = t_row + tl.log(tl.sum(t_total * tl.where(t_peak == float("-inf"), 0.0, tl.exp(t_peak - t_row)), axis=0))
+    lse_s = s_row + tl.log(tl.sum(s_total * tl.exp(s_peak - s_row), axis=0))
+    lse_t = t_row + tl.log(tl.sum(t_total * tl.exp(t_peak - t_row), axis=0))
     # Pass 2: sum_n q (log q - log p), skipping masked positions and q == 0.
     kl = tl.zeros([BLOCK], dtype)
     for start in range(0, N, BLOCK):
