@@ -77,7 +77,9 @@ def measure(variants: dict[str, Callable[[], torch.Tensor]], leaf: torch.Tensor,
             start = time.perf_counter()
             step(variants[name], leaf)
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: statistics.median(values) for name, values in times.items()} | {
+        f"{name}_min": min(values) for name, values in times.items()
+    }
 
 
 def run_shape(shape: tuple[int, int, int, int], reps: int, backend: str) -> list[dict[str, object]]:

@@ -73,8 +73,8 @@ def compiled_available() -> bool:
         a = torch.linspace(-1.0, 1.0, 2 * 3 * 5).reshape(2, 3, 5)
         valid = torch.ones(2, 1, 5, dtype=torch.bool)
         divisor = torch.ones(2, 3, 1)
-        pooled, _ = compiled_impl().pool_forward(a, valid, divisor, torch.tensor(1.0))
-        expected, _ = _math.pool_forward(a, valid, divisor, torch.tensor(1.0))
+        pooled, *_ = compiled_impl().pool_forward(a, valid, divisor, torch.tensor(1.0))
+        expected, *_ = _math.pool_forward(a, valid, divisor, torch.tensor(1.0))
         if not torch.allclose(pooled, expected, rtol=1e-5, atol=1e-6):
             raise RuntimeError("the compiled kernel disagrees with the eager one")
     except Exception as error:  # any compiler / toolchain failure: fall back, never crash

@@ -30,8 +30,8 @@ class TemperaturePoolFunction(torch.autograd.Function):
         impl: SimpleNamespace,
     ) -> torch.Tensor:
         """Return the pooled ``(B, C)`` scores."""
-        pooled, lse = impl.pool_forward(a, valid, divisor, tau)
-        ctx.save_for_backward(a, valid, divisor, tau, lse, pooled)
+        pooled, peak, log_total = impl.pool_forward(a, valid, divisor, tau)
+        ctx.save_for_backward(a, valid, divisor, tau, peak, log_total, pooled)
         ctx.impl = impl
         return pooled.squeeze(2)
 
@@ -39,8 +39,7 @@ class TemperaturePoolFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         """Return ``grad * alpha * (1 + (a - s) / divisor / tau)`` for ``a``."""
-        a, valid, divisor, tau, lse, pooled = ctx.saved_tensors
-        grad_a = ctx.impl.pool_backward(a, valid, divisor, tau, lse, pooled, grad.unsqueeze(2).contiguous())
+        grad_a = ctx.impl.pool_backward(*ctx.saved_tensors, grad.unsqueeze(2).contiguous())
         return grad_a, None, None, None, None
 
 
@@ -60,11 +59,11 @@ class KLConsistencyFunction(torch.autograd.Function):
         impl: SimpleNamespace,
     ) -> torch.Tensor:
         """Return the ``(B, C)`` divergences."""
-        kl, lse_s, lse_t = impl.kl_forward(
+        kl, *normalisers = impl.kl_forward(
             student, teacher, valid, student_divisor, teacher_divisor, student_tau, teacher_tau
         )
         ctx.save_for_backward(
-            student, teacher, valid, student_divisor, teacher_divisor, student_tau, teacher_tau, lse_s, lse_t
+            student, teacher, valid, student_divisor, teacher_divisor, student_tau, teacher_tau, *normalisers
         )
         ctx.impl = impl
         return kl.squeeze(2)

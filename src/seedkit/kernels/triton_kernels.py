@@ -23,7 +23,7 @@ _MAX_BLOCK = 2048
 
 
 @triton.jit
-def _pool_forward_kernel(A, VALID, DIV, TAU, POOLED, LSE, C, N, BLOCK: tl.constexpr):
+def _pool_forward_kernel(A, VALID, DIV, TAU, POOLED, PEAK, LOGT, C, N, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     batch = row // C
     dtype = A.dtype.element_ty
@@ -50,16 +50,18 @@ def _pool_forward_kernel(A, VALID, DIV, TAU, POOLED, LSE, C, N, BLOCK: tl.conste
     factor = tl.exp(peak - row_peak)
     row_total = tl.sum(total * factor, axis=0)
     tl.store(POOLED + row, tl.sum(weighted * factor, axis=0) / row_total)
-    tl.store(LSE + row, row_peak + tl.log(row_total))
+    tl.store(PEAK + row, row_peak)
+    tl.store(LOGT + row, tl.log(row_total))
 
 
 @triton.jit
-def _pool_backward_kernel(A, VALID, DIV, TAU, LSE, POOLED, GRAD, OUT, C, N, BLOCK: tl.constexpr):
+def _pool_backward_kernel(A, VALID, DIV, TAU, PEAK, LOGT, POOLED, GRAD, OUT, C, N, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     batch = row // C
     divisor = tl.load(DIV + row)
     tau = tl.load(TAU)
-    lse = tl.load(LSE + row)
+    peak = tl.load(PEAK + row)
+    log_total = tl.load(LOGT + row)
     pooled = tl.load(POOLED + row)
     grad = tl.load(GRAD + row)
     for start in range(0, N, BLOCK):
@@ -67,14 +69,14 @@ def _pool_backward_kernel(A, VALID, DIV, TAU, LSE, POOLED, GRAD, OUT, C, N, BLOC
         inside = offsets < N
         a = tl.load(A + row * N + offsets, mask=inside, other=0.0)
         keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
-        alpha = tl.exp(tl.where(keep, a / divisor / tau, float("-inf")) - lse)
+        alpha = tl.exp(tl.where(keep, a / divisor / tau, float("-inf")) - peak - log_total)
         out = grad * alpha * (1.0 + tl.where(keep, a - pooled, 0.0) / divisor / tau)
         tl.store(OUT + row * N + offsets, out, mask=inside)
 
 
 @triton.jit
 def _kl_forward_kernel(
-    S, T, VALID, SDIV, TDIV, STAU, TTAU, KL, LSE_S, LSE_T, C, N, BLOCK: tl.constexpr
+    S, T, VALID, SDIV, TDIV, STAU, TTAU, KL, PEAK_S, LOGT_S, PEAK_T, LOGT_T, C, N, BLOCK: tl.constexpr
 ):
     row = tl.program_id(0).to(tl.int64)
     batch = row // C
@@ -106,8 +108,8 @@ def _kl_forward_kernel(
         t_peak = new_t
     s_row = tl.max(s_peak, axis=0)
     t_row = tl.max(t_peak, axis=0)
-    lse_s = s_row + tl.log(tl.sum(s_total * tl.exp(s_peak - s_row), axis=0))
-    lse_t = t_row + tl.log(tl.sum(t_total * tl.exp(t_peak - t_row), axis=0))
+    logt_s = tl.log(tl.sum(s_total * tl.exp(s_peak - s_row), axis=0))
+    logt_t = tl.log(tl.sum(t_total * tl.exp(t_peak - t_row), axis=0))
     # Pass 2: sum_n q (log q - log p), skipping masked positions and q == 0.
     kl = tl.zeros([BLOCK], dtype)
     for start in range(0, N, BLOCK):
@@ -116,18 +118,20 @@ def _kl_forward_kernel(
         keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
         s = tl.load(S + row * N + offsets, mask=inside, other=0.0)
         t = tl.load(T + row * N + offsets, mask=inside, other=0.0)
-        log_p = tl.where(keep, s / sdiv / stau, 0.0) - lse_s
-        log_q = tl.where(keep, t / tdiv / ttau, 0.0) - lse_t
+        log_p = tl.where(keep, s / sdiv / stau - s_row, 0.0) - logt_s
+        log_q = tl.where(keep, t / tdiv / ttau - t_row, 0.0) - logt_t
         q = tl.exp(log_q)
         kl += tl.where(keep & (q > 0), q * (log_q - log_p), 0.0)
     tl.store(KL + row, tl.sum(kl, axis=0))
-    tl.store(LSE_S + row, lse_s)
-    tl.store(LSE_T + row, lse_t)
+    tl.store(PEAK_S + row, s_row)
+    tl.store(LOGT_S + row, logt_s)
+    tl.store(PEAK_T + row, t_row)
+    tl.store(LOGT_T + row, logt_t)
 
 
 @triton.jit
 def _kl_backward_kernel(
-    S, T, VALID, SDIV, TDIV, STAU, TTAU, LSE_S, LSE_T, GRAD, OUT, C, N, BLOCK: tl.constexpr
+    S, T, VALID, SDIV, TDIV, STAU, TTAU, PEAK_S, LOGT_S, PEAK_T, LOGT_T, GRAD, OUT, C, N, BLOCK: tl.constexpr
 ):
     row = tl.program_id(0).to(tl.int64)
     batch = row // C
@@ -135,8 +139,10 @@ def _kl_backward_kernel(
     tdiv = tl.load(TDIV + row)
     stau = tl.load(STAU)
     ttau = tl.load(TTAU)
-    lse_s = tl.load(LSE_S + row)
-    lse_t = tl.load(LSE_T + row)
+    peak_s = tl.load(PEAK_S + row)
+    logt_s = tl.load(LOGT_S + row)
+    peak_t = tl.load(PEAK_T + row)
+    logt_t = tl.load(LOGT_T + row)
     grad = tl.load(GRAD + row)
     for start in range(0, N, BLOCK):
         offsets = start + tl.arange(0, BLOCK)
@@ -144,8 +150,8 @@ def _kl_backward_kernel(
         keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
         s = tl.load(S + row * N + offsets, mask=inside, other=0.0)
         t = tl.load(T + row * N + offsets, mask=inside, other=0.0)
-        p = tl.exp(tl.where(keep, s / sdiv / stau, float("-inf")) - lse_s)
-        q = tl.exp(tl.where(keep, t / tdiv / ttau, float("-inf")) - lse_t)
+        p = tl.exp(tl.where(keep, s / sdiv / stau, float("-inf")) - peak_s - logt_s)
+        q = tl.exp(tl.where(keep, t / tdiv / ttau, float("-inf")) - peak_t - logt_t)
         tl.store(OUT + row * N + offsets, grad * (p - q) / sdiv / stau, mask=inside)
 
 
@@ -163,15 +169,15 @@ def _bytes(valid: torch.Tensor) -> torch.Tensor:
 
 def pool_forward(
     a: torch.Tensor, valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton twin of :func:`seedkit.kernels._math.pool_forward`."""
     a = a.contiguous()
     batch, classes, n = a.shape
-    pooled, lse = _rows(a), _rows(a)
+    pooled, peak, log_total = _rows(a), _rows(a), _rows(a)
     _pool_forward_kernel[(batch * classes,)](
-        a, _bytes(valid), divisor.contiguous(), tau, pooled, lse, classes, n, BLOCK=_block(n)
+        a, _bytes(valid), divisor.contiguous(), tau, pooled, peak, log_total, classes, n, BLOCK=_block(n)
     )
-    return pooled, lse
+    return pooled, peak, log_total
 
 
 def pool_backward(
@@ -179,7 +185,8 @@ def pool_backward(
     valid: torch.Tensor,
     divisor: torch.Tensor,
     tau: torch.Tensor,
-    lse: torch.Tensor,
+    peak: torch.Tensor,
+    log_total: torch.Tensor,
     pooled: torch.Tensor,
     grad: torch.Tensor,
 ) -> torch.Tensor:
@@ -188,7 +195,7 @@ def pool_backward(
     batch, classes, n = a.shape
     out = torch.empty_like(a)
     _pool_backward_kernel[(batch * classes,)](
-        a, _bytes(valid), divisor.contiguous(), tau, lse, pooled, grad.contiguous(), out, classes, n,
+        a, _bytes(valid), divisor.contiguous(), tau, peak, log_total, pooled, grad.contiguous(), out, classes, n,
         BLOCK=_block(n),
     )
     return out
@@ -202,16 +209,16 @@ def kl_forward(
     teacher_divisor: torch.Tensor,
     student_tau: torch.Tensor,
     teacher_tau: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     """Triton twin of :func:`seedkit.kernels._math.kl_forward`."""
     student, teacher = student.contiguous(), teacher.contiguous()
     batch, classes, n = student.shape
-    kl, lse_s, lse_t = _rows(student), _rows(student), _rows(student)
+    outputs = tuple(_rows(student) for _ in range(5))
     _kl_forward_kernel[(batch * classes,)](
         student, teacher, _bytes(valid), student_divisor.contiguous(), teacher_divisor.contiguous(),
-        student_tau, teacher_tau, kl, lse_s, lse_t, classes, n, BLOCK=_block(n),
+        student_tau, teacher_tau, *outputs, classes, n, BLOCK=_block(n),
     )
-    return kl, lse_s, lse_t
+    return outputs
 
 
 def kl_backward(
@@ -222,8 +229,10 @@ def kl_backward(
     teacher_divisor: torch.Tensor,
     student_tau: torch.Tensor,
     teacher_tau: torch.Tensor,
-    lse_s: torch.Tensor,
-    lse_t: torch.Tensor,
+    peak_s: torch.Tensor,
+    log_total_s: torch.Tensor,
+    peak_t: torch.Tensor,
+    log_total_t: torch.Tensor,
     grad: torch.Tensor,
 ) -> torch.Tensor:
     """Triton twin of :func:`seedkit.kernels._math.kl_backward`."""
@@ -232,7 +241,8 @@ def kl_backward(
     out = torch.empty_like(student)
     _kl_backward_kernel[(batch * classes,)](
         student, teacher, _bytes(valid), student_divisor.contiguous(), teacher_divisor.contiguous(),
-        student_tau, teacher_tau, lse_s, lse_t, grad.contiguous(), out, classes, n, BLOCK=_block(n),
+        student_tau, teacher_tau, peak_s, log_total_s, peak_t, log_total_t, grad.contiguous(), out, classes, n,
+        BLOCK=_block(n),
     )
     return out
 
