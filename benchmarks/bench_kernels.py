@@ -65,7 +65,9 @@ def peak_bytes(function: Callable[[], torch.Tensor], leaf: torch.Tensor) -> int:
     return max(0, *(e["args"]["Total Allocated"] - baseline for e in memory))
 
 
-def measure(variants: dict[str, Callable[[], torch.Tensor]], leaf: torch.Tensor, reps: int) -> dict[str, float]:
+def measure(
+    variants: dict[str, Callable[[], torch.Tensor]], leaf: torch.Tensor, reps: int
+) -> dict[str, float]:
     names = list(variants)
     for name in names:  # warm-up (and compilation) outside the timed region
         for _ in range(3):
@@ -105,7 +107,9 @@ def run_shape(shape: tuple[int, int, int, int], reps: int, backend: str) -> list
     for op, variants in (("temperature_pool", pools), ("kl_consistency", kls)):
         times = measure(variants, a, reps)
         memory = {name: peak_bytes(function, a) for name, function in variants.items()}
-        rows.append({"shape": shape, "op": op, "times": times, "memory": memory, "bytes": a.numel() * 4})
+        rows.append(
+            {"shape": shape, "op": op, "times": times, "memory": memory, "bytes": a.numel() * 4}
+        )
     return rows
 
 
@@ -116,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="fused", choices=["fused", "triton"])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, backend {args.backend}, {args.reps} reps (median)")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, backend {args.backend}, {args.reps} reps (median)"
+    )
     rows = [row for shape in SHAPES for row in run_shape(shape, args.reps, args.backend)]
     header = (
         "| op | (B, C, H, W) | naive ms | fused ms | floor ms | naive/fused time | fused/floor time "
@@ -133,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     size = {str(r["shape"]): r["bytes"] / 2**20 for r in rows}
     print("tensor size (MB):", ", ".join(f"{k}: {v:.1f}" for k, v in size.items()))
-    print("first-call (compile or cache load) seconds:", {k: round(v, 2) for k, v in compile_seconds().items()})
+    print(
+        "first-call (compile or cache load) seconds:",
+        {k: round(v, 2) for k, v in compile_seconds().items()},
+    )
     return 0
 
 

@@ -21,12 +21,16 @@ from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.kernels import fused_kl_consistency, fused_temperature_pool
 from seedkit.kernels._functions import KLConsistencyFunction, TemperaturePoolFunction
 
-pytestmark = pytest.mark.skipif(not kernels.compiled_available(), reason="torch.compile unavailable")
+pytestmark = pytest.mark.skipif(
+    not kernels.compiled_available(), reason="torch.compile unavailable"
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _case(seed: int, batch: int, classes: int, n: int, magnitude: float, masked: bool, dtype=torch.float32):
+def _case(
+    seed: int, batch: int, classes: int, n: int, magnitude: float, masked: bool, dtype=torch.float32
+):
     generator = torch.Generator().manual_seed(seed)
     a = magnitude * torch.randn(batch, classes, n, generator=generator, dtype=dtype)
     t = magnitude * torch.randn(batch, classes, n, generator=generator, dtype=dtype)
@@ -65,7 +69,9 @@ temperatures = st.floats(1e-3, 1e3).map(float)
 def test_fused_pool_matches_reference(case, temperature, scale):
     a, _, valid = _case(*case)
     out, grad = _run(fused_temperature_pool, a, valid, temperature, scale, backend="fused")
-    ref_out, ref_grad = _run(fused_temperature_pool, a, valid, temperature, scale, backend="reference")
+    ref_out, ref_grad = _run(
+        fused_temperature_pool, a, valid, temperature, scale, backend="reference"
+    )
     _close(out, ref_out, 1e-5, a.abs().max().item())
     _close(grad, ref_grad, 1e-4, ref_grad.abs().max().item())
     if valid is not None:
@@ -73,11 +79,17 @@ def test_fused_pool_matches_reference(case, temperature, scale):
 
 
 @settings(max_examples=25, deadline=None)
-@given(case=case, temperature=temperatures, teacher=temperatures, scale=st.sampled_from(["raw", "max"]))
+@given(
+    case=case, temperature=temperatures, teacher=temperatures, scale=st.sampled_from(["raw", "max"])
+)
 def test_fused_kl_matches_reference(case, temperature, teacher, scale):
     a, t, valid = _case(*case)
-    out, grad = _run(fused_kl_consistency, a, t, valid, temperature, teacher, scale, backend="fused")
-    ref_out, ref_grad = _run(fused_kl_consistency, a, t, valid, temperature, teacher, scale, backend="reference")
+    out, grad = _run(
+        fused_kl_consistency, a, t, valid, temperature, teacher, scale, backend="fused"
+    )
+    ref_out, ref_grad = _run(
+        fused_kl_consistency, a, t, valid, temperature, teacher, scale, backend="reference"
+    )
     # The KL sums terms q (log q - log p) with |log q - log p| up to ~ max|A| / tau + log N,
     # which cancel: float32 rounding is relative to that size, not to the (maybe tiny) result.
     spread = a.abs().max().item() if scale == "raw" else 1.0
@@ -103,10 +115,16 @@ def test_gradcheck_float64(scale, masked):
     a, t, valid = _case(1, 2, 3, 7, 1.5, masked, dtype=torch.float64)
     a.requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda x: fused_temperature_pool(x, valid, 0.7, scale, backend="fused"), (a,), eps=1e-6, atol=1e-6
+        lambda x: fused_temperature_pool(x, valid, 0.7, scale, backend="fused"),
+        (a,),
+        eps=1e-6,
+        atol=1e-6,
     )
     assert torch.autograd.gradcheck(
-        lambda x: fused_kl_consistency(x, t, valid, 0.7, 1.3, scale, backend="fused"), (a,), eps=1e-6, atol=1e-6
+        lambda x: fused_kl_consistency(x, t, valid, 0.7, 1.3, scale, backend="fused"),
+        (a,),
+        eps=1e-6,
+        atol=1e-6,
     )
 
 
@@ -154,7 +172,9 @@ def test_public_functions_dispatch_and_switch(monkeypatch):
     monkeypatch.undo()
     assert kernels.get_backend() == "auto"
     torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fused, seedkit.losses.temperature_pool_reference(cams, 0.5, mask, "max"))
+    torch.testing.assert_close(
+        fused, seedkit.losses.temperature_pool_reference(cams, 0.5, mask, "max")
+    )
 
 
 def test_consistency_loss_fused_equals_reference():
@@ -172,9 +192,14 @@ def test_consistency_loss_fused_equals_reference():
 
 
 def test_environment_variable_forces_reference():
-    code = "import seedkit.kernels as k, torch; print(k.get_backend(), k.resolve_backend(torch.zeros(4, 8, 99, 99)))"
+    code = (
+        "import seedkit.kernels as k, torch; "
+        "print(k.get_backend(), k.resolve_backend(torch.zeros(4, 8, 99, 99)))"
+    )
     env = {**os.environ, "SEEDKIT_KERNELS": "reference", "PYTHONPATH": str(SRC)}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["reference", "reference"]
 
 
@@ -214,7 +239,8 @@ _TRITON_SCRIPT = textwrap.dedent(
             kl = fused_kl_consistency(a, t, valid, 0.7, 1.3, scale, backend=backend)
             kl.sum().backward()
             results[backend] = (pooled, pool_grad, kl, a.grad.clone())
-        for name, x, y in zip(("pool", "pool_grad", "kl", "kl_grad"), results["triton"], results["reference"]):
+        names = ("pool", "pool_grad", "kl", "kl_grad")
+        for name, x, y in zip(names, results["triton"], results["reference"]):
             scale_ = max(float(y.abs().max()), 1e-6)
             errors[f"{name}-{n}-{scale}-{masked}"] = float((x - y).abs().max()) / scale_
     print(json.dumps(errors))

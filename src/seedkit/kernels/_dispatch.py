@@ -20,7 +20,13 @@ from seedkit.errors import InvalidValueError
 
 __all__ = [
     "AUTO_MIN_NUMEL",
-    "BACKENDS", "get_backend", "resolve_backend", "set_backend", "triton_available", "use_backend"]
+    "BACKENDS",
+    "get_backend",
+    "resolve_backend",
+    "set_backend",
+    "triton_available",
+    "use_backend",
+]
 
 BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "triton")
 # Below this many elements "auto" keeps the reference path: a fused call's fixed
@@ -113,10 +119,14 @@ def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
     choice = _BACKEND if backend is None else check_choice("backend", backend, BACKENDS)
     if choice == "triton":
         if not triton_available():
-            raise InvalidValueError("backend", "'triton' only with the triton package installed", "triton")
+            raise InvalidValueError(
+                "backend", "'triton' only with the triton package installed", "triton"
+            )
         if not (tensor.is_cuda or _triton_interpreted()):
             raise InvalidValueError(
-                "backend", "'triton' only for CUDA tensors (or under TRITON_INTERPRET=1)", str(tensor.device)
+                "backend",
+                "'triton' only for CUDA tensors (or under TRITON_INTERPRET=1)",
+                str(tensor.device),
             )
         return "triton"
     if choice == "auto":

@@ -63,7 +63,14 @@ class KLConsistencyFunction(torch.autograd.Function):
             student, teacher, valid, student_divisor, teacher_divisor, student_tau, teacher_tau
         )
         ctx.save_for_backward(
-            student, teacher, valid, student_divisor, teacher_divisor, student_tau, teacher_tau, *normalisers
+            student,
+            teacher,
+            valid,
+            student_divisor,
+            teacher_divisor,
+            student_tau,
+            teacher_tau,
+            *normalisers,
         )
         ctx.impl = impl
         return kl.squeeze(2)

@@ -16,7 +16,9 @@ import torch
 __all__ = ["kl_backward", "kl_forward", "pool_backward", "pool_forward"]
 
 
-def _logits(a: torch.Tensor, valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+def _logits(
+    a: torch.Tensor, valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor
+) -> torch.Tensor:
     return torch.where(valid, a / divisor / tau, float("-inf"))
 
 

@@ -72,7 +72,9 @@ def _mask(valid: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor:
     return valid.to(a.device).contiguous()
 
 
-def _divisor(impl: SimpleNamespace, a: torch.Tensor, valid: torch.Tensor, scale: str) -> torch.Tensor:
+def _divisor(
+    impl: SimpleNamespace, a: torch.Tensor, valid: torch.Tensor, scale: str
+) -> torch.Tensor:
     if scale == "max":
         return impl.max_magnitude(a.detach(), valid)
     return torch.ones(a.shape[0], a.shape[1], 1, dtype=a.dtype, device=a.device)
@@ -166,7 +168,11 @@ def fused_kl_consistency(
     student_flat = _check_flat("student_flat", student_flat)
     teacher_flat = _check_flat("teacher_flat", teacher_flat)
     if teacher_flat.shape != student_flat.shape:
-        raise ShapeError("teacher_flat", f"the student's shape {tuple(student_flat.shape)}", tuple(teacher_flat.shape))
+        raise ShapeError(
+            "teacher_flat",
+            f"the student's shape {tuple(student_flat.shape)}",
+            tuple(teacher_flat.shape),
+        )
     valid = _check_valid(valid, student_flat)
     temperature = check_temperature("temperature", temperature)
     if teacher_temperature is None:

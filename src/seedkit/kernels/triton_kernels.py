@@ -1,3 +1,4 @@
+# ruff: noqa: N803  (Triton convention: pointer and size arguments in capitals)
 """Triton kernels for the temperature pooling and the KL consistency loss.
 
 One program per ``(b, c)`` row, looping over the ``N`` positions in blocks with
@@ -55,7 +56,9 @@ def _pool_forward_kernel(A, VALID, DIV, TAU, POOLED, PEAK, LOGT, C, N, BLOCK: tl
 
 
 @triton.jit
-def _pool_backward_kernel(A, VALID, DIV, TAU, PEAK, LOGT, POOLED, GRAD, OUT, C, N, BLOCK: tl.constexpr):
+def _pool_backward_kernel(
+    A, VALID, DIV, TAU, PEAK, LOGT, POOLED, GRAD, OUT, C, N, BLOCK: tl.constexpr
+):
     row = tl.program_id(0).to(tl.int64)
     batch = row // C
     divisor = tl.load(DIV + row)
@@ -76,7 +79,21 @@ def _pool_backward_kernel(A, VALID, DIV, TAU, PEAK, LOGT, POOLED, GRAD, OUT, C, 
 
 @triton.jit
 def _kl_forward_kernel(
-    S, T, VALID, SDIV, TDIV, STAU, TTAU, KL, PEAK_S, LOGT_S, PEAK_T, LOGT_T, C, N, BLOCK: tl.constexpr
+    S,
+    T,
+    VALID,
+    SDIV,
+    TDIV,
+    STAU,
+    TTAU,
+    KL,
+    PEAK_S,
+    LOGT_S,
+    PEAK_T,
+    LOGT_T,
+    C,
+    N,
+    BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     batch = row // C
@@ -131,7 +148,22 @@ def _kl_forward_kernel(
 
 @triton.jit
 def _kl_backward_kernel(
-    S, T, VALID, SDIV, TDIV, STAU, TTAU, PEAK_S, LOGT_S, PEAK_T, LOGT_T, GRAD, OUT, C, N, BLOCK: tl.constexpr
+    S,
+    T,
+    VALID,
+    SDIV,
+    TDIV,
+    STAU,
+    TTAU,
+    PEAK_S,
+    LOGT_S,
+    PEAK_T,
+    LOGT_T,
+    GRAD,
+    OUT,
+    C,
+    N,
+    BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     batch = row // C
@@ -175,7 +207,16 @@ def pool_forward(
     batch, classes, n = a.shape
     pooled, peak, log_total = _rows(a), _rows(a), _rows(a)
     _pool_forward_kernel[(batch * classes,)](
-        a, _bytes(valid), divisor.contiguous(), tau, pooled, peak, log_total, classes, n, BLOCK=_block(n)
+        a,
+        _bytes(valid),
+        divisor.contiguous(),
+        tau,
+        pooled,
+        peak,
+        log_total,
+        classes,
+        n,
+        BLOCK=_block(n),
     )
     return pooled, peak, log_total
 
@@ -195,7 +236,17 @@ def pool_backward(
     batch, classes, n = a.shape
     out = torch.empty_like(a)
     _pool_backward_kernel[(batch * classes,)](
-        a, _bytes(valid), divisor.contiguous(), tau, peak, log_total, pooled, grad.contiguous(), out, classes, n,
+        a,
+        _bytes(valid),
+        divisor.contiguous(),
+        tau,
+        peak,
+        log_total,
+        pooled,
+        grad.contiguous(),
+        out,
+        classes,
+        n,
         BLOCK=_block(n),
     )
     return out
@@ -215,8 +266,17 @@ def kl_forward(
     batch, classes, n = student.shape
     outputs = tuple(_rows(student) for _ in range(5))
     _kl_forward_kernel[(batch * classes,)](
-        student, teacher, _bytes(valid), student_divisor.contiguous(), teacher_divisor.contiguous(),
-        student_tau, teacher_tau, *outputs, classes, n, BLOCK=_block(n),
+        student,
+        teacher,
+        _bytes(valid),
+        student_divisor.contiguous(),
+        teacher_divisor.contiguous(),
+        student_tau,
+        teacher_tau,
+        *outputs,
+        classes,
+        n,
+        BLOCK=_block(n),
     )
     return outputs
 
@@ -240,8 +300,21 @@ def kl_backward(
     batch, classes, n = student.shape
     out = torch.empty_like(student)
     _kl_backward_kernel[(batch * classes,)](
-        student, teacher, _bytes(valid), student_divisor.contiguous(), teacher_divisor.contiguous(),
-        student_tau, teacher_tau, peak_s, log_total_s, peak_t, log_total_t, grad.contiguous(), out, classes, n,
+        student,
+        teacher,
+        _bytes(valid),
+        student_divisor.contiguous(),
+        teacher_divisor.contiguous(),
+        student_tau,
+        teacher_tau,
+        peak_s,
+        log_total_s,
+        peak_t,
+        log_total_t,
+        grad.contiguous(),
+        out,
+        classes,
+        n,
         BLOCK=_block(n),
     )
     return out

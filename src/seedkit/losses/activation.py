@@ -39,7 +39,9 @@ _SCALES: tuple[str, ...] = ("raw", "max")
 _MAX_NORM_EPS = 1e-5
 
 
-def _flatten(cams: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _flatten(
+    cams: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return float32 ``(B, C, N)`` activations and a ``(B, 1, N)`` validity mask."""
     flat = cams.float().flatten(2)
     valid = None if mask is None else mask.flatten(2)

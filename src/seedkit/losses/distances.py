@@ -77,7 +77,9 @@ class KLDivergence:
         log_teacher = _log_distribution(teacher, valid, teacher_temperature, max_scale)
         return log_student, log_teacher
 
-    def _normalizer(self, student: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | float:
+    def _normalizer(
+        self, student: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor | float:
         if not self.normalize:
             return 1.0
         if valid is None:
@@ -114,7 +116,9 @@ class JSDivergence(KLDivergence):
     ) -> torch.Tensor:
         log_student, log_teacher = self._logs(student, teacher, valid)
         log_mixture = torch.logaddexp(log_student, log_teacher) - math.log(2.0)
-        divergence = 0.5 * (_kl(log_teacher, log_mixture, valid) + _kl(log_student, log_mixture, valid))
+        divergence = 0.5 * (
+            _kl(log_teacher, log_mixture, valid) + _kl(log_student, log_mixture, valid)
+        )
         return divergence / self._normalizer(student, valid)
 
 
