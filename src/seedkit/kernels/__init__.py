@@ -5,10 +5,13 @@
 chosen per call from the tensor's device and the process-wide setting:
 
 - ``"auto"`` (default): the Triton kernels for CUDA tensors when ``triton``
-  imports (``pip install seedkit[triton]``), else the ``torch.compile``-fused
-  path (compiled on first use, once per process), else the reference path;
+  imports (``pip install seedkit[triton]``), the reference path otherwise
+  (on the CPU the compiled path saved 4-7x extra memory but was not faster on
+  the benchmark machine, see the Performance page);
 - ``"reference"``: the plain autograd composition (softmax, multiply, sum);
-- ``"fused"`` / ``"triton"``: force one implementation.
+- ``"fused"``: the ``torch.compile``-fused path on any device (C++/OpenMP loops
+  on the CPU), compiled on first use, once per process;
+- ``"triton"``: the hand-written Triton kernels.
 
 Set it with :func:`set_backend`, the :func:`use_backend` context manager, or the
 environment variable ``SEEDKIT_KERNELS=reference`` (read at import).

@@ -19,6 +19,7 @@ from seedkit._checks import check_choice
 from seedkit.errors import InvalidValueError
 
 __all__ = [
+    "AUTO_FUSED_ON_CPU",
     "AUTO_MIN_NUMEL",
     "BACKENDS",
     "get_backend",
@@ -32,6 +33,10 @@ BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "triton")
 # Below this many elements "auto" keeps the reference path: a fused call's fixed
 # cost (dispatch, mask and per-row buffers) outweighs what it saves on tiny maps.
 AUTO_MIN_NUMEL = 32768
+# Whether "auto" uses the compiled fused path for CPU tensors. Off: on the 2-core
+# benchmark machine it was not faster than the reference (about 0.7-1.1x, see the
+# Performance page), only 4-7x leaner in extra memory, and it costs a compilation.
+AUTO_FUSED_ON_CPU = False
 
 
 def _initial_backend() -> str:
@@ -48,9 +53,10 @@ def set_backend(backend: str) -> None:
     """Choose the implementation behind the temperature pooling and the KL loss.
 
     Args:
-        backend: ``"auto"`` (Triton kernels on CUDA when ``triton`` imports, the
-            compiled fused path elsewhere, the reference path if compiling fails
-            or for maps of fewer than ``AUTO_MIN_NUMEL`` = 32768 elements),
+        backend: ``"auto"`` (Triton kernels for CUDA tensors when ``triton``
+            imports; the reference path on the CPU, where the compiled path was
+            not faster, see ``AUTO_FUSED_ON_CPU``, and for maps of fewer than
+            ``AUTO_MIN_NUMEL`` = 32768 elements),
             ``"reference"`` (the plain autograd composition, no compilation),
             ``"fused"`` (``torch.compile``-generated kernels on any device) or
             ``"triton"`` (the Triton kernels; CUDA tensors, or CPU tensors under
@@ -95,11 +101,11 @@ def use_backend(backend: str) -> Iterator[None]:
 def triton_available() -> bool:
     """Return whether the ``triton`` package imports (the ``seedkit[triton]`` extra)."""
     try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
+        import triton
+        import triton.language
     except Exception:
         return False
-    return True
+    return bool(triton.__version__ and triton.language)
 
 
 def _triton_interpreted() -> bool:
@@ -132,8 +138,10 @@ def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
     if choice == "auto":
         if tensor.numel() < AUTO_MIN_NUMEL:
             return "reference"
-        if tensor.is_cuda and triton_available():
-            return "triton"
+        if tensor.is_cuda:
+            return "triton" if triton_available() else "reference"
+        if not AUTO_FUSED_ON_CPU:
+            return "reference"
         from seedkit.kernels._compiled import compiled_available
 
         return "fused" if compiled_available() else "reference"

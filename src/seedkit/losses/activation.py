@@ -205,10 +205,11 @@ def temperature_pool(
     (``tau -> 0+``), is non-increasing in ``tau``, shifts with a constant added
     to a class map and ignores the order of positions.
 
-    Runs on the fused kernels of :mod:`seedkit.kernels` (Triton on CUDA, a
-    ``torch.compile``-fused path on the CPU) that keep no ``(B, C, H*W)``
-    softmax for backward; ``seedkit.kernels.set_backend("reference")`` or
-    ``SEEDKIT_KERNELS=reference`` forces :func:`temperature_pool_reference`.
+    Dispatches through :mod:`seedkit.kernels`: the Triton kernels for CUDA
+    tensors (they keep no ``(B, C, H*W)`` softmax for backward), the plain
+    :func:`temperature_pool_reference` on the CPU unless
+    ``seedkit.kernels.set_backend("fused")``; ``set_backend("reference")`` or
+    ``SEEDKIT_KERNELS=reference`` forces the reference everywhere.
 
     Args:
         cams: class activations (CAM logits).
