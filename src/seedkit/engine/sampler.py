@@ -84,6 +84,9 @@ class ResumableShardSampler(Sampler[int]):
         mine = self._order()[self.rank :: self.world_size]
         return iter(mine[self.start_step * self.per_rank_batch :])
 
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.start_step) * self.per_rank_batch
+
     def with_epoch(self) -> Iterator[tuple[int, int]]:
         """Iterate ``(epoch, index)`` pairs, for :class:`EpochIndexedDataset`."""
         return ((self.epoch, index) for index in self)
@@ -127,6 +130,3 @@ class EpochIndexedDataset(Dataset):
     def sampler(sampler: ResumableShardSampler) -> Sampler[tuple[int, int]]:
         """The ``(epoch, index)`` sampler to pass to the DataLoader with this dataset."""
         return _EpochIndexSampler(sampler)
-
-    def __len__(self) -> int:
-        return (self.steps_per_epoch - self.start_step) * self.per_rank_batch
