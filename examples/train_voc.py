@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrained = parser.add_mutually_exclusive_group()
     pretrained.add_argument("--pretrained", action="store_true", default=None, help="timm weights")
     pretrained.add_argument("--checkpoint-path", help="local weights file for the backbone")
+    parser.add_argument("--output-stride", type=int, choices=[8, 16, 32], help="CNN output stride")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch per optimizer step")
     length = parser.add_mutually_exclusive_group()
@@ -60,19 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-limit", type=int, help="evaluate only the first N images of the list")
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--log-every", type=int)
+    parser.add_argument("--cam-scales", type=float, nargs="+", help="inference scales (default 1.0 0.5 1.5 2.0)")
     parser.add_argument("--out", help="output directory")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--tensorboard", action="store_true", default=None)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--demo-images", type=int, default=DEMO_IMAGES, help="demo dataset size")
+    parser.add_argument(
+        "--stop-after-steps",
+        type=int,
+        help="stop training after this many steps as if interrupted (to try --resume)",
+    )
     return parser
 
 
 FLAG_FIELDS = (
     "method", "backbone", "pretrained", "checkpoint_path", "image_size", "batch_size", "epochs",
     "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split", "eval_split",
-    "eval_limit", "num_workers", "checkpoint_every", "out", "seed", "tensorboard",
+    "eval_limit", "num_workers", "checkpoint_every", "log_every", "out", "seed", "tensorboard", "output_stride",
 )  # fmt: skip
 
 
@@ -89,6 +97,10 @@ def resolve_config(args: argparse.Namespace, demo: bool) -> SeedStageConfig:
         overrides["max_steps"] = None
     if "max_steps" in overrides:
         overrides["epochs"] = None
+    if args.cam_scales:
+        overrides["cam_scales"] = tuple(args.cam_scales)
+    if args.stop_after_steps is not None:
+        overrides["extra"] = {**config.extra, "stop_after_steps": args.stop_after_steps}
     if args.no_progress:
         overrides["progress"] = False
     if args.voc_root:

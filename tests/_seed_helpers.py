@@ -66,7 +66,7 @@ def naive_sweep(stacks, gts, thresholds, num_classes):
     curve, confusions = [], []
     for t in thresholds:
         cm = np.zeros((num_classes, num_classes), np.int64)
-        for stack, gt in zip(stacks, gts):
+        for stack, gt in zip(stacks, gts, strict=True):
             cm += plain_confusion(naive_predict(stack, t), gt, num_classes)
         confusions.append(cm)
         curve.append(plain_miou(cm)[1])

@@ -43,8 +43,9 @@ def test_pool_matches_plain_reference(array, temperature):
 @given(cams_arrays())
 def test_large_temperature_is_global_average_pooling(array):
     cams = torch.from_numpy(array)
-    pooled = seedkit.temperature_pool(cams, 1e7)
-    torch.testing.assert_close(pooled, cams.mean((2, 3)), rtol=1e-4, atol=1e-4)
+    # s - mean ~ Var(A) / tau: values up to 50 give at most 2.5e3 / 1e10
+    pooled = seedkit.temperature_pool(cams, 1e10)
+    torch.testing.assert_close(pooled, cams.mean((2, 3)), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(global_average_pool(cams), cams.mean((2, 3)))
 
 

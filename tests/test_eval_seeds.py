@@ -37,7 +37,10 @@ def voc_root(tmp_path_factory) -> Path:
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True)
     label = _with_boundaries(data["class_label"].astype(np.uint8))
-    images = {"2011_000003": (data["rgb"], label), "2011_000003_flip": (data["rgb"][:, ::-1], label[:, ::-1])}
+    images = {
+        "2011_000003": (data["rgb"], label),
+        "2011_000003_flip": (data["rgb"][:, ::-1], label[:, ::-1]),
+    }
     for image_id, (rgb, mask) in images.items():
         Image.fromarray(np.ascontiguousarray(rgb)).save(root / "JPEGImages" / f"{image_id}.jpg")
         save_palette_png(np.ascontiguousarray(mask), root / "SegmentationClass" / f"{image_id}.png")
@@ -88,8 +91,15 @@ def test_real_voc_photo_ground_truth_maps_score_100(voc_root, tmp_path, capsys):
     out = tmp_path / "result.json"
     code, stdout, _ = _run(
         [
-            "eval-seeds", "--cams", str(cams), "--gt", str(voc_root / "SegmentationClass"),
-            "--list", str(voc_root / "ImageSets/Segmentation/train.txt"), "--json", str(out),
+            "eval-seeds",
+            "--cams",
+            str(cams),
+            "--gt",
+            str(voc_root / "SegmentationClass"),
+            "--list",
+            str(voc_root / "ImageSets/Segmentation/train.txt"),
+            "--json",
+            str(out),
         ],
         capsys,
     )
@@ -115,8 +125,15 @@ def test_real_voc_photo_noisy_maps_match_plain_implementation(voc_root, tmp_path
     out = tmp_path / "noisy.json"
     code, _, _ = _run(
         [
-            "eval-seeds", "--cams", str(cams), "--gt", str(voc_root / "SegmentationClass"),
-            "--list", str(voc_root / "ImageSets/Segmentation/train.txt"), "--json", str(out),
+            "eval-seeds",
+            "--cams",
+            str(cams),
+            "--gt",
+            str(voc_root / "SegmentationClass"),
+            "--list",
+            str(voc_root / "ImageSets/Segmentation/train.txt"),
+            "--json",
+            str(out),
         ],
         capsys,
     )
@@ -128,7 +145,7 @@ def test_real_voc_photo_noisy_maps_match_plain_implementation(voc_root, tmp_path
     assert 0 < best < 59 and curve.max() - curve.min() > 5  # the sweep matters here
     ious, miou = plain_miou(confusions[best])
     assert doc["best"]["miou"] == pytest.approx(miou)
-    for ours, theirs in zip(doc["best"]["iou"], ious):
+    for ours, theirs in zip(doc["best"]["iou"], ious, strict=True):
         assert (ours is None and np.isnan(theirs)) or ours == pytest.approx(100 * theirs)
     cm = confusions[best]
     fp = [(cm[:, c].sum() - cm[c, c]) for c in range(NUM_CLASSES)]
@@ -159,8 +176,14 @@ def _small_case(tmp_path: Path, gt: np.ndarray, maps: dict) -> list[str]:
     np.save(tmp_path / "cams" / "a.npy", maps)
     (tmp_path / "list.txt").write_text("a\n")
     return [
-        "eval-seeds", "--cams", str(tmp_path / "cams"), "--gt", str(tmp_path / "gt"),
-        "--list", str(tmp_path / "list.txt"), "--quiet",
+        "eval-seeds",
+        "--cams",
+        str(tmp_path / "cams"),
+        "--gt",
+        str(tmp_path / "gt"),
+        "--list",
+        str(tmp_path / "list.txt"),
+        "--quiet",
     ]
 
 
@@ -169,7 +192,7 @@ def test_edge_warning_on_stderr_and_json_and_wider_sweep(tmp_path, capsys):
     gt[:, :4] = 3
     leak = np.ones((4, 8), np.float32)
     leak[:, 4:] = np.array([0.1, 0.3, 0.59, 0.9], np.float32)  # over-activated
-    args = _small_case(tmp_path, gt, {2: leak}) + ["--json", str(tmp_path / "r.json")]
+    args = [*_small_case(tmp_path, gt, {2: leak}), "--json", str(tmp_path / "r.json")]
     code, _, err = _run(args, capsys)
     assert code == 0 and "warning" in err and "--max-threshold" in err
     doc = json.loads((tmp_path / "r.json").read_text())
@@ -215,7 +238,15 @@ def test_bad_files_give_errors_naming_the_file(tmp_path, capsys, case, message):
 
 def test_missing_list_file_is_reported(tmp_path, capsys):
     code, _, err = _run(
-        ["eval-seeds", "--cams", str(tmp_path), "--gt", str(tmp_path), "--list", str(tmp_path / "no.txt")],
+        [
+            "eval-seeds",
+            "--cams",
+            str(tmp_path),
+            "--gt",
+            str(tmp_path),
+            "--list",
+            str(tmp_path / "no.txt"),
+        ],
         capsys,
     )
     assert code == 2 and "no.txt: image-id list not found" in err

@@ -1,14 +1,15 @@
 """seedkit: USAGE seed generation for weakly supervised semantic segmentation.
 
 The public face: the loss functionals and modules of :mod:`seedkit.losses`, the
-typed errors of :mod:`seedkit.errors`, and the switch for value checks. The
-backbones, views, CAM inference, metrics, data and kernels live in their own
-subpackages.
+network views and EMA teacher (:class:`SelfAdaptiveView`, :class:`EMATeacher`),
+the typed errors of :mod:`seedkit.errors`, and the switch for value checks.
+:mod:`seedkit.backbones` builds CAM models from timm (imported on first use).
+CAM inference, metrics, data and kernels live in their own subpackages.
 """
 
 __version__ = "0.1.0.dev0"
 
-from seedkit import errors, losses
+from seedkit import backbones, errors, losses
 from seedkit._checks import input_checks, input_checks_enabled, set_input_checks
 from seedkit.losses import (
     ConsistencyLoss,
@@ -21,13 +22,18 @@ from seedkit.losses import (
     spatial_activation_distribution,
     temperature_pool,
 )
+from seedkit.teacher import EMATeacher
+from seedkit.views import SelfAdaptiveView
 
 __all__ = [
     "ConsistencyLoss",
+    "EMATeacher",
     "SeedGenerationLoss",
+    "SelfAdaptiveView",
     "USAGELoss",
     "USAGELossOutput",
     "__version__",
+    "backbones",
     "consistency_loss",
     "errors",
     "input_checks",

@@ -34,7 +34,9 @@ VOC_CLASS_NAMES: tuple[str, ...] = (
 )
 
 
-def class_names_for(num_classes: int, names: tuple[str, ...] | list[str] | None = None) -> list[str]:
+def class_names_for(
+    num_classes: int, names: tuple[str, ...] | list[str] | None = None
+) -> list[str]:
     """Return ``num_classes`` display names: given ones, VOC's when they fit, else numbers."""
     if names is not None:
         names = list(names)

@@ -40,7 +40,9 @@ def _as_maps(maps: Mapping[int, np.ndarray] | np.ndarray) -> dict[int, np.ndarra
     return {index: stack[index] for index in range(stack.shape[0]) if np.any(stack[index] != 0)}
 
 
-def seed_labels(maps: Mapping[int, np.ndarray] | np.ndarray, threshold: float, shape: tuple[int, int]) -> np.ndarray:
+def seed_labels(
+    maps: Mapping[int, np.ndarray] | np.ndarray, threshold: float, shape: tuple[int, int]
+) -> np.ndarray:
     """Return the seed label map ``argmax([t, map_1, ..., map_C])`` (background wins ties).
 
     Args:
@@ -116,7 +118,11 @@ def overlay_panel(
         tiles.append(imgviz.draw.text_in_rectangle(blended, "lt", title, font, (255, 255, 255)))
     label = seed_labels(maps, threshold, shape)
     seed = imgviz.label2rgb(label, image, label_names=names, font_size=font, loc="rb")
-    tiles.append(imgviz.draw.text_in_rectangle(seed, "lt", f"seed, t = {threshold:.2f}", font, (255, 255, 255)))
+    tiles.append(
+        imgviz.draw.text_in_rectangle(
+            seed, "lt", f"seed, t = {threshold:.2f}", font, (255, 255, 255)
+        )
+    )
     if columns is None:
         columns = min(4, len(tiles))
     if columns < 1:

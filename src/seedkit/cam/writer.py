@@ -87,6 +87,7 @@ def write_cams(
     world_size: int = 1,
     flip: bool = True,
     dtype: np.dtype | type = np.float32,
+    channels_last: bool = False,
 ) -> list[str]:
     """Run :func:`infer_cams` over a dataset and write one psa-format ``<id>.npy`` per image.
 
@@ -117,6 +118,7 @@ def write_cams(
         world_size: number of shards.
         flip: add horizontally flipped views.
         dtype: dtype of the saved maps (``np.float32`` or ``np.float16``).
+        channels_last: see :func:`infer_cams`.
 
     Returns:
         The ids written by this call.
@@ -146,13 +148,26 @@ def write_cams(
         with tqdm(total=len(indices), desc="cams", unit="img", disable=not progress) as bar:
             for batch in _batches(iter(loader), batch_size):
                 todo = [
-                    item for item in batch
+                    item
+                    for item in batch
                     if overwrite or not (out_dir / f"{item['id']}.npy").exists()
                 ]
                 if todo:
-                    images = torch.stack([torch.as_tensor(item["image"]) for item in todo]).to(device)
-                    labels = torch.stack([torch.as_tensor(item["labels"]) for item in todo]).to(device)
-                    seeds = infer_cams(model, images, labels, scales, flip, temperature).cpu()
+                    images = torch.stack([torch.as_tensor(item["image"]) for item in todo]).to(
+                        device
+                    )
+                    labels = torch.stack([torch.as_tensor(item["labels"]) for item in todo]).to(
+                        device
+                    )
+                    seeds = infer_cams(
+                        model,
+                        images,
+                        labels,
+                        scales,
+                        flip,
+                        temperature,
+                        channels_last=channels_last,
+                    ).cpu()
                     for index, item in enumerate(todo):
                         height, width = _valid_size(item)
                         present = labels[index].nonzero().flatten().tolist()

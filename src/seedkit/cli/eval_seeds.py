@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     ids = read_id_list(args.list)
     names = None
     if args.class_names:
-        names = [line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()]
+        names = [
+            line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()
+        ]
     result = evaluate_seeds(
         args.cams,
         args.gt,

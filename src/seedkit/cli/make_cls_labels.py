@@ -30,7 +30,10 @@ def register(subparsers: Any) -> None:
         "falling back to train when absent); with --coco-json a list file restricts the ids",
     )
     parser.add_argument(
-        "--source", choices=("masks", "xml"), default="masks", help="VOC: read classes from masks or XML"
+        "--source",
+        choices=("masks", "xml"),
+        default="masks",
+        help="VOC: read classes from masks or XML",
     )
     parser.add_argument("--out", required=True, help="output .npy file")
     parser.set_defaults(func=run)

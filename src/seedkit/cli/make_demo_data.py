@@ -20,12 +20,21 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("root", help="output folder")
-    parser.add_argument("--num-images", type=int, default=100, help="number of images (default 100)")
+    parser.add_argument(
+        "--num-images", type=int, default=100, help="number of images (default 100)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
-        "--image-size", type=int, nargs=2, default=(192, 224), metavar=("H", "W"), help="image size (default 192 224)"
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=(192, 224),
+        metavar=("H", "W"),
+        help="image size (default 192 224)",
     )
-    parser.add_argument("--sbd", action="store_true", help="also write SegmentationClassAug and train_aug.txt")
+    parser.add_argument(
+        "--sbd", action="store_true", help="also write SegmentationClassAug and train_aug.txt"
+    )
     parser.set_defaults(func=run)
 
 
@@ -34,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from seedkit.data import make_demo_data
 
     voc = make_demo_data(
-        args.root, num_images=args.num_images, seed=args.seed, image_size=tuple(args.image_size), sbd=args.sbd
+        args.root,
+        num_images=args.num_images,
+        seed=args.seed,
+        image_size=tuple(args.image_size),
+        sbd=args.sbd,
     )
     print(f"wrote {args.num_images} images to {voc}")
     return 0

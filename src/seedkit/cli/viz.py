@@ -24,14 +24,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "seed file, and the seed at --threshold with a legend. Needs seedkit[examples]."
         ),
     )
-    parser.add_argument("--image-dir", required=True, help="directory of <id>.jpg / <id>.png images")
-    parser.add_argument("--cams", required=True, help="directory of <id>.npy seed files (psa format)")
+    parser.add_argument(
+        "--image-dir", required=True, help="directory of <id>.jpg / <id>.png images"
+    )
+    parser.add_argument(
+        "--cams", required=True, help="directory of <id>.npy seed files (psa format)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ids", nargs="+", metavar="ID", help="image ids")
     source.add_argument("--list", metavar="FILE", help="file with one image id per line")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--threshold", type=float, default=0.3, help="background threshold (0.3)")
-    parser.add_argument("--max-images", type=int, default=None, metavar="N", help="stop after N images")
+    parser.add_argument(
+        "--max-images", type=int, default=None, metavar="N", help="stop after N images"
+    )
     parser.add_argument("--num-classes", type=int, default=21, help="classes incl. background (21)")
     parser.add_argument(
         "--class-names", default=None, help="file with one class name per line (VOC by default)"
@@ -59,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
         ids = ids[: max(0, args.max_images)]
     names = None
     if args.class_names:
-        names = [line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()]
+        names = [
+            line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()
+        ]
         if len(names) == args.num_classes - 1:
             names = ["background", *names]
     out = Path(args.out)
@@ -67,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     for image_id in ids:
         with Image.open(_find_image(image_dir, image_id)) as handle:
             image = np.asarray(handle.convert("RGB"))
-        maps = load_psa_maps(cam_dir / f"{image_id}.npy", args.num_classes - 1, shape=image.shape[:2])
+        maps = load_psa_maps(
+            cam_dir / f"{image_id}.npy", args.num_classes - 1, shape=image.shape[:2]
+        )
         save_overlay(image, maps, out / f"{image_id}.png", args.threshold, names)
         print(out / f"{image_id}.png")
     return 0

@@ -67,4 +67,5 @@ __all__ = [
     "save_cls_labels",
     "voc_mask_path",
     "voc_palette",
+    "write_mask_png",
 ]

@@ -58,7 +58,7 @@ def coco_category_map() -> dict[int, int]:
 def _require_pycocotools() -> Any:
     try:
         from pycocotools.coco import COCO
-    except ImportError as error:  # pragma: no cover - depends on the environment
+    except ImportError as error:
         raise ImportError(
             "COCO support needs pycocotools: install it with `pip install seedkit[coco]` "
             "(or `pip install pycocotools`)"
@@ -92,7 +92,9 @@ def load_coco(annotation_json: PathLike | Any) -> Any:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = coco_class(str(path))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AssertionError) as error:
-        raise DataError(path, "a COCO instances JSON file", f"unreadable content ({error!r})") from error
+        raise DataError(
+            path, "a COCO instances JSON file", f"unreadable content ({error!r})"
+        ) from error
     known = coco_category_map()
     for category_id, category in coco.cats.items():
         if category_id not in known:
@@ -254,7 +256,9 @@ class COCOSegmentation(Dataset):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise DataFileError(self.image_dir, "COCO image folder")
-        self._files = {Path(info["file_name"]).stem: info["file_name"] for info in coco.imgs.values()}
+        self._files = {
+            Path(info["file_name"]).stem: info["file_name"] for info in coco.imgs.values()
+        }
         table = make_coco_cls_labels(coco, skip_empty=ids is None)
         self.ids = list(table) if ids is None else [str(i) for i in ids]
         if cls_labels is not None:
@@ -264,7 +268,9 @@ class COCOSegmentation(Dataset):
             table = make_coco_cls_labels(coco, ids=self.ids)
         missing = [i for i in self.ids if i not in table]
         if missing:
-            raise DataError("cls_labels", "labels for every id", f"{len(missing)} missing, e.g. {missing[:3]}")
+            raise DataError(
+                "cls_labels", "labels for every id", f"{len(missing)} missing, e.g. {missing[:3]}"
+            )
         self.cls_labels = table
         self.with_masks = bool(with_masks)
         if mask_dir is None:
@@ -292,6 +298,10 @@ class COCOSegmentation(Dataset):
             path = self.mask_dir / f"{image_id}.png"
             mask = read_mask(path, self.num_classes + 1)
             if mask.shape != image.shape[:2]:
-                raise DataError(path, f"a mask of the image's size {image.shape[:2]}", f"size {mask.shape}")
+                raise DataError(
+                    path, f"a mask of the image's size {image.shape[:2]}", f"size {mask.shape}"
+                )
         rng = sample_generator(self.seed, self.epoch, index)
-        return build_sample(image_id, image, mask, self.cls_labels[image_id], self.transform, rng, self.with_masks)
+        return build_sample(
+            image_id, image, mask, self.cls_labels[image_id], self.transform, rng, self.with_masks
+        )

@@ -46,7 +46,9 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     keys = set(samples[0])
     for sample in samples[1:]:
         if set(sample) != keys:
-            raise InvalidValueError("samples", f"the same keys in every sample ({sorted(keys)})", sorted(sample))
+            raise InvalidValueError(
+                "samples", f"the same keys in every sample ({sorted(keys)})", sorted(sample)
+            )
     sizes = {tuple(sample["image"].shape[-2:]) for sample in samples}
     if len(sizes) == 1:
         return default_collate(list(samples))
@@ -55,7 +57,9 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     batch: dict[str, Any] = {}
     for key in samples[0]:
         if key in _PAD_VALUES:
-            batch[key] = torch.stack([_pad(sample[key], height, width, _PAD_VALUES[key]) for sample in samples])
+            batch[key] = torch.stack(
+                [_pad(sample[key], height, width, _PAD_VALUES[key]) for sample in samples]
+            )
         else:
             batch[key] = default_collate([sample[key] for sample in samples])
     return batch

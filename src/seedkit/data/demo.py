@@ -62,8 +62,19 @@ def _hsv_to_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
     hue = hue % 1.0
     i = int(hue * 6) % 6
     f = hue * 6 - int(hue * 6)
-    p, q, t = value * (1 - saturation), value * (1 - f * saturation), value * (1 - (1 - f) * saturation)
-    rgb = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)][i]
+    p, q, t = (
+        value * (1 - saturation),
+        value * (1 - f * saturation),
+        value * (1 - (1 - f) * saturation),
+    )
+    rgb = [
+        (value, t, p),
+        (q, value, p),
+        (p, value, t),
+        (p, q, value),
+        (t, p, value),
+        (value, p, q),
+    ][i]
     return np.asarray(rgb, dtype=np.float32) * 255.0
 
 
@@ -109,7 +120,9 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) 
         return np.clip(0.5 + 0.5 * u, 0, 1)
     if kind == "spots":
         f = 5.0 * frequency
-        return ((np.sin(f * u * math.pi + phase) * np.sin(f * v * math.pi)) > 0.45).astype(np.float32)
+        return ((np.sin(f * u * math.pi + phase) * np.sin(f * v * math.pi)) > 0.45).astype(
+            np.float32
+        )
     if kind == "stripes":
         return (np.sin(4.5 * frequency * v * math.pi + phase) > 0).astype(np.float32)
     if kind == "speckle":
@@ -126,10 +139,15 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) 
     raise InvalidValueError("texture", "a demo texture", kind)  # pragma: no cover
 
 
-def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int, channels: int) -> np.ndarray:
+def _smooth_noise(
+    rng: np.random.Generator, height: int, width: int, cells: int, channels: int
+) -> np.ndarray:
     grid = (rng.random((cells, cells, channels)) * 255).astype(np.uint8)
     layers = [
-        np.asarray(Image.fromarray(grid[..., c]).resize((width, height), Image.Resampling.BICUBIC), np.float32)
+        np.asarray(
+            Image.fromarray(grid[..., c]).resize((width, height), Image.Resampling.BICUBIC),
+            np.float32,
+        )
         for c in range(channels)
     ]
     return np.stack(layers, axis=-1) / 255.0 - 0.5
@@ -151,12 +169,19 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     canvas = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     for _ in range(int(rng.integers(3, 9))):  # distractor strokes
-        points = [(float(rng.uniform(0, width)), float(rng.uniform(0, height))) for _ in range(int(rng.integers(2, 4)))]
-        colour = tuple(int(c) for c in _hsv_to_rgb(rng.random(), rng.uniform(0.2, 1), rng.uniform(0.2, 1)))
+        points = [
+            (float(rng.uniform(0, width)), float(rng.uniform(0, height)))
+            for _ in range(int(rng.integers(2, 4)))
+        ]
+        colour = tuple(
+            int(c) for c in _hsv_to_rgb(rng.random(), rng.uniform(0.2, 1), rng.uniform(0.2, 1))
+        )
         draw.line(points, fill=colour, width=int(rng.integers(1, 4)))
     for _ in range(int(rng.integers(0, 4))):  # small blobs
         cx, cy, radius = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(2, 6)
-        colour = tuple(int(c) for c in _hsv_to_rgb(rng.random(), rng.uniform(0.2, 1), rng.uniform(0.2, 1)))
+        colour = tuple(
+            int(c) for c in _hsv_to_rgb(rng.random(), rng.uniform(0.2, 1), rng.uniform(0.2, 1))
+        )
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=colour)
     return np.asarray(canvas, dtype=np.float32)
 
@@ -175,9 +200,13 @@ def _make_object(name: str, rng: np.random.Generator, height: int, width: int) -
     instance = _silhouette(shape, u, v, rng)
     hue = _CLASS_HUES[name] + rng.normal(0, 0.04) if rng.random() < 0.65 else rng.random()
     first = _hsv_to_rgb(hue, rng.uniform(0.45, 0.95), rng.uniform(0.45, 0.95))
-    second = _hsv_to_rgb(hue + rng.uniform(-0.15, 0.15), rng.uniform(0.2, 0.9), rng.uniform(0.1, 0.5))
+    second = _hsv_to_rgb(
+        hue + rng.uniform(-0.15, 0.15), rng.uniform(0.2, 0.9), rng.uniform(0.1, 0.5)
+    )
     pattern = _texture(texture, u, v, rng)[..., None]
-    shading = 1.0 - 0.25 * np.clip(0.5 * (u * math.cos(theta) + v * math.sin(theta)), -1, 1)[..., None]
+    shading = (
+        1.0 - 0.25 * np.clip(0.5 * (u * math.cos(theta) + v * math.sin(theta)), -1, 1)[..., None]
+    )
     colour = (first * (1 - pattern) + second * pattern) * shading
     return _Object(name=name, instance=instance, colour=colour.astype(np.float32))
 
@@ -215,7 +244,9 @@ def _scene(
             if candidate.instance.sum() < 0.5 * math.pi * (0.17 * min(height, width)) ** 2 * 0.3:
                 continue  # mostly outside the image
             trial = np.where(candidate.instance, len(objects) + 1, instances)
-            if all((trial == k + 1).sum() >= 0.4 * obj.instance.sum() for k, obj in enumerate(objects)):
+            if all(
+                (trial == k + 1).sum() >= 0.4 * obj.instance.sum() for k, obj in enumerate(objects)
+            ):
                 objects.append(candidate)
                 instances = trial
                 break
@@ -237,7 +268,12 @@ def _scene(
     return np.clip(image, 0, 255).astype(np.uint8), mask, annotations
 
 
-def _xml(image_id: str, height: int, width: int, annotations: list[tuple[str, tuple[int, int, int, int], bool]]) -> str:
+def _xml(
+    image_id: str,
+    height: int,
+    width: int,
+    annotations: list[tuple[str, tuple[int, int, int, int], bool]],
+) -> str:
     lines = [
         "<annotation>",
         "\t<folder>VOC2012</folder>",
@@ -338,7 +374,10 @@ def make_demo_data(
         Image.fromarray(image).save(buffer, format="JPEG", quality=92)
         atomic_write_bytes(voc / "JPEGImages" / f"{image_id}.jpg", buffer.getvalue())
         write_mask_png(voc / "SegmentationClass" / f"{image_id}.png", mask, palette=True)
-        atomic_write_bytes(voc / "Annotations" / f"{image_id}.xml", _xml(image_id, height, width, annotations).encode())
+        atomic_write_bytes(
+            voc / "Annotations" / f"{image_id}.xml",
+            _xml(image_id, height, width, annotations).encode(),
+        )
         if sbd:
             full = mask.copy()
             if border > 0:  # SBD masks have no border band: fill it from the nearest object
@@ -346,7 +385,7 @@ def make_demo_data(
             write_mask_png(voc / "SegmentationClassAug" / f"{image_id}.png", full, palette=False)
         labels[image_id] = labels_from_mask(mask, len(VOC_CLASSES))
     order = np.random.default_rng([int(seed), 2**31]).permutation(num_images)
-    num_val = int(round(val_fraction * num_images)) if num_images > 1 else 0
+    num_val = round(val_fraction * num_images) if num_images > 1 else 0
     val = sorted(ids[i] for i in order[:num_val])
     train = sorted(ids[i] for i in order[num_val:])
     lists = voc / "ImageSets" / "Segmentation"

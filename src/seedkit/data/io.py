@@ -36,7 +36,13 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
-_VOC_SUBDIRS = ("JPEGImages", "SegmentationClass", "SegmentationClassAug", "Annotations", "ImageSets")
+_VOC_SUBDIRS = (
+    "JPEGImages",
+    "SegmentationClass",
+    "SegmentationClassAug",
+    "Annotations",
+    "ImageSets",
+)
 
 
 @contextlib.contextmanager
@@ -44,7 +50,9 @@ def _atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
     os.close(handle)
     temp = Path(temp_name)
     try:
@@ -78,7 +86,9 @@ def _open_image(path: PathLike, what: str) -> Image.Image:
         image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(path, f"a readable {what}", f"a corrupt or unsupported file ({error})") from error
+        raise DataError(
+            path, f"a readable {what}", f"a corrupt or unsupported file ({error})"
+        ) from error
     return image
 
 
@@ -137,7 +147,9 @@ def read_mask(path: PathLike, num_classes: int | None = None) -> np.ndarray:
     elif image.mode in ("I", "I;16", "I;16B", "I;16L"):
         values = np.asarray(image)
         if values.size and (values.min() < 0 or values.max() > 255):
-            raise DataError(path, "class ids in 0..255", f"values in {values.min()}..{values.max()}")
+            raise DataError(
+                path, "class ids in 0..255", f"values in {values.min()}..{values.max()}"
+            )
         mask = values.astype(np.uint8)
     elif image.mode in ("RGB", "RGBA"):
         mask = _decode_colour_mask(path, np.asarray(image.convert("RGB")))
@@ -194,7 +206,9 @@ def write_mask_png(path: PathLike, mask: np.ndarray, palette: bool = True) -> Pa
     if array.ndim != 2:
         raise InvalidValueError("mask", "a 2-D (H, W) array", f"shape {array.shape}")
     if array.size and (array.min() < 0 or array.max() > 255):
-        raise InvalidValueError("mask", "values in 0..255", f"values in {array.min()}..{array.max()}")
+        raise InvalidValueError(
+            "mask", "values in 0..255", f"values in {array.min()}..{array.max()}"
+        )
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
     if palette:
         image.putpalette(VOC_PALETTE.tobytes())  # turns the "L" image into a "P" image
@@ -221,7 +235,9 @@ def resolve_voc_root(path: PathLike) -> Path:
     """
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DataFileError(root, "dataset folder", "expected the VOC2012 folder, VOCdevkit, or its parent")
+        raise DataFileError(
+            root, "dataset folder", "expected the VOC2012 folder, VOCdevkit, or its parent"
+        )
     candidates = [root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"]
     for candidate in candidates:
         if (candidate / "JPEGImages").is_dir():
@@ -240,8 +256,10 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
     ``list_name_or_path`` is either a path to a list file, or a list name such as
     ``"train"``, ``"val"``, ``"trainval"`` or ``"train_aug"``, looked up as
     ``ImageSets/Segmentation/<name>.txt`` under the VOC root (then
-    ``<root>/<name>.txt``). A missing ``train_aug`` falls back to ``train`` with a
-    warning, so plain VOC 2012 works without the SBD set.
+    ``<root>/<name>.txt`` and ``ImageSets/Main/<name>.txt``). A bare name is
+    looked up under the VOC root before the working directory. A missing
+    ``train_aug`` falls back to ``train`` with a warning, so plain VOC 2012
+    works without the SBD set.
 
     Each line holds an id (``2007_000032``) or, as in the DeepLab/SEAM lists, a
     path such as ``/JPEGImages/2007_000032.jpg /SegmentationClassAug/...``: the
@@ -260,12 +278,13 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
         DataError: The list is empty.
     """
     direct = Path(list_name_or_path).expanduser()
-    if direct.is_file():
+    name = str(list_name_or_path)
+    is_name = voc_root is not None and os.sep not in name and "/" not in name
+    if direct.is_file() and not is_name:
         return _parse_id_list(direct)
     if voc_root is None:
         raise DataFileError(direct, "id list file")
     root = resolve_voc_root(voc_root)
-    name = str(list_name_or_path)
     stem = name[:-4] if name.endswith(".txt") else name
     candidates = [
         root / "ImageSets" / "Segmentation" / f"{stem}.txt",
@@ -275,6 +294,8 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
     for candidate in candidates:
         if candidate.is_file():
             return _parse_id_list(candidate)
+    if direct.is_file():  # a bare file name in the working directory
+        return _parse_id_list(direct)
     if stem == "train_aug":
         fallback = root / "ImageSets" / "Segmentation" / "train.txt"
         if fallback.is_file():
@@ -287,7 +308,9 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
     raise DataFileError(
         candidates[0],
         f"id list {name!r}",
-        "also tried " + ", ".join(str(c) for c in candidates[1:]) + "; pass a list name or a file path",
+        "also tried "
+        + ", ".join(str(c) for c in candidates[1:])
+        + "; pass a list name or a file path",
     )
 
 
@@ -330,9 +353,13 @@ def load_cls_labels(path: PathLike) -> dict[str, np.ndarray]:
         raise DataFileError(path, "class-label file", "make one with `seedkit make-cls-labels`")
     try:
         loaded = np.load(path, allow_pickle=True)
-        table = loaded.item() if isinstance(loaded, np.ndarray) and loaded.dtype == object else loaded
+        table = (
+            loaded.item() if isinstance(loaded, np.ndarray) and loaded.dtype == object else loaded
+        )
     except (OSError, ValueError, pickle.UnpicklingError, EOFError) as error:
-        raise DataError(path, "a numpy file holding a pickled dict", f"an unreadable file ({error})") from error
+        raise DataError(
+            path, "a numpy file holding a pickled dict", f"an unreadable file ({error})"
+        ) from error
     if not isinstance(table, Mapping):
         raise DataError(path, "a pickled dict {id: multi-hot vector}", type(table).__name__)
     labels: dict[str, np.ndarray] = {}
@@ -342,7 +369,9 @@ def load_cls_labels(path: PathLike) -> dict[str, np.ndarray]:
         if length is None:
             length = vector.shape[0]
         if vector.shape[0] != length:
-            raise DataError(path, f"vectors of one length ({length})", f"length {vector.shape[0]} for {key!r}")
+            raise DataError(
+                path, f"vectors of one length ({length})", f"length {vector.shape[0]} for {key!r}"
+            )
         labels[str(key)] = vector
     return labels
 

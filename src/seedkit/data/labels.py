@@ -45,7 +45,9 @@ def parse_voc_xml(path: PathLike, class_names: Sequence[str] = VOC_CLASSES) -> l
             raise DataError(path, "an <object> with a <name>", "an object without a name")
         name = node.text.strip()
         if name not in allowed:
-            raise DataError(path, "object names among the dataset's classes", f"unknown class {name!r}")
+            raise DataError(
+                path, "object names among the dataset's classes", f"unknown class {name!r}"
+            )
         names.append(name)
     return names
 
@@ -72,13 +74,17 @@ def labels_from_mask(mask: np.ndarray, num_classes: int = 20) -> np.ndarray:
     values = np.unique(np.asarray(mask))
     values = values[(values != 0) & (values != IGNORE_INDEX)]
     if values.size and values.max() > num_classes:
-        raise InvalidValueError("mask", f"class ids 0..{num_classes} or 255", f"id {int(values.max())}")
+        raise InvalidValueError(
+            "mask", f"class ids 0..{num_classes} or 255", f"id {int(values.max())}"
+        )
     label = np.zeros(num_classes, dtype=np.float32)
     label[values.astype(np.int64) - 1] = 1.0
     return label
 
 
-def voc_mask_path(voc_root: PathLike, image_id: str, mask_dir: PathLike | None = None) -> Path | None:
+def voc_mask_path(
+    voc_root: PathLike, image_id: str, mask_dir: PathLike | None = None
+) -> Path | None:
     """Find the mask of ``image_id``: ``SegmentationClassAug`` first, then ``SegmentationClass``.
 
     Args:
@@ -91,10 +97,14 @@ def voc_mask_path(voc_root: PathLike, image_id: str, mask_dir: PathLike | None =
         The mask path, or ``None`` when no mask exists.
     """
     root = Path(voc_root)
-    folders = [root / mask_dir] if mask_dir is not None else [
-        root / "SegmentationClassAug",
-        root / "SegmentationClass",
-    ]
+    folders = (
+        [root / mask_dir]
+        if mask_dir is not None
+        else [
+            root / "SegmentationClassAug",
+            root / "SegmentationClass",
+        ]
+    )
     for folder in folders:
         candidate = folder / f"{image_id}.png"
         if candidate.is_file():

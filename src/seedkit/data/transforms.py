@@ -79,7 +79,9 @@ class InferenceTransform:
         ((3, 4, 5), (4, 5), True)
     """
 
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(
+        self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    ) -> None:
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
 
@@ -166,7 +168,9 @@ class TrainTransform:
         if resize_long is not None:
             low, high = (int(v) for v in resize_long)
             if low < 1 or high < low:
-                raise InvalidValueError("resize_long", "(low, high) with 1 <= low <= high", resize_long)
+                raise InvalidValueError(
+                    "resize_long", "(low, high) with 1 <= low <= high", resize_long
+                )
             self.resize_long: tuple[int, int] | None = (low, high)
         else:
             self.resize_long = None
@@ -174,7 +178,9 @@ class TrainTransform:
         jitter = tuple(float(v) for v in color_jitter) if color_jitter is not None else (0.0,) * 4
         if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5 or max(jitter[:3]) > 1:
             raise InvalidValueError(
-                "color_jitter", "(brightness, contrast, saturation, hue) in [0, 1]^3 x [0, 0.5]", color_jitter
+                "color_jitter",
+                "(brightness, contrast, saturation, hue) in [0, 1]^3 x [0, 0.5]",
+                color_jitter,
             )
         self.color_jitter = jitter
         self.normalize = bool(normalize)
@@ -204,7 +210,9 @@ class TrainTransform:
         _check_mask(mask, image)
         generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         pil_image = Image.fromarray(image)
-        pil_mask = None if mask is None else Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
+        pil_mask = (
+            None if mask is None else Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
+        )
 
         if self.resize_long is not None:
             target = int(generator.integers(self.resize_long[0], self.resize_long[1] + 1))
@@ -253,7 +261,9 @@ class TrainTransform:
                 image = Image.fromarray(hsv, "HSV").convert("RGB")
         return image
 
-    def _crop(self, chw: np.ndarray, mask: np.ndarray | None, generator: np.random.Generator) -> Sample:
+    def _crop(
+        self, chw: np.ndarray, mask: np.ndarray | None, generator: np.random.Generator
+    ) -> Sample:
         crop_h, crop_w = self.crop_size
         _, height, width = chw.shape
         src_top, dst_top, span_h = _offsets(height, crop_h, generator)

@@ -11,7 +11,14 @@ import torch
 from torch.utils.data import Dataset
 
 from seedkit.data.constants import VOC_CLASSES
-from seedkit.data.io import PathLike, load_cls_labels, read_id_list, read_image, read_mask, resolve_voc_root
+from seedkit.data.io import (
+    PathLike,
+    load_cls_labels,
+    read_id_list,
+    read_image,
+    read_mask,
+    resolve_voc_root,
+)
 from seedkit.data.labels import labels_from_mask, parse_voc_xml, voc_mask_path
 from seedkit.data.transforms import InferenceTransform
 from seedkit.errors import DataError, DataFileError, InvalidValueError
@@ -136,7 +143,9 @@ class VOCSegmentation(Dataset):
         self.num_classes = len(self.class_names)
         self.cls_labels = self._load_labels(cls_labels)
 
-    def _load_labels(self, cls_labels: Mapping[str, np.ndarray] | PathLike | None) -> dict[str, np.ndarray] | None:
+    def _load_labels(
+        self, cls_labels: Mapping[str, np.ndarray] | PathLike | None
+    ) -> dict[str, np.ndarray] | None:
         source: Mapping[str, np.ndarray] | None
         label_path: object = "cls_labels"
         if cls_labels is None:
@@ -151,10 +160,16 @@ class VOCSegmentation(Dataset):
         table = {str(k): np.asarray(v, dtype=np.float32).reshape(-1) for k, v in source.items()}
         missing = [i for i in self.ids if i not in table]
         if missing:
-            raise DataError(label_path, f"labels for every id of split {self.split!r}", f"{len(missing)} missing, e.g. {missing[:3]}")
+            raise DataError(
+                label_path,
+                f"labels for every id of split {self.split!r}",
+                f"{len(missing)} missing, e.g. {missing[:3]}",
+            )
         lengths = {table[i].shape[0] for i in self.ids}
         if lengths != {self.num_classes}:
-            raise DataError(label_path, f"{self.num_classes}-d label vectors", f"lengths {sorted(lengths)}")
+            raise DataError(
+                label_path, f"{self.num_classes}-d label vectors", f"lengths {sorted(lengths)}"
+            )
         return table
 
     def set_epoch(self, epoch: int) -> None:
@@ -178,7 +193,9 @@ class VOCSegmentation(Dataset):
         """Return the mask file of ``image_id``, or ``None`` if there is none."""
         return voc_mask_path(self.root, image_id, self.mask_dir)
 
-    def _read_mask(self, image_id: str, shape: tuple[int, int]) -> tuple[np.ndarray | None, Path | None]:
+    def _read_mask(
+        self, image_id: str, shape: tuple[int, int]
+    ) -> tuple[np.ndarray | None, Path | None]:
         path = self.mask_path(image_id)
         if path is None:
             return None, None
@@ -194,8 +211,12 @@ class VOCSegmentation(Dataset):
         if self.with_masks or self.cls_labels is None:
             mask, _ = self._read_mask(image_id, image.shape[:2])
             if mask is None and self.with_masks:
-                folder = self.root / (self.mask_dir if self.mask_dir is not None else "SegmentationClass")
-                raise DataFileError(folder / f"{image_id}.png", "mask", "pass with_masks=False to load images only")
+                folder = self.root / (
+                    self.mask_dir if self.mask_dir is not None else "SegmentationClass"
+                )
+                raise DataFileError(
+                    folder / f"{image_id}.png", "mask", "pass with_masks=False to load images only"
+                )
         labels = self._labels(image_id, mask)
         rng = sample_generator(self.seed, self.epoch, index)
         return build_sample(image_id, image, mask, labels, self.transform, rng, self.with_masks)
@@ -208,7 +229,9 @@ class VOCSegmentation(Dataset):
         xml = self.root / "Annotations" / f"{image_id}.xml"
         if not xml.is_file():
             raise DataFileError(
-                xml, "class labels (no cls_labels.npy, mask or XML annotation)", "make labels with `seedkit make-cls-labels`"
+                xml,
+                "class labels (no cls_labels.npy, mask or XML annotation)",
+                "make labels with `seedkit make-cls-labels`",
             )
         label = np.zeros(self.num_classes, dtype=np.float32)
         index = {name: i for i, name in enumerate(self.class_names)}
@@ -217,6 +240,7 @@ class VOCSegmentation(Dataset):
         return label
 
     def __repr__(self) -> str:
-        return f"VOCSegmentation(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, transform={self.transform!r})"
-
-
+        return (
+            f"VOCSegmentation(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
+            f"transform={self.transform!r})"
+        )

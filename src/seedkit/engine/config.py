@@ -161,6 +161,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The built-in demo: from scratch, small images, a few minutes on a 2-core CPU.
     "demo": {
         "backbone": "resnet18",
+        "output_stride": 16,
         "optimizer": "adamw",
         "lr": 1e-3,
         "weight_decay": 1e-4,
@@ -174,7 +175,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "ema_momentum": 0.99,
         "cam_scales": (1.0, 0.5, 1.5),
         "checkpoint_every": 100,
-        "num_workers": 1,
+        "num_workers": 0,
         "pretrained": False,
     },
 }

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from seedkit.errors import InvalidValueError
 
-__all__ = ["ResumableShardSampler"]
+__all__ = ["EpochIndexedDataset", "ResumableShardSampler"]
 
 
 class ResumableShardSampler(Sampler[int]):
@@ -86,3 +86,47 @@ class ResumableShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.steps_per_epoch - self.start_step) * self.per_rank_batch
+
+    def with_epoch(self) -> Iterator[tuple[int, int]]:
+        """Iterate ``(epoch, index)`` pairs, for :class:`EpochIndexedDataset`."""
+        return ((self.epoch, index) for index in self)
+
+
+class _EpochIndexSampler(Sampler[tuple[int, int]]):
+    def __init__(self, sampler: ResumableShardSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return self.sampler.with_epoch()
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class EpochIndexedDataset(Dataset):
+    """Wrap a dataset with ``set_epoch`` so each item request carries its epoch.
+
+    Persistent DataLoader workers hold their own copy of the dataset, so calling
+    ``set_epoch`` in the main process would not reach them. Indexing this wrapper
+    with ``(epoch, index)`` sets the epoch in whichever process does the work, so
+    augmentations stay a function of ``(seed, epoch, index)``.
+
+    Args:
+        dataset: a dataset with a ``set_epoch(epoch)`` method.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        return self.dataset[index]
+
+    @staticmethod
+    def sampler(sampler: ResumableShardSampler) -> Sampler[tuple[int, int]]:
+        """The ``(epoch, index)`` sampler to pass to the DataLoader with this dataset."""
+        return _EpochIndexSampler(sampler)

@@ -26,13 +26,26 @@ from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from seedkit.engine.config import SeedStageConfig, save_config
 from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.logger import RunLogger
-from seedkit.engine.sampler import ResumableShardSampler
+from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
 from seedkit.errors import InvalidValueError
 
 __all__ = ["SeedTrainingState", "run_seed_stage", "train_seed_model"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
+
+
+def backbone_kwargs(config: SeedStageConfig) -> dict[str, Any]:
+    """timm keyword arguments of the config: ``output_stride`` for CNNs (ViTs have none)."""
+    if not config.output_stride:
+        return {}
+    import timm
+
+    from seedkit.backbones import detect_family
+
+    with torch.device("meta"):  # parameter-free probe: the family without building weights
+        probe = timm.create_model(config.backbone, pretrained=False, num_classes=0)
+    return {"output_stride": config.output_stride} if detect_family(probe) == "cnn" else {}
 
 
 class SeedTrainingState:
@@ -48,7 +61,7 @@ class SeedTrainingState:
             num_classes=config.num_classes,
             pretrained=config.pretrained,
             checkpoint_path=config.checkpoint_path,
-            **({"output_stride": config.output_stride} if config.output_stride else {}),
+            **backbone_kwargs(config),
         ).to(context.device)
         self.total_steps = config.max_steps or config.epochs * steps_per_epoch  # type: ignore[operator]
         self.steps_per_epoch = steps_per_epoch
@@ -96,6 +109,10 @@ class SeedTrainingState:
         if context.distributed:
             device_ids = [context.device.index] if context.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.student_view = self.teacher_view = None
+        if self.teacher is not None:
+            self.student_view = seedkit.SelfAdaptiveView(self.ddp, config.student_drop)
+            self.teacher_view = seedkit.SelfAdaptiveView(self.teacher.module, config.teacher_drop)
         self.step = 0
 
     def state_dict(self) -> dict[str, Any]:
@@ -207,35 +224,44 @@ def train_seed_model(
     bar = tqdm(total=state.total_steps, initial=state.step, desc=f"train {config.method}",
                disable=not (context.is_main and config.progress), dynamic_ncols=True)
     started = time.time()
+    # Testing aid: leave the run as a kill at this step would (checkpoint written, no model.pt).
+    stop_after = config.extra.get("stop_after_steps")
+    loader = DataLoader(
+        EpochIndexedDataset(dataset),
+        batch_size=per_rank * config.grad_accum,
+        sampler=EpochIndexedDataset.sampler(sampler),
+        num_workers=config.num_workers,
+        collate_fn=_collate,
+        drop_last=True,
+        persistent_workers=config.num_workers > 0,
+    )
     while state.step < state.total_steps:
         epoch, step_in_epoch = divmod(state.step, sampler.steps_per_epoch)
         sampler.set_epoch(epoch)
         sampler.set_start_step(step_in_epoch)
-        dataset.set_epoch(epoch)
-        loader = DataLoader(
-            dataset,
-            batch_size=per_rank * config.grad_accum,
-            sampler=sampler,
-            num_workers=config.num_workers,
-            collate_fn=_collate,
-            drop_last=True,
-            persistent_workers=False,
-        )
         for batch in loader:
             record = _train_step(state, batch, per_rank)
             state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             if logger is not None and (state.step % config.log_every == 0 or state.step == state.total_steps):
-                logger.log("train", state.step, epoch=epoch, **record,
-                           elapsed=round(time.time() - started, 2))
+                logger.log("train", state.step, epoch=epoch, **record, elapsed=round(time.time() - started, 2))
             if state.step % config.checkpoint_every == 0 or state.step == state.total_steps:
                 if context.is_main:
                     save_checkpoint(checkpoint, state.state_dict())
                 context.barrier()
-            if state.step >= state.total_steps:
+            if state.step >= state.total_steps or state.step == stop_after:
                 break
+        if state.step == stop_after:
+            break
     bar.close()
+    if state.step == stop_after and state.step < state.total_steps:
+        if context.is_main:
+            save_checkpoint(checkpoint, state.state_dict())
+            if logger is not None:
+                logger.close()
+        context.barrier()
+        raise SystemExit(f"stopped after {stop_after} steps (--stop-after-steps); continue with --resume")
     if context.is_main:
         save_checkpoint(out / MODEL_NAME, {"model": state.model.state_dict(), "config": config.to_dict(),
                                            "family": state.model.family})
@@ -275,11 +301,10 @@ def _train_step(state: SeedTrainingState, batch: dict[str, Any], micro_size: int
         with sync, autocast:
             if config.method == "usage":
                 generator = _view_generator(config, state.step, micro)
+                state.teacher_view.generator = state.student_view.generator = generator
                 with torch.no_grad():
-                    teacher_view = seedkit.SelfAdaptiveView(state.teacher.module, config.teacher_drop, generator=generator)
-                    teacher_cams = teacher_view(images).cams
-                student_view = seedkit.SelfAdaptiveView(model, config.student_drop, generator=generator)
-                cams = student_view(images).cams
+                    teacher_cams = state.teacher_view(images).cams
+                cams = state.student_view(images).cams
                 mask = _cam_mask(valid, cams.shape[-2:])
                 out = state.criterion(cams, labels, teacher_cams, mask)
                 loss, generation, consistency = out.loss, out.generation, out.consistency
@@ -404,8 +429,7 @@ def run_seed_stage(
     if finished:
         from seedkit.backbones import create_seed_model
 
-        model = create_seed_model(config.backbone, num_classes=config.num_classes,
-                                  **({"output_stride": config.output_stride} if config.output_stride else {}))
+        model = create_seed_model(config.backbone, num_classes=config.num_classes, **backbone_kwargs(config))
         model.load_state_dict(load_checkpoint(out / MODEL_NAME)["model"])
         model.to(context.device)
     else:

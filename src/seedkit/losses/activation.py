@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from seedkit._checks import check_cams, check_choice, check_labels, check_mask, check_temperature
+from seedkit.kernels import fused_temperature_pool, resolve_backend
 
 __all__ = [
     "ActivationScale",
@@ -185,6 +186,12 @@ def temperature_pool_reference(
     temperature = check_temperature("temperature", temperature)
     check_choice("scale", scale, _SCALES)
     mask = check_mask("mask", mask, cams)
+    return _pool_reference(cams, temperature, mask, scale)
+
+
+def _pool_reference(
+    cams: torch.Tensor, temperature: float, mask: torch.Tensor | None, scale: str
+) -> torch.Tensor:
     flat, valid = _flatten(cams, mask)
     alpha = torch.softmax(_scaled_logits(flat, valid, temperature, scale), dim=2)
     # alpha is exactly 0 at masked positions, and flat is finite there.
@@ -202,6 +209,12 @@ def temperature_pool(
     Runs from global average pooling (``tau -> inf``) to global max pooling
     (``tau -> 0+``), is non-increasing in ``tau``, shifts with a constant added
     to a class map and ignores the order of positions.
+
+    Dispatches through :mod:`seedkit.kernels`: the Triton kernels for CUDA
+    tensors (they keep no ``(B, C, H*W)`` softmax for backward), the plain
+    :func:`temperature_pool_reference` on the CPU unless
+    ``seedkit.kernels.set_backend("fused")``; ``set_backend("reference")`` or
+    ``SEEDKIT_KERNELS=reference`` forces the reference everywhere.
 
     Args:
         cams: class activations (CAM logits).
@@ -226,7 +239,16 @@ def temperature_pool(
         >>> seedkit.temperature_pool(cams, temperature=0.01)  # ~ maximum
         tensor([[4.]])
     """
-    return temperature_pool_reference(cams, temperature, mask, scale)
+    cams = check_cams("cams", cams)
+    temperature = check_temperature("temperature", temperature)
+    check_choice("scale", scale, _SCALES)
+    mask = check_mask("mask", mask, cams)
+    backend = resolve_backend(cams)
+    if backend == "reference":
+        return _pool_reference(cams, temperature, mask, scale)
+    valid = None if mask is None else mask.flatten(2)
+    pooled = fused_temperature_pool(cams.flatten(2), valid, temperature, scale, backend=backend)
+    return pooled.to(cams.dtype)
 
 
 def seeds_from_cams(

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from seedkit._checks import check_temperature
+from seedkit.kernels import fused_kl_consistency, resolve_backend
 
 __all__ = ["JSDivergence", "KLDivergence", "MaxNormL1"]
 
@@ -89,8 +90,22 @@ class KLDivergence:
     def __call__(
         self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
     ) -> torch.Tensor:
-        log_student, log_teacher = self._logs(student, teacher, valid)
-        return _kl(log_teacher, log_student, valid) / self._normalizer(student, valid)
+        backend = resolve_backend(student)
+        if backend == "reference":
+            log_student, log_teacher = self._logs(student, teacher, valid)
+            divergence = _kl(log_teacher, log_student, valid)
+        else:
+            # Fused kernels (seedkit.kernels): no (B, C, N) softmax kept for backward.
+            divergence = fused_kl_consistency(
+                student,
+                teacher,
+                valid,
+                self.temperature,
+                self.teacher_temperature or self.temperature,
+                self.scale,
+                backend=backend,
+            )
+        return divergence / self._normalizer(student, valid)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ __all__ = ["load_gt_mask", "load_psa_cam", "load_psa_maps", "read_id_list"]
 PathLike = str | os.PathLike
 
 
-def load_psa_maps(path: PathLike, num_fg_classes: int, shape: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
+def load_psa_maps(
+    path: PathLike, num_fg_classes: int, shape: tuple[int, int] | None = None
+) -> dict[int, np.ndarray]:
     """Read one seed file as ``{foreground class index: HxW float32 map}``.
 
     Accepted layouts (``np.save`` of a dict, read with ``allow_pickle=True``):
@@ -45,18 +47,24 @@ def load_psa_maps(path: PathLike, num_fg_classes: int, shape: tuple[int, int] | 
     try:
         raw = np.load(path, allow_pickle=True)
     except Exception as error:  # numpy raises several types for corrupt files
-        raise DataError(path, "a .npy file holding a pickled dict", f"unreadable file ({error})") from error
+        raise DataError(
+            path, "a .npy file holding a pickled dict", f"unreadable file ({error})"
+        ) from error
     if isinstance(raw, np.ndarray) and raw.dtype == object and raw.shape == ():
         raw = raw.item()
     if not isinstance(raw, dict):
-        actual = f"array of shape {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+        actual = (
+            f"array of shape {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
+        )
         raise DataError(path, "a pickled dict {class_index: HxW map} (psa format)", actual)
     if "keys" in raw and ("high_res" in raw or "cam" in raw):
         keys = np.asarray(raw["keys"]).reshape(-1)
         stack = np.asarray(raw["high_res"] if "high_res" in raw else raw["cam"])
         if stack.ndim != 3 or stack.shape[0] != keys.size:
-            raise DataError(path, f"IRN maps of shape ({keys.size}, H, W) matching 'keys'", stack.shape)
-        items = list(zip(keys.tolist(), stack))
+            raise DataError(
+                path, f"IRN maps of shape ({keys.size}, H, W) matching 'keys'", stack.shape
+            )
+        items = list(zip(keys.tolist(), stack, strict=True))
     else:
         items = list(raw.items())
     maps: dict[int, np.ndarray] = {}
@@ -76,7 +84,9 @@ def load_psa_maps(path: PathLike, num_fg_classes: int, shape: tuple[int, int] | 
             raise DataError(path, f"a 2-D map for class {key}", f"shape {array.shape}")
         if map_shape is not None and array.shape != tuple(map_shape):
             what = "the ground-truth size" if shape is not None else "the size of the other maps"
-            raise DataError(path, f"maps of {what} {tuple(map_shape)}", f"class {key} of size {array.shape}")
+            raise DataError(
+                path, f"maps of {what} {tuple(map_shape)}", f"class {key} of size {array.shape}"
+            )
         map_shape = array.shape
         array = array.astype(np.float32, copy=False)
         if not np.isfinite(array).all():
@@ -85,7 +95,9 @@ def load_psa_maps(path: PathLike, num_fg_classes: int, shape: tuple[int, int] | 
     return maps
 
 
-def load_psa_cam(path: PathLike, num_fg_classes: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+def load_psa_cam(
+    path: PathLike, num_fg_classes: int, shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """Read one seed file as a dense ``(C_fg, H, W)`` float32 stack, zeros for absent classes.
 
     See :func:`load_psa_maps` for the accepted layouts and the errors. A file
@@ -148,7 +160,10 @@ def load_gt_mask(path: PathLike, num_classes: int, ignore_index: int = 255) -> n
         raise DataError(path, "a readable PNG index mask", f"unreadable file ({error})") from error
     if mode not in {"P", "L", "I", "I;16", "1"} or array.ndim != 2:
         raise DataError(path, "a palette or grey-level index mask", f"an image of mode {mode}")
-    values = np.unique(array)
+    if array.dtype == np.uint8:
+        values = np.nonzero(np.bincount(array.ravel(), minlength=256))[0]
+    else:
+        values = np.unique(array)
     bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
     if bad.size:
         raise DataError(

@@ -16,8 +16,7 @@ def _densecrf() -> Any:
         import pydensecrf.densecrf as dcrf
     except ImportError as error:
         raise ImportError(
-            "dense CRF needs pydensecrf2 (imported as 'pydensecrf'): "
-            "pip install 'seedkit[crf]'"
+            "dense CRF needs pydensecrf2 (imported as 'pydensecrf'): pip install 'seedkit[crf]'"
         ) from error
     return dcrf
 
@@ -41,7 +40,8 @@ def dense_crf(
     Args:
         image: RGB image, uint8.
         probs: per-class probabilities (they need not sum to one; they are
-            clipped to ``[1e-8, 1]`` before the log).
+            clipped to ``[1e-5, 1]`` before the log, as
+            ``pydensecrf.utils.unary_from_softmax`` does).
         iterations: mean-field iterations.
         gaussian_sxy: spatial standard deviation of the smoothness kernel.
         gaussian_compat: weight of the smoothness kernel.
@@ -73,11 +73,14 @@ def dense_crf(
         raise InvalidValueError("iterations", "an integer >= 0", iterations)
     labels, height, width = probs.shape
     crf = dcrf.DenseCRF2D(width, height, labels)
-    unary = -np.log(np.clip(probs, 1e-8, 1.0)).reshape(labels, -1)
+    unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(labels, -1)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=gaussian_sxy, compat=gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.ascontiguousarray(image), compat=bilateral_compat
+        sxy=bilateral_sxy,
+        srgb=bilateral_srgb,
+        rgbim=np.ascontiguousarray(image),
+        compat=bilateral_compat,
     )
     refined = np.array(crf.inference(iterations), dtype=np.float32)
     return refined.reshape(labels, height, width)
@@ -92,10 +95,9 @@ def crf_refine_seeds(
 ) -> np.ndarray:
     """Turn seed maps into a CRF-refined label map, as psa / SEAM do for pseudo masks.
 
-    Builds ``[bg, map_1, ..., map_C]`` with the background plane
-    ``(1 - max_c map_c) ** alpha`` replaced here by the constant ``threshold``
-    (the same rule as the threshold sweep), runs :func:`dense_crf` over the
-    background and the classes present, and returns the argmax.
+    Stacks a constant background plane equal to ``threshold`` (the rule of the
+    threshold sweep) with the maps of the classes present, normalises the stack
+    to probabilities per pixel, runs :func:`dense_crf` and returns the argmax.
 
     Args:
         image: RGB image ``(H, W, 3)`` uint8.

@@ -1,0 +1,167 @@
+"""create_seed_model: build a SeedModel from any timm CNN or ViT name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from seedkit.backbones.family import detect_family
+from seedkit.backbones.seed_model import SeedModel
+from seedkit.errors import BackboneError, DataFileError, InvalidValueError
+
+__all__ = ["create_seed_model"]
+
+
+def _create_timm(name: str, **kwargs: Any) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as error:
+        if "Unknown model" in str(error) or "nknown" in str(error):
+            raise BackboneError(
+                f"name: timm has no model {name!r}; see timm.list_models() for the names"
+            ) from error
+        raise
+    except TypeError as error:
+        raise BackboneError(
+            f"{name}: timm rejected the keyword arguments {sorted(kwargs)}: {error}"
+        ) from error
+
+
+def _load_encoder_weights(encoder: nn.Module, state_dict: dict[str, Any], path: str) -> None:
+    filter_fn = getattr(sys.modules.get(type(encoder).__module__), "checkpoint_filter_fn", None)
+    if callable(filter_fn):  # timm's own key conversion (pos-embed resampling, old layouts)
+        with contextlib.suppress(Exception):  # keep the raw keys if it does not apply
+            state_dict = filter_fn(state_dict, encoder)
+    own = encoder.state_dict()
+    matched = {k: v for k, v in state_dict.items() if k in own}
+    if not matched:
+        raise BackboneError(
+            f"checkpoint_path {path}: no key matches the encoder {type(encoder).__name__} "
+            f"(checkpoint keys such as {list(state_dict)[:3]}, model keys such as {list(own)[:3]})"
+        )
+    wrong = [k for k, v in matched.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise BackboneError(
+            f"checkpoint_path {path}: shapes differ for {wrong[:3]}: checkpoint "
+            f"{tuple(matched[wrong[0]].shape)}, model {tuple(own[wrong[0]].shape)}"
+        )
+    missing = [k for k in own if k not in matched]
+    if missing:
+        raise BackboneError(
+            f"checkpoint_path {path}: {len(missing)} encoder weights are missing, such as "
+            f"{missing[:3]}; is it a checkpoint of a different architecture?"
+        )
+    encoder.load_state_dict(matched, strict=True)
+
+
+def create_seed_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    **timm_kwargs: Any,
+) -> SeedModel:
+    """Build a :class:`SeedModel` from a timm model name.
+
+    The family (``"cnn"`` or ``"vit"``) is read from the model's structure. A
+    ViT is built with ``dynamic_img_size=True`` (unless you pass it) so it takes
+    any input size that is a multiple of its patch size; add
+    ``dynamic_img_pad=True`` for other sizes. A CNN takes ``output_stride=8`` or
+    ``16`` where timm supports dilation (ResNet, ConvNeXt, EfficientNet...).
+
+    Args:
+        name: a timm model name, e.g. ``"resnet50"``, ``"deit_small_patch16_224"``.
+        num_classes: number of foreground classes of the CAM classifier.
+        pretrained: load timm's pretrained weights (downloads them, or reads the
+            Hugging Face cache).
+        checkpoint_path: a local ``.pth`` / ``.safetensors`` file: either weights
+            of the timm encoder (its classifier is ignored) or a whole
+            ``SeedModel`` state dict (keys ``encoder.*`` and ``head.*``).
+        **timm_kwargs: passed to ``timm.create_model`` (``img_size``,
+            ``output_stride``, ``drop_path_rate``, ``reg_tokens``...).
+
+    Returns:
+        The model.
+
+    Raises:
+        BackboneError: unknown name, rejected keyword, no CNN/ViT structure,
+            weights that cannot be fetched or do not fit.
+        DataFileError: ``checkpoint_path`` does not exist.
+
+    Example:
+        >>> import torch
+        >>> model = create_seed_model("deit_tiny_patch16_224", num_classes=5, depth=1, img_size=64)
+        >>> out = model(torch.randn(1, 3, 48, 80))
+        >>> model.family, tuple(out.cams.shape), tuple(out.features.shape)
+        ('vit', (1, 5, 3, 5), (1, 192, 3, 5))
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidValueError("name", "a timm model name", name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise InvalidValueError("num_classes", "an integer >= 1", num_classes)
+    if "num_classes" in timm_kwargs:
+        raise InvalidValueError(
+            "timm_kwargs", "no num_classes (the CAM head sets it)", "num_classes"
+        )
+    if checkpoint_path is not None and not os.path.isfile(checkpoint_path):
+        raise DataFileError(checkpoint_path, "checkpoint file")
+
+    # A parameter-free probe on the meta device tells the family before the real build.
+    with torch.device("meta"):
+        probe = _create_timm(name, pretrained=False, num_classes=0, **timm_kwargs)
+    family = detect_family(probe)
+    del probe
+    kwargs = dict(timm_kwargs)
+    if family == "vit":
+        kwargs.setdefault("dynamic_img_size", True)
+
+    try:
+        encoder = _create_timm(name, pretrained=bool(pretrained), num_classes=0, **kwargs)
+    except BackboneError:
+        raise
+    except Exception as error:
+        if not pretrained:
+            raise
+        raise BackboneError(
+            f"{name}: could not load timm's pretrained weights ({type(error).__name__}: "
+            f"{error}). Offline? Download the weights elsewhere and pass "
+            f"create_seed_model({name!r}, num_classes, checkpoint_path='/path/to/weights.pth' "
+            "or '.safetensors') with pretrained=False, or point HF_HOME at a cache that has them"
+        ) from error
+
+    # Keep only what feeds the last feature map (timm's own pruning contract), so
+    # every parameter gets a gradient and DDP needs no find_unused_parameters.
+    if hasattr(encoder, "prune_intermediate_layers"):
+        encoder.prune_intermediate_layers(indices=1, prune_norm=False, prune_head=True)
+    elif hasattr(encoder, "reset_classifier"):
+        encoder.reset_classifier(0, "")
+    model = SeedModel(encoder, num_classes, family=family)
+
+    if checkpoint_path is not None:
+        import timm.models
+
+        path = os.fspath(checkpoint_path)
+        try:
+            state_dict = timm.models.load_state_dict(path)
+        except Exception as error:
+            raise BackboneError(
+                f"checkpoint_path {path}: cannot read it as a PyTorch / safetensors state dict "
+                f"({type(error).__name__}: {error})"
+            ) from error
+        if any(k.startswith("encoder.") for k in state_dict) and any(
+            k.startswith("head.") for k in state_dict
+        ):
+            try:
+                model.load_state_dict(state_dict, strict=True)
+            except RuntimeError as error:
+                raise BackboneError(f"checkpoint_path {path}: {error}") from error
+        else:
+            _load_encoder_weights(encoder, state_dict, path)
+    return model

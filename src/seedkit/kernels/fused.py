@@ -1,0 +1,199 @@
+"""Public entry points of the fused kernels, on flattened activations.
+
+Both functions take float activations flattened to ``(B, C, N)`` and an
+optional ``(B, 1, N)`` boolean validity mask, and dispatch to the backend
+chosen by :func:`seedkit.kernels.set_backend` (or ``SEEDKIT_KERNELS``):
+
+- ``"triton"`` kernels for CUDA tensors when ``triton`` imports,
+- ``"fused"``: the same math compiled by ``torch.compile`` (inductor emits fused
+  C++/OpenMP loops on the CPU, Triton on CUDA), compiled once per process,
+- ``"reference"``: the plain autograd composition of :mod:`seedkit.losses`.
+
+The fused backends keep only the inputs and per-row scalars for backward and
+recompute the softmax there. Half-precision inputs are computed in float32
+(the gradient comes back in the input dtype); float64 stays float64.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from seedkit._checks import check_choice, check_temperature
+from seedkit.errors import InvalidValueError, ShapeError
+from seedkit.kernels._dispatch import resolve_backend
+from seedkit.kernels._functions import KLConsistencyFunction, TemperaturePoolFunction
+
+__all__ = ["fused_kl_consistency", "fused_temperature_pool"]
+
+_SCALES: tuple[str, ...] = ("raw", "max")
+
+
+def _check_flat(argument: str, flat: object) -> torch.Tensor:
+    if not isinstance(flat, torch.Tensor):
+        raise InvalidValueError(argument, "a torch.Tensor", type(flat).__name__)
+    if flat.dim() != 3 or flat.shape[2] == 0:
+        raise ShapeError(argument, "(B, C, N) with N > 0", tuple(flat.shape))
+    if not flat.is_floating_point():
+        raise InvalidValueError(argument, "a floating-point tensor", str(flat.dtype))
+    return flat
+
+
+def _check_valid(valid: object | None, flat: torch.Tensor) -> torch.Tensor | None:
+    if valid is None:
+        return None
+    if not isinstance(valid, torch.Tensor):
+        raise InvalidValueError("valid", "a torch.Tensor or None", type(valid).__name__)
+    batch, _, n = flat.shape
+    if tuple(valid.shape) != (batch, 1, n):
+        raise ShapeError("valid", f"(B, 1, N) = ({batch}, 1, {n})", tuple(valid.shape))
+    return valid if valid.dtype == torch.bool else valid != 0
+
+
+def _working(flat: torch.Tensor) -> torch.Tensor:
+    """Float32 for half inputs (an autograd cast, so gradients return in the input dtype)."""
+    return flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+
+
+def _impl(backend: str) -> SimpleNamespace:
+    if backend == "triton":
+        from seedkit.kernels.triton_kernels import triton_impl
+
+        return triton_impl()
+    from seedkit.kernels._compiled import compiled_impl
+
+    return compiled_impl()
+
+
+def _mask(valid: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor:
+    if valid is None:
+        return torch.ones(a.shape[0], 1, a.shape[2], dtype=torch.bool, device=a.device)
+    return valid.to(a.device).contiguous()
+
+
+def _divisor(
+    impl: SimpleNamespace, a: torch.Tensor, valid: torch.Tensor, scale: str
+) -> torch.Tensor:
+    if scale == "max":
+        return impl.max_magnitude(a.detach(), valid)
+    return torch.ones(a.shape[0], a.shape[1], 1, dtype=a.dtype, device=a.device)
+
+
+def fused_temperature_pool(
+    flat: torch.Tensor,
+    valid: torch.Tensor | None,
+    temperature: float,
+    scale: str = "raw",
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Temperature pooling ``s_c = sum_n softmax_n(A_c / tau) A_c(n)`` on flat maps.
+
+    Args:
+        flat: class activations flattened over positions.
+        valid: optional boolean mask, ``True`` at real positions.
+        temperature: softmax temperature ``tau > 0``.
+        scale: ``"raw"``, or ``"max"`` (logits divided by the detached per-row
+            maximum magnitude first, as in :func:`seedkit.temperature_pool`).
+        backend: override of the process-wide backend (``None``: use it).
+
+    Returns:
+        Pooled scores, float32 for half inputs, else the dtype of ``flat``.
+
+    Shape:
+        - flat: :math:`(B, C, N)`
+        - valid: :math:`(B, 1, N)`
+        - output: :math:`(B, C)`
+
+    Example:
+        >>> import torch
+        >>> from seedkit.kernels import fused_temperature_pool
+        >>> flat = torch.tensor([[[0.0, 0.0, 0.0, 4.0]]])
+        >>> fused_temperature_pool(flat, None, 0.01, backend="reference")
+        tensor([[4.]])
+    """
+    flat = _check_flat("flat", flat)
+    valid = _check_valid(valid, flat)
+    temperature = check_temperature("temperature", temperature)
+    check_choice("scale", scale, _SCALES)
+    choice = resolve_backend(flat, backend)
+    a = _working(flat)
+    if choice == "reference":
+        from seedkit.losses.activation import _scaled_logits
+
+        alpha = torch.softmax(_scaled_logits(a, valid, temperature, scale), dim=2)
+        return (alpha * a).sum(dim=2)
+    impl = _impl(choice)
+    mask = _mask(valid, a)
+    divisor = _divisor(impl, a, mask, scale)
+    tau = torch.tensor(temperature, dtype=a.dtype, device=a.device)
+    return TemperaturePoolFunction.apply(a, mask, divisor, tau, impl)
+
+
+def fused_kl_consistency(
+    student_flat: torch.Tensor,
+    teacher_flat: torch.Tensor,
+    valid: torch.Tensor | None,
+    temperature: float,
+    teacher_temperature: float | None = None,
+    scale: str = "raw",
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Per-row ``KL(softmax(T / tau_t) || softmax(S / tau_s))`` with the teacher detached.
+
+    Args:
+        student_flat: student activations flattened over positions.
+        teacher_flat: teacher activations (detached here; it never gets a gradient).
+        valid: optional boolean mask, ``True`` at real positions.
+        temperature: student temperature ``tau_s > 0``.
+        teacher_temperature: teacher temperature (``None``: same as the student).
+        scale: ``"raw"`` or ``"max"`` (each map divided by its detached maximum magnitude).
+        backend: override of the process-wide backend (``None``: use it).
+
+    Returns:
+        Divergences, float32 for half inputs, else the dtype of ``student_flat``.
+
+    Shape:
+        - student_flat, teacher_flat: :math:`(B, C, N)`
+        - valid: :math:`(B, 1, N)`
+        - output: :math:`(B, C)`
+
+    Example:
+        >>> import torch
+        >>> from seedkit.kernels import fused_kl_consistency
+        >>> s = torch.tensor([[[0.0, 1.0, 2.0]]])
+        >>> fused_kl_consistency(s, s, None, 1.0, backend="reference").abs().item() < 1e-7
+        True
+    """
+    student_flat = _check_flat("student_flat", student_flat)
+    teacher_flat = _check_flat("teacher_flat", teacher_flat)
+    if teacher_flat.shape != student_flat.shape:
+        raise ShapeError(
+            "teacher_flat",
+            f"the student's shape {tuple(student_flat.shape)}",
+            tuple(teacher_flat.shape),
+        )
+    valid = _check_valid(valid, student_flat)
+    temperature = check_temperature("temperature", temperature)
+    if teacher_temperature is None:
+        teacher_temperature = temperature
+    teacher_temperature = check_temperature("teacher_temperature", teacher_temperature)
+    check_choice("scale", scale, _SCALES)
+    choice = resolve_backend(student_flat, backend)
+    student = _working(student_flat)
+    teacher = teacher_flat.detach().to(student.dtype)
+    if choice == "reference":
+        from seedkit.losses.distances import _kl, _log_distribution
+
+        log_student = _log_distribution(student, valid, temperature, scale == "max")
+        log_teacher = _log_distribution(teacher, valid, teacher_temperature, scale == "max")
+        return _kl(log_teacher, log_student, valid)
+    impl = _impl(choice)
+    mask = _mask(valid, student)
+    student_divisor = _divisor(impl, student, mask, scale)
+    teacher_divisor = _divisor(impl, teacher, mask, scale)
+    student_tau = torch.tensor(temperature, dtype=student.dtype, device=student.device)
+    teacher_tau = torch.tensor(teacher_temperature, dtype=student.dtype, device=student.device)
+    return KLConsistencyFunction.apply(
+        student, teacher, mask, student_divisor, teacher_divisor, student_tau, teacher_tau, impl
+    )

@@ -1,0 +1,230 @@
+"""SelfAdaptiveView: identity at ratio 0, measured drop, no trace on the model, replay, DDP."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+
+import pytest
+import timm
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seedkit
+from seedkit.backbones import create_seed_model
+from seedkit.errors import BackboneError, InvalidValueError
+from seedkit.views import SelfAdaptiveView, find_adjustable_blocks
+
+VIT_KW = {"depth": 3, "img_size": 64}
+
+
+def _no_hooks(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    # zero_init_last=False: timm otherwise zeroes every residual branch at init.
+    return create_seed_model("resnet18", num_classes=3, zero_init_last=False).eval()
+
+
+@pytest.fixture(scope="module")
+def deit():
+    torch.manual_seed(0)
+    return create_seed_model("deit_tiny_patch16_224", num_classes=3, **VIT_KW).eval()
+
+
+@pytest.mark.parametrize("which", ["resnet", "deit"])
+def test_ratio_zero_is_the_model_and_model_is_untouched(which, request):
+    model = request.getfixturevalue(which)
+    x = torch.randn(2, 3, 64, 96)
+    before = model(x).cams
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert torch.equal(SelfAdaptiveView(model, 0.0)(x).cams, before)
+    strong = SelfAdaptiveView(model, 0.5, generator=torch.Generator().manual_seed(1))
+    dropped = strong.view(x).cams
+    assert not torch.allclose(dropped, before)  # eval mode still drops
+    assert _no_hooks(model)
+    assert torch.equal(model(x).cams, before)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert strong.family == model.family
+    with pytest.raises(RuntimeError):  # an exception inside the call removes the hooks too
+        strong(torch.randn(1, 4, 64, 64))
+    assert _no_hooks(model)
+
+
+@pytest.mark.parametrize("name", ["deit_tiny_patch16_224", "convnext_atto"])
+def test_measured_drop_fraction_matches_ratio(name):
+    """Block output minus block input is the (summed) residual branch: count its zero channels."""
+    torch.manual_seed(0)
+    kwargs = VIT_KW if name.startswith("deit") else {}
+    model = create_seed_model(name, num_classes=3, **kwargs)
+    ratio = 0.3
+    view = SelfAdaptiveView(model, ratio, generator=torch.Generator().manual_seed(0))
+    measured = {}
+
+    def probe(block_name):
+        def hook(_m, inputs, output):
+            delta = output - inputs[0]
+            channel_dim = 1 if view.family == "cnn" else delta.dim() - 1
+            dims = tuple(i for i in range(delta.dim()) if i != channel_dim)
+            zero = (delta.abs().amax(dim=dims) == 0).nonzero().flatten().tolist()
+            measured[block_name] = (zero, delta.shape[channel_dim])
+
+        return hook
+
+    handles = [b.block.register_forward_hook(probe(b.name)) for b in view.blocks]
+    try:
+        view(torch.randn(2, 3, 64, 64))
+    finally:
+        for h in handles:
+            h.remove()
+    fractions = []
+    for block in view.blocks:
+        zero, channels = measured[block.name]
+        if not zero:  # e.g. a ConvNeXt downsampling block whose shortcut is not identity
+            continue
+        segment = view.last_segments[block.name]
+        assert zero == list(range(segment.start, segment.stop))  # contiguous, as recorded
+        fractions.append(len(zero) / channels)
+    assert len(fractions) >= 3
+    assert all(abs(f - ratio) <= 0.01 for f in fractions)
+
+
+def test_replay_determinism_and_sites(resnet):
+    x = torch.randn(2, 3, 64, 64)
+    a = SelfAdaptiveView(resnet, 0.3, generator=torch.Generator().manual_seed(5))
+    b = SelfAdaptiveView(resnet, 0.3, generator=torch.Generator().manual_seed(5))
+    out_a = a(x).cams
+    assert torch.equal(out_a, b(x).cams)
+    assert a.last_segments == b.last_segments and len(a.last_segments) == 8
+    out_next = a(x).cams
+    assert not torch.equal(out_a, out_next)  # a new draw
+    replay = SelfAdaptiveView(resnet, 0.9)  # ratio irrelevant when replaying
+    assert torch.equal(replay(x, segments=b.last_segments).cams, out_a)
+    with torch.no_grad():  # the in-place path of gradient-free calls drops the same channels
+        assert torch.allclose(replay(x, segments=b.last_segments).cams, out_a, atol=1e-6)
+    for segment in a.last_segments.values():
+        assert segment.stop - segment.start == a.segment_length(segment.channels)
+        assert 0 <= segment.start < segment.stop <= segment.channels
+
+
+def test_resnet_without_drop_path_hooks_the_same_place_as_with_it():
+    torch.manual_seed(0)
+    plain = create_seed_model("resnet18", num_classes=2, zero_init_last=False).eval()
+    with_dp = create_seed_model(
+        "resnet18", num_classes=2, drop_path_rate=0.1, zero_init_last=False
+    ).eval()
+    with_dp.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    view = SelfAdaptiveView(plain, 0.4)
+    out = view(x).cams
+    assert torch.equal(SelfAdaptiveView(with_dp, 0.4)(x, segments=view.last_segments).cams, out)
+
+
+def test_blocks_found_by_structure():
+    effnet = timm.create_model("efficientnet_b0", pretrained=False, num_classes=0)
+    blocks = find_adjustable_blocks(effnet)
+    assert blocks and all(b.block.has_skip for b in blocks)
+    skipless = [m for m in effnet.modules() if getattr(m, "has_skip", True) is False]
+    assert skipless and not any(b.block is m for b in blocks for m in skipless)
+    vit = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, reg_tokens=4, num_classes=0
+    )
+    blocks = find_adjustable_blocks(vit)
+    assert [len(b.branch_ends) for b in blocks] == [2, 2]
+    out = SelfAdaptiveView(vit, 0.25)(torch.randn(1, 3, 32, 32))  # a raw timm model
+    assert out.shape == (1, 32)
+
+
+def test_bad_inputs():
+    model = create_seed_model("resnet18", num_classes=2)
+    for ratio in (-0.1, 1.0, 1.5, math.nan, "0.3", True):
+        with pytest.raises(InvalidValueError, match="drop_ratio"):
+            SelfAdaptiveView(model, ratio)
+    with pytest.raises(BackboneError):
+        SelfAdaptiveView(nn.Linear(3, 3), 0.3)
+    with pytest.raises(BackboneError, match="no adjustable"):
+        SelfAdaptiveView(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), 0.3)
+    view = SelfAdaptiveView(model, 0.3)
+    with pytest.raises(InvalidValueError):
+        view.drop_ratio = 1.0
+
+
+def test_autocast_and_gradients(deit):
+    view = SelfAdaptiveView(deit, 0.3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = view(torch.randn(2, 3, 32, 64))
+    assert out.cams.shape == (2, 3, 2, 4) and torch.isfinite(out.cams).all()
+    deit.zero_grad()
+    view(torch.randn(1, 3, 32, 32)).cams.sum().backward()
+    assert all(p.grad is not None for p in deit.parameters())
+    deit.zero_grad(set_to_none=True)
+
+
+def test_ddp_wrapped_model_and_teacher():
+    if not dist.is_initialized():
+        store = os.path.join(tempfile.mkdtemp(), "store")
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+    torch.manual_seed(0)
+    model = create_seed_model("resnet18", num_classes=2, zero_init_last=False)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    strong = seedkit.SelfAdaptiveView(ddp, 0.3, generator=torch.Generator().manual_seed(0))
+    assert strong.family == "cnn" and len(strong.blocks) == 8
+    x = torch.randn(2, 3, 64, 64)
+    out = strong(x)
+    out.cams.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # Segments are named as in the unwrapped model: they replay on it.
+    assert all(not name.startswith("module.") for name in strong.last_segments)
+    replayed = SelfAdaptiveView(model, 0.3)(x, segments=strong.last_segments).cams
+    assert torch.allclose(replayed, out.cams, atol=1e-6)
+    teacher = seedkit.EMATeacher(ddp, momentum=0.5)
+    assert type(teacher.module) is type(model)
+    teacher.update(ddp)
+    weak = SelfAdaptiveView(teacher, 0.1)
+    with torch.no_grad():
+        assert weak(x).cams.shape == (2, 2, 2, 2)
+    assert _no_hooks(model) and _no_hooks(teacher.module)
+
+
+class _Residual(nn.Module):
+    """A non-timm residual block: found because it has a drop_path module."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+        self.drop_path = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.conv(x))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    channels=st.integers(2, 48),
+    ratio=st.floats(0.0, 0.95),
+    seed=st.integers(0, 2**16),
+)
+def test_segment_bounds_and_length_property(channels, ratio, seed):
+    torch.manual_seed(seed)
+    block = _Residual(channels)
+    model = nn.Sequential(nn.Conv2d(3, channels, 1), block)
+    view = SelfAdaptiveView(model, ratio, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(2, 3, 4, 5)
+    hidden = model[0](x)
+    delta = view(x) - hidden
+    zero = (delta.abs().amax(dim=(0, 2, 3)) == 0).nonzero().flatten().tolist()
+    expected = 0 if ratio == 0 else min(channels - 1, max(1, round(ratio * channels)))
+    assert len(zero) == expected
+    if expected:
+        segment = view.last_segments["1"]
+        assert zero == list(range(segment.start, segment.stop))
+        assert segment.channels == channels
+    else:
+        assert view.last_segments == {}
