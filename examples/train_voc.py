@@ -3,6 +3,11 @@
 Single process:
     python examples/train_voc.py --voc-root VOCdevkit/VOC2012 --recipe irn-resnet50 --out runs/irn
 
+The whole WSSS pipeline (1 seeds -> 2 pseudo masks -> 3 segmentation); each
+stage reads the previous stage's files, so ``--stages 2,3`` reruns the later
+ones on an existing OUT:
+    python examples/train_voc.py --voc-root ... --recipe irn-resnet50 --stages 1,2,3 --out runs/irn
+
 Several processes (DDP; gloo on CPU, NCCL on GPU):
     torchrun --nproc_per_node=4 examples/train_voc.py --voc-root ... --recipe mctformer-deit-s
 
@@ -10,7 +15,10 @@ Without --voc-root it writes the demo dataset (real VOC layout) and trains the
 CAM baseline and USAGE with the same model, data, schedule and seed, then prints
 their seed mIoU side by side. Every run writes OUT/config.json (the resolved
 configuration), OUT/log.jsonl, atomic checkpoints, OUT/seeds/<id>.npy (psa format),
-OUT/overlays/*.png and OUT/results.json.
+OUT/overlays/*.png and OUT/results.json. Stage 2 adds OUT/pseudo_masks/ (affinity
+network, masks/<id>.png) and stage 3 OUT/segmentation/ (DeepLabV3, per-class
+IoU on val); OUT/results.json then also holds pseudo_masks.miou and
+segmentation.miou. In the demo the later stages start from the USAGE seeds.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from seedkit.engine import (
     load_config,
     run_seed_stage,
 )
+from seedkit.engine.pipeline import add_pipeline_arguments, parse_stages, run_later_stages
 from seedkit.errors import SeedkitError
 
 DEMO_IMAGES = 160
@@ -74,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="stop training after this many steps as if interrupted (to try --resume)",
     )
+    add_pipeline_arguments(parser)
     return parser
 
 
@@ -148,10 +158,15 @@ def main(argv: list[str] | None = None) -> int:
 
             voc_root = str(resolve_voc_root(config.voc_root))
             methods = [config.method]
+        stages = parse_stages(args.stages)
         results = {}
+        run_configs = {}
         for method in methods:
             run_out = out / method if len(methods) > 1 or demo else out
             run_config = dataclasses.replace(config, method=method, out=str(run_out), voc_root=voc_root)
+            run_configs[method] = run_config
+            if 1 not in stages:
+                continue
             if context.is_main:
                 print(f"\n[{method}] {run_config.backbone}, {run_config.max_steps or run_config.epochs} "
                       f"{'steps' if run_config.max_steps else 'epochs'} -> {run_out}", flush=True)
@@ -159,12 +174,18 @@ def main(argv: list[str] | None = None) -> int:
             if result is not None:
                 results[method] = result
                 print((run_out / "seeds_table.txt").read_text())
-        if context.is_main:
+        if context.is_main and results:
             if len(results) > 1:
                 summary = {"methods": results, "seeds": results["usage"]["seeds"]}
                 (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
             print_comparison(results)
-            print(f"\nresults: {out / 'results.json' if len(results) > 1 else Path(config.out) / 'results.json'}")
+        if 2 in stages or 3 in stages:
+            seed_config = run_configs["usage" if "usage" in run_configs else methods[0]]
+            run_later_stages(args, stages, demo, out, seed_config, context, voc_root, args.resume)
+        if context.is_main:
+            later = 2 in stages or 3 in stages
+            summary_path = out / "results.json" if len(methods) > 1 or later else Path(run_configs[methods[0]].out) / "results.json"
+            print(f"\nresults: {summary_path}")
     except SeedkitError as error:
         print(f"train_voc.py: error: {error}", file=sys.stderr)
         return 2

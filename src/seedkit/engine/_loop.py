@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.logger import RunLogger
-from seedkit.engine.sampler import ResumableShardSampler
+from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
 from seedkit.errors import InvalidValueError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -110,14 +110,14 @@ def train_loop(
         logger.log("start", step, total_steps=total, world_size=context.world_size, **(extra_log or {}))
     bar = tqdm(total=total, initial=step, desc=desc, disable=not (context.is_main and progress), dynamic_ncols=True)
     started = time.time()
+    # (epoch, index) requests: augmentations depend on (seed, epoch, index) even in persistent workers
+    loader = DataLoader(EpochIndexedDataset(dataset), batch_size=sampler.per_rank_batch,
+                        sampler=EpochIndexedDataset.sampler(sampler), num_workers=num_workers,
+                        collate_fn=collate, drop_last=True, persistent_workers=num_workers > 0)
     while step < total:
         epoch, in_epoch = divmod(step, sampler.steps_per_epoch)
         sampler.set_epoch(epoch)
         sampler.set_start_step(in_epoch)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=sampler.per_rank_batch, sampler=sampler, num_workers=num_workers,
-                            collate_fn=collate, drop_last=True)
         for batch in loader:
             wrapped.train()
             opt.zero_grad(set_to_none=True)

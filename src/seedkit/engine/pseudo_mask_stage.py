@@ -118,7 +118,7 @@ DEMO_PSEUDO_MASKS: dict[str, Any] = {
     "schedule": "cosine",
     "warmup_steps": 10,
     "checkpoint_every": 50,
-    "num_workers": 1,
+    "num_workers": 0,
 }
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import seedkit
+from seedkit.engine._loop import class_names_for
 from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from seedkit.engine.config import SeedStageConfig, save_config
 from seedkit.engine.distributed import DistributedContext
@@ -159,7 +160,8 @@ def _train_dataset(config: SeedStageConfig, voc_root: str):
 
     resize = config.resize_long or (config.image_size, int(config.image_size * 1.7))
     transform = TrainTransform(config.image_size, resize_long=resize, color_jitter=config.color_jitter)
-    return VOCSegmentation(voc_root, config.train_split, transform=transform, with_masks=False, seed=config.seed)
+    return VOCSegmentation(voc_root, config.train_split, transform=transform, with_masks=False, seed=config.seed,
+                           class_names=class_names_for(config.num_classes)[1:])
 
 
 def _cam_mask(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -351,12 +353,14 @@ def write_and_evaluate_seeds(
     ``"seeds"`` entry of ``results.json`` (other ranks return ``None``).
     """
     from seedkit.cam import write_cams
-    from seedkit.data import VOC_CLASSES, InferenceTransform, VOCSegmentation, read_image
+    from seedkit.data import InferenceTransform, VOCSegmentation, read_image
     from seedkit.metrics import evaluate_seeds, load_psa_maps
     from seedkit.viz import save_overlay
 
     out = Path(config.out)
-    dataset = VOCSegmentation(voc_root, config.eval_split, transform=InferenceTransform(), with_masks=False)
+    names = class_names_for(config.num_classes)
+    dataset = VOCSegmentation(voc_root, config.eval_split, transform=InferenceTransform(), with_masks=False,
+                              class_names=names[1:])
     if config.eval_limit is not None:
         dataset.ids = dataset.ids[: config.eval_limit]
     seeds_dir = out / "seeds"
@@ -375,7 +379,6 @@ def write_and_evaluate_seeds(
     context.barrier()
     if not context.is_main:
         return None
-    names = ["background", *VOC_CLASSES]
     result = evaluate_seeds(
         seeds_dir,
         _gt_dir(dataset.root),

@@ -101,7 +101,7 @@ DEMO_SEGMENTATION: dict[str, Any] = {
     "warmup_steps": 10,
     "eval_scales": (0.75, 1.0, 1.25),
     "checkpoint_every": 100,
-    "num_workers": 1,
+    "num_workers": 0,
 }
 
 
