@@ -151,6 +151,7 @@ TINY_STAGES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_voc_runs_three_stages_and_each_stage_alone(tmp_path: Path) -> None:
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "examples" / "train_voc.py"), *TINY_STAGES, "--out", str(out)]
