@@ -36,9 +36,13 @@ SPLITS = {"train": "train2014", "val": "val2014"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--coco-root", required=True, help="folder with train2014/, val2014/, annotations/")
+    parser.add_argument(
+        "--coco-root", required=True, help="folder with train2014/, val2014/, annotations/"
+    )
     parser.add_argument("--out", default="runs/coco", help="output directory")
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="mctformer-deit-s", help="stage-1 settings")
+    parser.add_argument(
+        "--recipe", choices=sorted(RECIPES), default="mctformer-deit-s", help="stage-1 settings"
+    )
     parser.add_argument("--method", choices=["usage", "cam"], default="usage")
     parser.add_argument("--backbone")
     parser.add_argument("--pretrained", action="store_true", default=None)
@@ -48,10 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--epochs", type=int)
     length.add_argument("--max-steps", type=int)
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--eval-limit", type=int, help="evaluate seeds / pseudo masks on the first N train images")
+    parser.add_argument(
+        "--eval-limit", type=int, help="evaluate seeds / pseudo masks on the first N train images"
+    )
     parser.add_argument("--cam-scales", type=float, nargs="+")
     parser.add_argument("--num-workers", type=int)
-    parser.add_argument("--limit-images", type=int, help="use only the first N images of each split")
+    parser.add_argument(
+        "--limit-images", type=int, help="use only the first N images of each split"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -61,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_voc_view(coco_root: Path, view: Path, limit: int | None, is_main: bool, context) -> Path:
     """Write (once) the VOC-layout view of COCO 2014 that the stages read; return its root."""
-    from seedkit.data import atomic_write_bytes, make_coco_cls_labels, render_coco_masks, save_cls_labels
+    from seedkit.data import (
+        atomic_write_bytes,
+        make_coco_cls_labels,
+        render_coco_masks,
+        save_cls_labels,
+    )
     from seedkit.data.coco import load_coco
 
     marker = view / "cls_labels.npy"
@@ -71,11 +84,16 @@ def build_voc_view(coco_root: Path, view: Path, limit: int | None, is_main: bool
             annotations = coco_root / "annotations" / f"instances_{folder}.json"
             image_dir = coco_root / folder
             if not image_dir.is_dir():
-                raise DataFileError(image_dir, "COCO image folder", "expected train2014/ and val2014/")
+                raise DataFileError(
+                    image_dir, "COCO image folder", "expected train2014/ and val2014/"
+                )
             coco = load_coco(annotations)
             table = make_coco_cls_labels(coco, skip_empty=True)
             ids = sorted(table)[:limit] if limit else sorted(table)
-            print(f"COCO {split}: {len(ids)} images; rendering masks into {view / 'SegmentationClass'}", flush=True)
+            print(
+                f"COCO {split}: {len(ids)} images; masks -> {view / 'SegmentationClass'}",
+                flush=True,
+            )
             render_coco_masks(coco, image_dir, view / "SegmentationClass", ids=ids)
             files = {Path(info["file_name"]).stem: info["file_name"] for info in coco.imgs.values()}
             (view / "JPEGImages").mkdir(parents=True, exist_ok=True)
@@ -88,7 +106,10 @@ def build_voc_view(coco_root: Path, view: Path, limit: int | None, is_main: bool
                     except OSError:
                         atomic_write_bytes(link, target.read_bytes())
                 labels[image_id] = table[image_id]
-            atomic_write_bytes(view / "ImageSets" / "Segmentation" / f"{split}.txt", ("\n".join(ids) + "\n").encode())
+            atomic_write_bytes(
+                view / "ImageSets" / "Segmentation" / f"{split}.txt",
+                ("\n".join(ids) + "\n").encode(),
+            )
         save_cls_labels(marker, labels)
     context.barrier()
     return view
@@ -96,9 +117,24 @@ def build_voc_view(coco_root: Path, view: Path, limit: int | None, is_main: bool
 
 def seed_config(args: argparse.Namespace, out: Path, voc_root: str) -> SeedStageConfig:
     config = apply_recipe(SeedStageConfig(), args.recipe)
-    overrides = {"num_classes": 80, "train_split": "train", "eval_split": "train", "voc_root": voc_root,
-                 "out": str(out / args.method), "method": args.method, "seed": args.seed}
-    for name in ("backbone", "pretrained", "image_size", "batch_size", "lr", "eval_limit", "num_workers"):
+    overrides = {
+        "num_classes": 80,
+        "train_split": "train",
+        "eval_split": "train",
+        "voc_root": voc_root,
+        "out": str(out / args.method),
+        "method": args.method,
+        "seed": args.seed,
+    }
+    for name in (
+        "backbone",
+        "pretrained",
+        "image_size",
+        "batch_size",
+        "lr",
+        "eval_limit",
+        "num_workers",
+    ):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.epochs is not None:
@@ -122,17 +158,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stages = parse_stages(args.stages)
         out = Path(args.out)
-        view = build_voc_view(Path(args.coco_root), out / "coco_voc", args.limit_images, context.is_main, context)
+        view = build_voc_view(
+            Path(args.coco_root), out / "coco_voc", args.limit_images, context.is_main, context
+        )
         config = seed_config(args, out, str(view))
         if 1 in stages:
             if context.is_main:
-                print(f"\n[stage 1] {config.method} seeds, {config.backbone} -> {config.out}", flush=True)
+                print(
+                    f"\n[stage 1] {config.method} seeds, {config.backbone} -> {config.out}",
+                    flush=True,
+                )
             result = run_seed_stage(config, context, str(view), resume=args.resume)
             if result is not None:
                 from seedkit.engine.pipeline import update_results
 
                 update_results(out / "results.json", seeds=result["seeds"], method=config.method)
-                print(f"seed mIoU: {result['seeds']['miou']:.2f} at threshold {result['seeds']['threshold']:.2f}")
+                print(
+                    f"seed mIoU: {result['seeds']['miou']:.2f} "
+                    f"at threshold {result['seeds']['threshold']:.2f}"
+                )
         if 2 in stages or 3 in stages:
             run_later_stages(args, stages, False, out, config, context, str(view), args.resume)
         if context.is_main:

@@ -1,4 +1,4 @@
-"""examples/train_coco.py through all three stages on a tiny COCO-format data set the test writes."""
+"""examples/train_coco.py through all three stages on a tiny COCO-format set the test writes."""
 
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ VOC_TO_COCO = {"aeroplane": "airplane", "tvmonitor": "tv"}
 
 
 def _write_tiny_coco(base: Path) -> Path:
-    """COCO 2014 layout (train2014/, val2014/, annotations/) from demo scenes, RLE instance masks."""
+    """COCO 2014 layout (train2014/, val2014/, annotations/) of demo scenes, RLE masks."""
     from pycocotools import mask as mask_utils
 
     voc = make_demo_data(base / "demo", num_images=12, seed=5, image_size=(64, 80), border=0)
     coco = base / "coco"
-    categories = [{"id": cid, "name": name, "supercategory": "x"} for cid, name in zip(COCO_CATEGORY_IDS, COCO_CLASSES)]
+    categories = [
+        {"id": cid, "name": name, "supercategory": "x"}
+        for cid, name in zip(COCO_CATEGORY_IDS, COCO_CLASSES, strict=True)
+    ]
     for split, folder in (("train", "train2014"), ("val", "val2014")):
         (coco / folder).mkdir(parents=True)
         images, annotations = [], []
@@ -36,7 +39,14 @@ def _write_tiny_coco(base: Path) -> Path:
             file_name = f"COCO_{folder}_{number:012d}.jpg"
             shutil.copy(voc / "JPEGImages" / f"{image_id}.jpg", coco / folder / file_name)
             gt = read_mask(voc / "SegmentationClass" / f"{image_id}.png")
-            images.append({"id": number + 1, "file_name": file_name, "height": gt.shape[0], "width": gt.shape[1]})
+            images.append(
+                {
+                    "id": number + 1,
+                    "file_name": file_name,
+                    "height": gt.shape[0],
+                    "width": gt.shape[1],
+                }
+            )
             for value in np.unique(gt):
                 if value == 0:
                     continue
@@ -44,12 +54,19 @@ def _write_tiny_coco(base: Path) -> Path:
                 region = np.asfortranarray((gt == value).astype(np.uint8))
                 rle = mask_utils.encode(region)
                 rle["counts"] = rle["counts"].decode("ascii")
-                annotations.append({
-                    "id": len(annotations) + 1 + 1000 * (split == "val"), "image_id": number + 1,
-                    "category_id": COCO_CATEGORY_IDS[COCO_CLASSES.index(VOC_TO_COCO.get(name, name))],
-                    "segmentation": rle, "area": float(region.sum()), "iscrowd": 0,
-                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                })
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1 + 1000 * (split == "val"),
+                        "image_id": number + 1,
+                        "category_id": COCO_CATEGORY_IDS[
+                            COCO_CLASSES.index(VOC_TO_COCO.get(name, name))
+                        ],
+                        "segmentation": rle,
+                        "area": float(region.sum()),
+                        "iscrowd": 0,
+                        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                    }
+                )
         (coco / "annotations").mkdir(exist_ok=True)
         document = {"images": images, "annotations": annotations, "categories": categories}
         (coco / "annotations" / f"instances_{folder}.json").write_text(json.dumps(document))
@@ -67,10 +84,12 @@ def test_train_coco_runs_all_stages_on_a_tiny_coco(tmp_path: Path) -> None:
     coco = _write_tiny_coco(tmp_path)
     out = tmp_path / "run"
     command = [
-        sys.executable, str(ROOT / "examples" / "train_coco.py"), "--coco-root", str(coco), "--out", str(out),
+        sys.executable, str(ROOT / "examples" / "train_coco.py"),
+        "--coco-root", str(coco), "--out", str(out),
         "--stages", "1,2,3", "--recipe", "demo", "--backbone", "resnet18", "--image-size", "64",
-        "--batch-size", "4", "--max-steps", "2", "--cam-scales", "1.0", "--num-workers", "0", "--no-progress",
-        "--pm-backbone", "resnet18", "--pm-steps", "2", "--pm-batch-size", "4", "--pm-image-size", "48",
+        "--batch-size", "4", "--max-steps", "2", "--cam-scales", "1.0", "--num-workers", "0",
+        "--no-progress", "--pm-backbone", "resnet18", "--pm-steps", "2", "--pm-batch-size", "4",
+        "--pm-image-size", "48",
         "--exp-times", "3", "--seg-arch", "deeplabv3_mobilenet_v3_large", "--seg-steps", "2",
         "--seg-batch-size", "2", "--seg-image-size", "64", "--seg-eval-scales", "1.0",
     ]  # fmt: skip
@@ -80,9 +99,17 @@ def test_train_coco_runs_all_stages_on_a_tiny_coco(tmp_path: Path) -> None:
     train = read_id_list(view, "train")
     assert len(train) == 8 and all(i.startswith("COCO_train2014_") for i in train)
     # masks rendered once from the annotations: COCO class ids (airplane is index 4 -> value 5)
-    rendered = {int(v) for i in train for v in np.unique(read_mask(view / "SegmentationClass" / f"{i}.png"))}
-    assert rendered <= {0, *(COCO_CLASSES.index(VOC_TO_COCO.get(n, n)) + 1 for n in VOC_CLASSES if
-                             VOC_TO_COCO.get(n, n) in COCO_CLASSES)}
+    rendered = {
+        int(v) for i in train for v in np.unique(read_mask(view / "SegmentationClass" / f"{i}.png"))
+    }
+    assert rendered <= {
+        0,
+        *(
+            COCO_CLASSES.index(VOC_TO_COCO.get(n, n)) + 1
+            for n in VOC_CLASSES
+            if VOC_TO_COCO.get(n, n) in COCO_CLASSES
+        ),
+    }
     labels = np.load(view / "cls_labels.npy", allow_pickle=True).item()
     assert all(np.asarray(v).shape == (80,) for v in labels.values())
     results = json.loads((out / "results.json").read_text())

@@ -61,13 +61,28 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _pm_config(demo: dict[str, Path], out: str, **kw) -> PseudoMaskStageConfig:
-    values = {**DEMO_PSEUDO_MASKS, "image_size": 48, "resize_long": (48, 80), "batch_size": 4, "max_steps": 3,
-              "embed_dim": 16, "exp_times": 4, "checkpoint_every": 2, "log_every": 1, "progress": False, **kw}
-    return dataclasses.replace(PseudoMaskStageConfig(seeds_dir=str(demo["seeds"]), out=str(demo["base"] / out)), **values)
+    values = {
+        **DEMO_PSEUDO_MASKS,
+        "image_size": 48,
+        "resize_long": (48, 80),
+        "batch_size": 4,
+        "max_steps": 3,
+        "embed_dim": 16,
+        "exp_times": 4,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "progress": False,
+        **kw,
+    }
+    return dataclasses.replace(
+        PseudoMaskStageConfig(seeds_dir=str(demo["seeds"]), out=str(demo["base"] / out)), **values
+    )
 
 
 def test_threshold_pseudo_masks_of_perfect_seeds_are_perfect(demo):
-    config = _pm_config(demo, "thr", method="threshold", seeds_dir=str(demo["perfect"]), seed_threshold=0.5)
+    config = _pm_config(
+        demo, "thr", method="threshold", seeds_dir=str(demo["perfect"]), seed_threshold=0.5
+    )
     results = run_pseudo_mask_stage(config, CPU, str(demo["voc"]))
     assert results["miou"] == pytest.approx(100.0)
     train = read_id_list(demo["voc"], "train")
@@ -89,7 +104,9 @@ def test_random_walk_stage_writes_masks_logs_and_resumes(demo):
     assert json.loads((out / "results.json").read_text())["pseudo_masks"]["miou"] == results["miou"]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["event"] == "train"] == [1, 2, 3]
-    assert (out / "affinity.pt").is_file() and json.loads((out / "config.json").read_text())["beta"] == 10.0
+    assert (out / "affinity.pt").is_file() and json.loads((out / "config.json").read_text())[
+        "beta"
+    ] == 10.0
     # resume: the trained net is reused and only the missing mask is written again
     stamps = {p.name: p.stat().st_mtime_ns for p in masks}
     masks[0].unlink()
@@ -104,13 +121,26 @@ def test_random_walk_stage_writes_masks_logs_and_resumes(demo):
 
 def test_segmentation_stage_trains_on_pseudo_masks_and_evaluates(demo):
     masks = demo["base"] / "seg_masks"
-    run_pseudo_mask_stage(_pm_config(demo, "seg_pm", method="threshold", seeds_dir=str(demo["perfect"]),
-                                     seed_threshold=0.5), CPU, str(demo["voc"]))
+    run_pseudo_mask_stage(
+        _pm_config(
+            demo, "seg_pm", method="threshold", seeds_dir=str(demo["perfect"]), seed_threshold=0.5
+        ),
+        CPU,
+        str(demo["voc"]),
+    )
     masks = demo["base"] / "seg_pm" / "masks"
     config = dataclasses.replace(
         SegmentationStageConfig(mask_dir=str(masks), out=str(demo["base"] / "seg")),
-        **{**DEMO_SEGMENTATION, "image_size": 64, "resize_long": (64, 96), "batch_size": 2, "max_steps": 2,
-           "eval_scales": (1.0, 0.5), "progress": False, "save_predictions": True},
+        **{
+            **DEMO_SEGMENTATION,
+            "image_size": 64,
+            "resize_long": (64, 96),
+            "batch_size": 2,
+            "max_steps": 2,
+            "eval_scales": (1.0, 0.5),
+            "progress": False,
+            "save_predictions": True,
+        },
     )
     results = run_segmentation_stage(config, CPU, str(demo["voc"]))
     out = demo["base"] / "seg"
@@ -144,27 +174,40 @@ def _env() -> dict[str, str]:
 
 
 TINY_STAGES = [
-    "--demo-images", "12", "--image-size", "64", "--batch-size", "4", "--max-steps", "2", "--eval-limit", "3",
-    "--cam-scales", "1.0", "--num-workers", "0", "--no-progress", "--method", "usage",
-    "--pm-steps", "2", "--pm-batch-size", "4", "--pm-image-size", "48", "--exp-times", "3",
-    "--seg-steps", "2", "--seg-batch-size", "2", "--seg-image-size", "64", "--seg-eval-scales", "1.0",
+    "--demo-images", "12", "--image-size", "64", "--batch-size", "4", "--max-steps", "2",
+    "--eval-limit", "3", "--cam-scales", "1.0", "--num-workers", "0", "--no-progress",
+    "--method", "usage", "--pm-steps", "2", "--pm-batch-size", "4", "--pm-image-size", "48",
+    "--exp-times", "3", "--seg-steps", "2", "--seg-batch-size", "2", "--seg-image-size", "64",
+    "--seg-eval-scales", "1.0",
 ]  # fmt: skip
 
 
 @pytest.mark.slow
 def test_train_voc_runs_three_stages_and_each_stage_alone(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    command = [sys.executable, str(ROOT / "examples" / "train_voc.py"), *TINY_STAGES, "--out", str(out)]
-    done = subprocess.run([*command, "--stages", "1,2,3"], env=_env(), capture_output=True, text=True, timeout=600)
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "train_voc.py"),
+        *TINY_STAGES,
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(
+        [*command, "--stages", "1,2,3"], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert 0 <= results["seeds"]["miou"] <= 100
     assert 0 <= results["pseudo_masks"]["miou"] <= 100
     assert 0 <= results["segmentation"]["miou"] <= 100
-    assert (out / "pseudo_masks" / "masks").is_dir() and (out / "segmentation" / "segmentation.pt").is_file()
+    assert (out / "pseudo_masks" / "masks").is_dir() and (
+        out / "segmentation" / "segmentation.pt"
+    ).is_file()
     # stage 3 alone reads stage 2's files and retrains from them
     (out / "segmentation" / "segmentation.pt").unlink()
-    alone = subprocess.run([*command, "--stages", "3"], env=_env(), capture_output=True, text=True, timeout=600)
+    alone = subprocess.run(
+        [*command, "--stages", "3"], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert alone.returncode == 0, alone.stderr[-2000:]
     assert (out / "segmentation" / "segmentation.pt").is_file()
     assert "seeds" in json.loads((out / "results.json").read_text())

@@ -62,14 +62,19 @@ def test_transition_rows_sum_to_one(grid, beta):
     height, width, radius, _, seed = grid
     affinity, offsets = _symmetric_local(height, width, radius, torch.Generator().manual_seed(seed))
     transition = local_transition(affinity, offsets, beta=beta)
-    torch.testing.assert_close(transition.sum(dim=1), torch.ones(1, height, width, dtype=torch.float64))
+    torch.testing.assert_close(
+        transition.sum(dim=1), torch.ones(1, height, width, dtype=torch.float64)
+    )
     assert bool((transition >= 0).all())
     # neighbours outside the grid get no weight
     for k, (dy, dx) in enumerate(offsets):
         outside = shift2d(torch.ones(height, width, dtype=torch.float64), dy, dx) == 0
         assert bool((transition[0, k][outside] == 0).all())
-    dense = dense_transition_matrix(_dense_from_local(affinity, offsets).clamp(0, 1) + torch.eye(height * width) *
-                                    (1 - _dense_from_local(affinity, offsets).diagonal()).diag(), beta=beta)
+    dense = dense_transition_matrix(
+        _dense_from_local(affinity, offsets).clamp(0, 1)
+        + torch.eye(height * width) * (1 - _dense_from_local(affinity, offsets).diagonal()).diag(),
+        beta=beta,
+    )
     torch.testing.assert_close(dense.sum(-1), torch.ones(height * width, dtype=torch.float64))
 
 
@@ -80,7 +85,9 @@ def test_walk_keeps_probabilities_normalised_and_matches_dense_squaring(grid, ex
     generator = torch.Generator().manual_seed(seed)
     affinity, offsets = _symmetric_local(height, width, radius, generator)
     transition = local_transition(affinity, offsets, beta=3.0)
-    probs = torch.softmax(torch.randn(1, channels, height, width, generator=generator, dtype=torch.float64), dim=1)
+    probs = torch.softmax(
+        torch.randn(1, channels, height, width, generator=generator, dtype=torch.float64), dim=1
+    )
     walked = random_walk(probs, transition, offsets, exp_times=exp_times)
     torch.testing.assert_close(walked.sum(dim=1), torch.ones(1, height, width, dtype=torch.float64))
     assert bool((walked >= 0).all())
@@ -88,7 +95,9 @@ def test_walk_keeps_probabilities_normalised_and_matches_dense_squaring(grid, ex
     dense_t = _dense_from_local(transition, offsets)
     torch.testing.assert_close(dense_t.sum(-1), torch.ones(height * width, dtype=torch.float64))
     flat = probs[0].reshape(channels, -1).T
-    expected = dense_random_walk(flat, dense_t, exp_times=exp_times).T.reshape(1, channels, height, width)
+    expected = dense_random_walk(flat, dense_t, exp_times=exp_times).T.reshape(
+        1, channels, height, width
+    )
     torch.testing.assert_close(walked, expected)
 
 
@@ -98,7 +107,8 @@ def test_dense_transition_matches_local_transition():
     dense_aff = _dense_from_local(affinity, offsets)
     dense_aff.fill_diagonal_(1.0)
     torch.testing.assert_close(
-        dense_transition_matrix(dense_aff, beta=8.0), _dense_from_local(local_transition(affinity, offsets, 8.0), offsets)
+        dense_transition_matrix(dense_aff, beta=8.0),
+        _dense_from_local(local_transition(affinity, offsets, 8.0), offsets),
     )
 
 
@@ -110,8 +120,12 @@ def test_perfect_seed_stays_perfect_under_region_respecting_affinities(seed, exp
     regions = torch.from_numpy(rng.integers(0, 3, size=(height, width)))
     offsets = local_offsets(3)
     # affinity 1 inside a region, 0 across: the walk never mixes regions
-    affinity = torch.stack([(shift2d(regions[None].float(), dy, dx, fill=-1.0) == regions).float()[0]
-                            for dy, dx in offsets])[None].double()
+    affinity = torch.stack(
+        [
+            (shift2d(regions[None].float(), dy, dx, fill=-1.0) == regions).float()[0]
+            for dy, dx in offsets
+        ]
+    )[None].double()
     transition = local_transition(affinity, offsets, beta=10.0)
     onehot = torch.nn.functional.one_hot(regions, 3).permute(2, 0, 1)[None].double()
     probs = 0.6 * onehot + 0.4 / 3  # a perfect (soft) seed: argmax is the true region everywhere
@@ -158,17 +172,23 @@ def test_offsets_sets():
 def test_background_scores():
     fg = torch.tensor([[[[0.0, 0.5, 1.0]]]])
     assert background_scores(fg, "threshold", 0.3).flatten().tolist() == pytest.approx([0.3] * 3)
-    assert background_scores(fg, "power", alpha=2.0).flatten().tolist() == pytest.approx([1.0, 0.25, 0.0])
+    assert background_scores(fg, "power", alpha=2.0).flatten().tolist() == pytest.approx(
+        [1.0, 0.25, 0.0]
+    )
     with pytest.raises(InvalidValueError, match="mode"):
         background_scores(fg, "nope")
 
 
 def test_confident_labels_from_a_toy_seed():
-    seeds = torch.tensor([
-        [[0.9, 0.5, 0.2, 0.04, 0.0]],
-        [[0.1, 0.6, 0.1, 0.01, 0.0]],
-    ])
-    labels = confident_labels(seeds, fg_threshold=0.30, bg_threshold=0.05, keys=torch.tensor([2, 7]))
+    seeds = torch.tensor(
+        [
+            [[0.9, 0.5, 0.2, 0.04, 0.0]],
+            [[0.1, 0.6, 0.1, 0.01, 0.0]],
+        ]
+    )
+    labels = confident_labels(
+        seeds, fg_threshold=0.30, bg_threshold=0.05, keys=torch.tensor([2, 7])
+    )
     # 0.9 -> class 2; 0.6 beats 0.5 -> class 7; max 0.2 is unsure; max 0.04 and 0 are background
     assert labels.tolist() == [[3, 8, 255, 0, 0]]
     assert confident_labels(torch.zeros(0, 2, 2)).tolist() == [[0, 0], [0, 0]]
@@ -206,8 +226,10 @@ def test_affinity_net_is_symmetric_and_learns_toy_pairs():
     # a(p, p + d) == a(p + d, p), and a(p, p) == 1
     for k, (dy, dx) in enumerate(full):
         back = full.index((-dy, -dx))
-        torch.testing.assert_close(shift2d(affinity[:, back], dy, dx), affinity[:, k] * shift2d(
-            torch.ones_like(affinity[:, k]), dy, dx))
+        torch.testing.assert_close(
+            shift2d(affinity[:, back], dy, dx),
+            affinity[:, k] * shift2d(torch.ones_like(affinity[:, k]), dy, dx),
+        )
     torch.testing.assert_close(affinity[:, 0], torch.ones_like(affinity[:, 0]))
 
 

@@ -38,8 +38,14 @@ def poly_or_cosine(kind: str, warmup: int, total: int) -> Callable[[int], float]
     return factor
 
 
-def make_optimizer(model: Any, name: str, lr: float, weight_decay: float, head_lr_mult: float,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: Any,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    head_lr_mult: float,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
     """SGD (momentum) or AdamW over ``model.param_groups()`` (head at ``lr * head_lr_mult``)."""
     backbone, head = model.param_groups()
     groups = [{"params": backbone, "lr": lr}, {"params": head, "lr": lr * head_lr_mult}]
@@ -85,11 +91,17 @@ def train_loop(
     """
     torch.manual_seed(seed)
     if batch_size % context.world_size:
-        raise InvalidValueError("batch_size", f"a multiple of the process count {context.world_size}", batch_size)
-    sampler = ResumableShardSampler(len(dataset), batch_size, context.rank, context.world_size, seed=seed)
+        raise InvalidValueError(
+            "batch_size", f"a multiple of the process count {context.world_size}", batch_size
+        )
+    sampler = ResumableShardSampler(
+        len(dataset), batch_size, context.rank, context.world_size, seed=seed
+    )
     total = total_steps if total_steps is not None else int(epochs or 1) * sampler.steps_per_epoch
     opt = make_optimizer(model, optimizer, lr, weight_decay, head_lr_mult)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, poly_or_cosine(schedule, warmup_steps, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, poly_or_cosine(schedule, warmup_steps, total)
+    )
     wrapped: torch.nn.Module = model
     if context.distributed:
         device_ids = [context.device.index] if context.device.type == "cuda" else None
@@ -107,13 +119,28 @@ def train_loop(
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
         logger = RunLogger(out, append=resume and step > 0)
-        logger.log("start", step, total_steps=total, world_size=context.world_size, **(extra_log or {}))
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not (context.is_main and progress), dynamic_ncols=True)
+        logger.log(
+            "start", step, total_steps=total, world_size=context.world_size, **(extra_log or {})
+        )
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc=desc,
+        disable=not (context.is_main and progress),
+        dynamic_ncols=True,
+    )
     started = time.time()
-    # (epoch, index) requests: augmentations depend on (seed, epoch, index) even in persistent workers
-    loader = DataLoader(EpochIndexedDataset(dataset), batch_size=sampler.per_rank_batch,
-                        sampler=EpochIndexedDataset.sampler(sampler), num_workers=num_workers,
-                        collate_fn=collate, drop_last=True, persistent_workers=num_workers > 0)
+    # (epoch, index) requests: augmentations depend on (seed, epoch, index), also in
+    # persistent workers
+    loader = DataLoader(
+        EpochIndexedDataset(dataset),
+        batch_size=sampler.per_rank_batch,
+        sampler=EpochIndexedDataset.sampler(sampler),
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+    )
     while step < total:
         epoch, in_epoch = divmod(step, sampler.steps_per_epoch)
         sampler.set_epoch(epoch)
@@ -130,13 +157,26 @@ def train_loop(
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")
             if logger is not None and (step % log_every == 0 or step == total):
-                logger.log("train", step, epoch=epoch, loss=value, lr=opt.param_groups[0]["lr"],
-                           elapsed=round(time.time() - started, 2))
+                logger.log(
+                    "train",
+                    step,
+                    epoch=epoch,
+                    loss=value,
+                    lr=opt.param_groups[0]["lr"],
+                    elapsed=round(time.time() - started, 2),
+                )
             if step % checkpoint_every == 0 or step == total:
                 if context.is_main:
-                    save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                                 "scheduler": scheduler.state_dict(), "step": step,
-                                                 "rng": torch.get_rng_state()})
+                    save_checkpoint(
+                        checkpoint,
+                        {
+                            "model": model.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "step": step,
+                            "rng": torch.get_rng_state(),
+                        },
+                    )
                 context.barrier()
             if step >= total:
                 break

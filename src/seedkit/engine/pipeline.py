@@ -18,8 +18,16 @@ from typing import Any
 
 from seedkit.engine.config import SeedStageConfig
 from seedkit.engine.distributed import DistributedContext
-from seedkit.engine.pseudo_mask_stage import DEMO_PSEUDO_MASKS, PseudoMaskStageConfig, run_pseudo_mask_stage
-from seedkit.engine.segmentation_stage import DEMO_SEGMENTATION, SegmentationStageConfig, run_segmentation_stage
+from seedkit.engine.pseudo_mask_stage import (
+    DEMO_PSEUDO_MASKS,
+    PseudoMaskStageConfig,
+    run_pseudo_mask_stage,
+)
+from seedkit.engine.segmentation_stage import (
+    DEMO_SEGMENTATION,
+    SegmentationStageConfig,
+    run_segmentation_stage,
+)
 from seedkit.errors import DataFileError, InvalidValueError
 
 __all__ = [
@@ -43,7 +51,9 @@ def parse_stages(text: str) -> list[int]:
     try:
         stages = sorted({int(part) for part in str(text).split(",") if part.strip()})
     except ValueError as error:
-        raise InvalidValueError("--stages", "comma-separated stage numbers 1, 2, 3", text) from error
+        raise InvalidValueError(
+            "--stages", "comma-separated stage numbers 1, 2, 3", text
+        ) from error
     if not stages or any(s not in (1, 2, 3) for s in stages):
         raise InvalidValueError("--stages", "comma-separated stage numbers 1, 2, 3", text)
     return stages
@@ -51,34 +61,64 @@ def parse_stages(text: str) -> list[int]:
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--stages`` and the stage-2 / stage-3 options to an example's parser."""
-    parser.add_argument("--stages", default="1", help="stages to run: 1 seeds, 2 pseudo masks, 3 segmentation "
-                        "(e.g. 1,2,3); each reads the previous stage's files")
+    parser.add_argument(
+        "--stages",
+        default="1",
+        help="stages to run: 1 seeds, 2 pseudo masks, 3 segmentation "
+        "(e.g. 1,2,3); each reads the previous stage's files",
+    )
     group = parser.add_argument_group("stage 2: pseudo masks")
-    group.add_argument("--pm-method", choices=["rw", "crf", "threshold"], help="random walk on learnt "
-                       "affinities (default), dense CRF of the seeds, or the seeds at their best threshold")
+    group.add_argument(
+        "--pm-method",
+        choices=["rw", "crf", "threshold"],
+        help="random walk on learnt "
+        "affinities (default), dense CRF of the seeds, or the seeds at their best threshold",
+    )
     group.add_argument("--pm-backbone", help="timm CNN of the affinity network (IRN: resnet50)")
-    group.add_argument("--pm-steps", type=int, help="affinity training steps (default: IRN's 3 epochs)")
+    group.add_argument(
+        "--pm-steps", type=int, help="affinity training steps (default: IRN's 3 epochs)"
+    )
     group.add_argument("--pm-batch-size", type=int)
     group.add_argument("--pm-image-size", type=int)
-    group.add_argument("--pm-split", help="images to make pseudo masks for (default train_aug; demo: train)")
-    group.add_argument("--fg-threshold", type=float, help="confident foreground (IRN conf_fg_thres 0.30)")
-    group.add_argument("--bg-threshold", type=float, help="confident background (IRN conf_bg_thres 0.05)")
+    group.add_argument(
+        "--pm-split", help="images to make pseudo masks for (default train_aug; demo: train)"
+    )
+    group.add_argument(
+        "--fg-threshold", type=float, help="confident foreground (IRN conf_fg_thres 0.30)"
+    )
+    group.add_argument(
+        "--bg-threshold", type=float, help="confident background (IRN conf_bg_thres 0.05)"
+    )
     group.add_argument("--beta", type=float, help="affinity exponent (IRN 10, PSA 8)")
     group.add_argument("--exp-times", type=int, help="2**exp_times walk steps (IRN 8, PSA logt 8)")
-    group.add_argument("--walk-bg-threshold", type=float, help="background score of the walk (IRN 0.25)")
-    group.add_argument("--pm-crf", action="store_true", default=None, help="dense CRF after the walk")
+    group.add_argument(
+        "--walk-bg-threshold", type=float, help="background score of the walk (IRN 0.25)"
+    )
+    group.add_argument(
+        "--pm-crf", action="store_true", default=None, help="dense CRF after the walk"
+    )
     group = parser.add_argument_group("stage 3: segmentation")
-    group.add_argument("--seg-arch", choices=["deeplabv3_resnet50", "deeplabv3_resnet101",
-                                              "deeplabv3_mobilenet_v3_large"])
+    group.add_argument(
+        "--seg-arch",
+        choices=["deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large"],
+    )
     group.add_argument("--seg-steps", type=int)
     group.add_argument("--seg-batch-size", type=int)
     group.add_argument("--seg-image-size", type=int)
     group.add_argument("--seg-lr", type=float)
-    group.add_argument("--seg-pretrained-backbone", action="store_true", default=None,
-                       help="torchvision's ImageNet backbone weights (downloads once)")
-    group.add_argument("--seg-eval-scales", type=float, nargs="+", help="default 0.5 .. 1.75 (demo 0.75 1 1.25)")
+    group.add_argument(
+        "--seg-pretrained-backbone",
+        action="store_true",
+        default=None,
+        help="torchvision's ImageNet backbone weights (downloads once)",
+    )
+    group.add_argument(
+        "--seg-eval-scales", type=float, nargs="+", help="default 0.5 .. 1.75 (demo 0.75 1 1.25)"
+    )
     group.add_argument("--seg-eval-split", help="default val")
-    group.add_argument("--seg-crf", action="store_true", default=None, help="dense CRF on the predictions")
+    group.add_argument(
+        "--seg-crf", action="store_true", default=None, help="dense CRF on the predictions"
+    )
 
 
 def _set(overrides: dict[str, Any], name: str, value: Any) -> None:
@@ -86,20 +126,41 @@ def _set(overrides: dict[str, Any], name: str, value: Any) -> None:
         overrides[name] = value
 
 
-def pseudo_mask_config(args: argparse.Namespace, demo: bool, out: Path, seeds_dir: Path, seed_config: SeedStageConfig,
-                       seed_threshold: float | None) -> PseudoMaskStageConfig:
+def pseudo_mask_config(
+    args: argparse.Namespace,
+    demo: bool,
+    out: Path,
+    seeds_dir: Path,
+    seed_config: SeedStageConfig,
+    seed_threshold: float | None,
+) -> PseudoMaskStageConfig:
     """Stage-2 config: IRN defaults (demo: :data:`DEMO_PSEUDO_MASKS`) < flags."""
-    config = PseudoMaskStageConfig(seeds_dir=str(seeds_dir), out=str(out / "pseudo_masks"),
-                                   split="train" if demo else "train_aug", eval_split=seed_config.eval_split,
-                                   num_classes=seed_config.num_classes, seed=seed_config.seed,
-                                   pretrained=bool(seed_config.pretrained), progress=seed_config.progress)
+    config = PseudoMaskStageConfig(
+        seeds_dir=str(seeds_dir),
+        out=str(out / "pseudo_masks"),
+        split="train" if demo else "train_aug",
+        eval_split=seed_config.eval_split,
+        num_classes=seed_config.num_classes,
+        seed=seed_config.seed,
+        pretrained=bool(seed_config.pretrained),
+        progress=seed_config.progress,
+    )
     if demo:
         config = dataclasses.replace(config, **DEMO_PSEUDO_MASKS)
     overrides: dict[str, Any] = {}
-    for flag, name in (("pm_method", "method"), ("pm_backbone", "backbone"), ("pm_batch_size", "batch_size"),
-                       ("pm_image_size", "image_size"), ("pm_split", "split"), ("fg_threshold", "fg_threshold"),
-                       ("bg_threshold", "bg_threshold"), ("beta", "beta"), ("exp_times", "exp_times"),
-                       ("walk_bg_threshold", "walk_bg_threshold"), ("pm_crf", "crf")):
+    for flag, name in (
+        ("pm_method", "method"),
+        ("pm_backbone", "backbone"),
+        ("pm_batch_size", "batch_size"),
+        ("pm_image_size", "image_size"),
+        ("pm_split", "split"),
+        ("fg_threshold", "fg_threshold"),
+        ("bg_threshold", "bg_threshold"),
+        ("beta", "beta"),
+        ("exp_times", "exp_times"),
+        ("walk_bg_threshold", "walk_bg_threshold"),
+        ("pm_crf", "crf"),
+    ):
         _set(overrides, name, getattr(args, flag, None))
     if getattr(args, "pm_steps", None) is not None:
         overrides.update(max_steps=args.pm_steps, epochs=None)
@@ -112,19 +173,36 @@ def pseudo_mask_config(args: argparse.Namespace, demo: bool, out: Path, seeds_di
     return dataclasses.replace(config, **overrides).validate()
 
 
-def segmentation_config(args: argparse.Namespace, demo: bool, out: Path, mask_dir: Path,
-                        seed_config: SeedStageConfig, train_split: str) -> SegmentationStageConfig:
+def segmentation_config(
+    args: argparse.Namespace,
+    demo: bool,
+    out: Path,
+    mask_dir: Path,
+    seed_config: SeedStageConfig,
+    train_split: str,
+) -> SegmentationStageConfig:
     """Stage-3 config: DeepLab defaults (demo: :data:`DEMO_SEGMENTATION`) < flags."""
-    config = SegmentationStageConfig(mask_dir=str(mask_dir), out=str(out / "segmentation"), train_split=train_split,
-                                     num_classes=seed_config.num_classes, seed=seed_config.seed,
-                                     progress=seed_config.progress)
+    config = SegmentationStageConfig(
+        mask_dir=str(mask_dir),
+        out=str(out / "segmentation"),
+        train_split=train_split,
+        num_classes=seed_config.num_classes,
+        seed=seed_config.seed,
+        progress=seed_config.progress,
+    )
     if demo:
         config = dataclasses.replace(config, **{**DEMO_SEGMENTATION, "train_split": train_split})
     overrides: dict[str, Any] = {}
-    for flag, name in (("seg_arch", "architecture"), ("seg_batch_size", "batch_size"),
-                       ("seg_image_size", "image_size"), ("seg_lr", "lr"),
-                       ("seg_pretrained_backbone", "pretrained_backbone"), ("seg_eval_split", "eval_split"),
-                       ("seg_crf", "crf"), ("num_workers", "num_workers")):
+    for flag, name in (
+        ("seg_arch", "architecture"),
+        ("seg_batch_size", "batch_size"),
+        ("seg_image_size", "image_size"),
+        ("seg_lr", "lr"),
+        ("seg_pretrained_backbone", "pretrained_backbone"),
+        ("seg_eval_split", "eval_split"),
+        ("seg_crf", "crf"),
+        ("num_workers", "num_workers"),
+    ):
         _set(overrides, name, getattr(args, flag, None))
     if getattr(args, "seg_steps", None) is not None:
         overrides.update(max_steps=args.seg_steps, epochs=None)
@@ -133,7 +211,9 @@ def segmentation_config(args: argparse.Namespace, demo: bool, out: Path, mask_di
     return dataclasses.replace(config, **overrides).validate()
 
 
-def ensure_seeds(seed_config: SeedStageConfig, context: DistributedContext, voc_root: str, split: str) -> Path:
+def ensure_seeds(
+    seed_config: SeedStageConfig, context: DistributedContext, voc_root: str, split: str
+) -> Path:
     """Write the stage-1 seeds of ``split`` that are missing, with the stage-1 model.
 
     Stage 1 writes seeds for its evaluation list (VOC ``train``); the pseudo
@@ -148,24 +228,39 @@ def ensure_seeds(seed_config: SeedStageConfig, context: DistributedContext, voc_
 
     seeds_dir = Path(seed_config.out) / "seeds"
     names = class_names_for(seed_config.num_classes)
-    dataset = VOCSegmentation(voc_root, split, transform=InferenceTransform(), with_masks=False, class_names=names[1:])
+    dataset = VOCSegmentation(
+        voc_root, split, transform=InferenceTransform(), with_masks=False, class_names=names[1:]
+    )
     if all((seeds_dir / f"{i}.npy").is_file() for i in dataset.ids):
         return seeds_dir
     model_path = Path(seed_config.out) / "model.pt"
     if not model_path.is_file():
-        raise DataFileError(model_path, "stage-1 model (seeds are missing for the stage-2 split)",
-                            "run stage 1 first (--stages 1,2)")
+        raise DataFileError(
+            model_path,
+            "stage-1 model (seeds are missing for the stage-2 split)",
+            "run stage 1 first (--stages 1,2)",
+        )
     from seedkit.backbones import create_seed_model
     from seedkit.cam import write_cams
     from seedkit.engine.checkpoint import load_checkpoint
     from seedkit.engine.seed_stage import backbone_kwargs
 
-    model = create_seed_model(seed_config.backbone, num_classes=seed_config.num_classes, **backbone_kwargs(seed_config))
+    model = create_seed_model(
+        seed_config.backbone, num_classes=seed_config.num_classes, **backbone_kwargs(seed_config)
+    )
     model.load_state_dict(load_checkpoint(model_path)["model"])
     model.to(context.device)
-    write_cams(model, dataset, seeds_dir, scales=seed_config.cam_scales, device=context.device,
-               temperature=seed_config.seed_temperature, progress=context.is_main and seed_config.progress,
-               rank=context.rank, world_size=context.world_size)
+    write_cams(
+        model,
+        dataset,
+        seeds_dir,
+        scales=seed_config.cam_scales,
+        device=context.device,
+        temperature=seed_config.seed_temperature,
+        progress=context.is_main and seed_config.progress,
+        rank=context.rank,
+        world_size=context.world_size,
+    )
     context.barrier()
     return seeds_dir
 
@@ -190,7 +285,7 @@ def run_later_stages(
     voc_root: str,
     resume: bool,
 ) -> dict[str, Any]:
-    """Run stages 2 and/or 3 of ``stages`` from the seed run ``seed_config.out``; update ``OUT/results.json``.
+    """Run stages 2 and/or 3 from the seed run ``seed_config.out``; update ``OUT/results.json``.
 
     Returns:
         ``{"pseudo_masks": ..., "segmentation": ...}`` for the stages run (rank 0).
@@ -200,11 +295,17 @@ def run_later_stages(
     threshold = None
     if seed_results.is_file():
         threshold = json.loads(seed_results.read_text()).get("seeds", {}).get("threshold")
-    pm_config = pseudo_mask_config(args, demo, out, Path(seed_config.out) / "seeds", seed_config, threshold)
+    pm_config = pseudo_mask_config(
+        args, demo, out, Path(seed_config.out) / "seeds", seed_config, threshold
+    )
     if 2 in stages:
         ensure_seeds(seed_config, context, voc_root, pm_config.split)
         if context.is_main:
-            print(f"\n[stage 2] pseudo masks ({pm_config.method}, {pm_config.backbone}) -> {pm_config.out}", flush=True)
+            print(
+                f"\n[stage 2] pseudo masks ({pm_config.method}, {pm_config.backbone})"
+                f" -> {pm_config.out}",
+                flush=True,
+            )
         pm = run_pseudo_mask_stage(pm_config, context, voc_root, resume=resume)
         if pm is not None:
             results["pseudo_masks"] = pm
@@ -213,10 +314,15 @@ def run_later_stages(
     if 3 in stages:
         mask_dir = Path(pm_config.out) / "masks"
         if not mask_dir.is_dir():
-            raise DataFileError(mask_dir, "stage-2 pseudo masks", "run stage 2 first (--stages 2,3)")
+            raise DataFileError(
+                mask_dir, "stage-2 pseudo masks", "run stage 2 first (--stages 2,3)"
+            )
         seg_config = segmentation_config(args, demo, out, mask_dir, seed_config, pm_config.split)
         if context.is_main:
-            print(f"\n[stage 3] segmentation ({seg_config.architecture}) -> {seg_config.out}", flush=True)
+            print(
+                f"\n[stage 3] segmentation ({seg_config.architecture}) -> {seg_config.out}",
+                flush=True,
+            )
         seg = run_segmentation_stage(seg_config, context, voc_root, resume=resume)
         if seg is not None:
             results["segmentation"] = seg

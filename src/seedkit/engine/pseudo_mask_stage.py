@@ -86,12 +86,19 @@ class PseudoMaskStageConfig:
         if self.method not in ("rw", "crf", "threshold"):
             raise InvalidValueError("method", "one of rw, crf, threshold", self.method)
         if self.method == "rw" and (self.epochs is None) == (self.max_steps is None):
-            raise InvalidValueError("epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps))
+            raise InvalidValueError(
+                "epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps)
+            )
         if not 0.0 <= self.bg_threshold <= self.fg_threshold <= 1.0:
-            raise InvalidValueError("bg_threshold / fg_threshold", "0 <= bg <= fg <= 1",
-                                    (self.bg_threshold, self.fg_threshold))
+            raise InvalidValueError(
+                "bg_threshold / fg_threshold",
+                "0 <= bg <= fg <= 1",
+                (self.bg_threshold, self.fg_threshold),
+            )
         if self.image_size % self.stride:
-            raise InvalidValueError("image_size", f"a multiple of stride {self.stride}", self.image_size)
+            raise InvalidValueError(
+                "image_size", f"a multiple of stride {self.stride}", self.image_size
+            )
         if self.bg_mode not in ("threshold", "power"):
             raise InvalidValueError("bg_mode", "'threshold' or 'power'", self.bg_mode)
         return self
@@ -140,8 +147,16 @@ class AffinityDataset(torch.utils.data.Dataset):
         ``{"id", "image" (3, S, S), "labels" (S, S) int64 with 255 unsure}``.
     """
 
-    def __init__(self, base: Any, seeds_dir: str | Path, num_fg_classes: int, transform: Any,
-                 fg_threshold: float, bg_threshold: float, seed: int = 0) -> None:
+    def __init__(
+        self,
+        base: Any,
+        seeds_dir: str | Path,
+        num_fg_classes: int,
+        transform: Any,
+        fg_threshold: float,
+        bg_threshold: float,
+        seed: int = 0,
+    ) -> None:
         self.base = base
         self.ids = list(base.ids)
         self.seeds_dir = Path(seeds_dir)
@@ -165,31 +180,58 @@ class AffinityDataset(torch.utils.data.Dataset):
 
         image_id = self.ids[index]
         image = read_image(self.base.image_path(image_id))
-        seeds = load_psa_maps(self.seeds_dir / f"{image_id}.npy", self.num_fg_classes, shape=image.shape[:2])
+        seeds = load_psa_maps(
+            self.seeds_dir / f"{image_id}.npy", self.num_fg_classes, shape=image.shape[:2]
+        )
         keys = sorted(seeds)
-        stack = torch.from_numpy(np.stack([seeds[k] for k in keys])) if keys else torch.zeros(0, *image.shape[:2])
-        labels = confident_labels(stack, self.fg_threshold, self.bg_threshold, torch.tensor(keys, dtype=torch.long))
-        out = self.transform(image, labels.numpy().astype(np.uint8), sample_generator(self.seed, self.epoch, index))
-        return {"id": image_id, "image": torch.from_numpy(out["image"]),
-                "labels": torch.from_numpy(out["mask"].astype(np.int64))}
+        stack = (
+            torch.from_numpy(np.stack([seeds[k] for k in keys]))
+            if keys
+            else torch.zeros(0, *image.shape[:2])
+        )
+        labels = confident_labels(
+            stack, self.fg_threshold, self.bg_threshold, torch.tensor(keys, dtype=torch.long)
+        )
+        out = self.transform(
+            image, labels.numpy().astype(np.uint8), sample_generator(self.seed, self.epoch, index)
+        )
+        return {
+            "id": image_id,
+            "image": torch.from_numpy(out["image"]),
+            "labels": torch.from_numpy(out["mask"].astype(np.int64)),
+        }
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"id": [s["id"] for s in samples], "image": torch.stack([s["image"] for s in samples]),
-            "labels": torch.stack([s["labels"] for s in samples])}
+    return {
+        "id": [s["id"] for s in samples],
+        "image": torch.stack([s["image"] for s in samples]),
+        "labels": torch.stack([s["labels"] for s in samples]),
+    }
 
 
 def build_affinity_net(config: PseudoMaskStageConfig) -> torch.nn.Module:
     """The :class:`~seedkit.refine.AffinityNet` of ``config``."""
     from seedkit.refine import AffinityNet
 
-    return AffinityNet(config.backbone, pretrained=config.pretrained, stride=config.stride,
-                       embed_dim=config.embed_dim, radius=config.radius, checkpoint_path=config.checkpoint_path)
+    return AffinityNet(
+        config.backbone,
+        pretrained=config.pretrained,
+        stride=config.stride,
+        embed_dim=config.embed_dim,
+        radius=config.radius,
+        checkpoint_path=config.checkpoint_path,
+    )
 
 
-def train_affinity(config: PseudoMaskStageConfig, context: DistributedContext, voc_root: str,
-                   class_names: list[str], resume: bool = False) -> torch.nn.Module:
-    """Train the affinity network on the confident regions of the seeds; save ``OUT/affinity.pt``."""
+def train_affinity(
+    config: PseudoMaskStageConfig,
+    context: DistributedContext,
+    voc_root: str,
+    class_names: list[str],
+    resume: bool = False,
+) -> torch.nn.Module:
+    """Train the affinity net on the seeds' confident regions; save ``OUT/affinity.pt``."""
     from seedkit.data import TrainTransform, VOCSegmentation
     from seedkit.refine import affinity_labels, affinity_loss
 
@@ -197,28 +239,55 @@ def train_affinity(config: PseudoMaskStageConfig, context: DistributedContext, v
     model = build_affinity_net(config).to(context.device)
     base = VOCSegmentation(voc_root, config.split, with_masks=False, class_names=class_names[1:])
     transform = TrainTransform(config.image_size, resize_long=config.resize_long)
-    dataset = AffinityDataset(base, config.seeds_dir, config.num_classes, transform,
-                              config.fg_threshold, config.bg_threshold, seed=config.seed)
+    dataset = AffinityDataset(
+        base,
+        config.seeds_dir,
+        config.num_classes,
+        transform,
+        config.fg_threshold,
+        config.bg_threshold,
+        seed=config.seed,
+    )
     stride = config.stride
 
     def loss_fn(net: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         images = batch["image"].to(context.device)
         labels = batch["labels"].to(context.device)[:, stride // 2 :: stride, stride // 2 :: stride]
         embedding = net(images)
-        from seedkit.refine import pair_affinity, local_offsets
+        from seedkit.refine import local_offsets, pair_affinity
 
         affinity = pair_affinity(embedding, local_offsets(config.radius, half=True))
         return affinity_loss(affinity, affinity_labels(labels, config.radius))
 
-    train_loop(model=model, dataset=dataset, loss_fn=loss_fn, out=out, context=context,
-               batch_size=config.batch_size, total_steps=config.max_steps, epochs=config.epochs,
-               optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-               head_lr_mult=config.head_lr_mult, schedule=config.schedule, warmup_steps=config.warmup_steps,
-               seed=config.seed, num_workers=config.num_workers, checkpoint_every=config.checkpoint_every,
-               log_every=config.log_every, progress=config.progress, resume=resume, desc="train affinity",
-               collate=_collate, extra_log={"stage": "pseudo_masks", "backbone": config.backbone})
+    train_loop(
+        model=model,
+        dataset=dataset,
+        loss_fn=loss_fn,
+        out=out,
+        context=context,
+        batch_size=config.batch_size,
+        total_steps=config.max_steps,
+        epochs=config.epochs,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        head_lr_mult=config.head_lr_mult,
+        schedule=config.schedule,
+        warmup_steps=config.warmup_steps,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        checkpoint_every=config.checkpoint_every,
+        log_every=config.log_every,
+        progress=config.progress,
+        resume=resume,
+        desc="train affinity",
+        collate=_collate,
+        extra_log={"stage": "pseudo_masks", "backbone": config.backbone},
+    )
     if context.is_main:
-        save_checkpoint(out / AFFINITY_MODEL, {"model": model.state_dict(), "config": config.to_dict()})
+        save_checkpoint(
+            out / AFFINITY_MODEL, {"model": model.state_dict(), "config": config.to_dict()}
+        )
     context.barrier()
     return model
 
@@ -261,28 +330,57 @@ def run_pseudo_mask_stage(
     if config.method == "rw":
         if resume and (out / AFFINITY_MODEL).is_file():
             model = build_affinity_net(config).to(context.device)
-            model.load_state_dict(load_checkpoint(out / AFFINITY_MODEL, map_location=context.device)["model"])
+            model.load_state_dict(
+                load_checkpoint(out / AFFINITY_MODEL, map_location=context.device)["model"]
+            )
         else:
             model = train_affinity(config, context, str(root), names, resume=resume)
     dataset = VOCSegmentation(root, config.split, with_masks=False, class_names=names[1:])
-    settings = RandomWalkSettings(beta=config.beta, exp_times=config.exp_times, bg_mode=config.bg_mode,
-                                  bg_threshold=config.walk_bg_threshold, alpha=config.alpha)
-    write_pseudo_masks(dataset, config.seeds_dir, out / "masks", config.num_classes, method=config.method,
-                       model=model, settings=settings, threshold=config.seed_threshold, crf=config.crf,
-                       device=context.device, progress=config.progress and context.is_main,
-                       rank=context.rank, world_size=context.world_size)
+    settings = RandomWalkSettings(
+        beta=config.beta,
+        exp_times=config.exp_times,
+        bg_mode=config.bg_mode,
+        bg_threshold=config.walk_bg_threshold,
+        alpha=config.alpha,
+    )
+    write_pseudo_masks(
+        dataset,
+        config.seeds_dir,
+        out / "masks",
+        config.num_classes,
+        method=config.method,
+        model=model,
+        settings=settings,
+        threshold=config.seed_threshold,
+        crf=config.crf,
+        device=context.device,
+        progress=config.progress and context.is_main,
+        rank=context.rank,
+        world_size=context.world_size,
+    )
     context.barrier()
     if not context.is_main:
         return None
     results: dict[str, Any] = {"method": config.method, "masks": str(out / "masks")}
     if config.eval_split:
-        eval_ids = [i for i in VOCSegmentation(root, config.eval_split, with_masks=False,
-                                               class_names=names[1:]).ids if i in set(dataset.ids)]
+        eval_ids = [
+            i
+            for i in VOCSegmentation(
+                root, config.eval_split, with_masks=False, class_names=names[1:]
+            ).ids
+            if i in set(dataset.ids)
+        ]
         if config.eval_limit is not None:
             eval_ids = eval_ids[: config.eval_limit]
         folder = gt_dir(root)
         eval_ids = [i for i in eval_ids if (folder / f"{i}.png").is_file()]
         if eval_ids:
-            results.update(evaluate_pseudo_masks(out / "masks", folder, eval_ids, config.num_classes + 1, names))
-    atomic_write_bytes(out / "results.json", (json.dumps({"pseudo_masks": results}, indent=2) + "\n").encode())
+            results.update(
+                evaluate_pseudo_masks(
+                    out / "masks", folder, eval_ids, config.num_classes + 1, names
+                )
+            )
+    atomic_write_bytes(
+        out / "results.json", (json.dumps({"pseudo_masks": results}, indent=2) + "\n").encode()
+    )
     return results

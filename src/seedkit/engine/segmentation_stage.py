@@ -74,9 +74,13 @@ class SegmentationStageConfig:
         from seedkit.segmentation import SEGMENTATION_ARCHITECTURES
 
         if self.architecture not in SEGMENTATION_ARCHITECTURES:
-            raise InvalidValueError("architecture", "one of " + ", ".join(SEGMENTATION_ARCHITECTURES), self.architecture)
+            raise InvalidValueError(
+                "architecture", "one of " + ", ".join(SEGMENTATION_ARCHITECTURES), self.architecture
+            )
         if (self.epochs is None) == (self.max_steps is None):
-            raise InvalidValueError("epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps))
+            raise InvalidValueError(
+                "epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps)
+            )
         if not self.eval_scales:
             raise InvalidValueError("eval_scales", "at least one scale", self.eval_scales)
         return self
@@ -106,7 +110,10 @@ DEMO_SEGMENTATION: dict[str, Any] = {
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"image": torch.stack([s["image"] for s in samples]), "mask": torch.stack([s["mask"] for s in samples])}
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "mask": torch.stack([s["mask"] for s in samples]),
+    }
 
 
 def run_segmentation_stage(
@@ -141,43 +148,92 @@ def run_segmentation_stage(
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.json")  # type: ignore[arg-type]
     torch.manual_seed(config.seed)
-    model = create_segmentation_model(config.architecture, config.num_classes + 1,
-                                      pretrained_backbone=config.pretrained_backbone,
-                                      backbone_checkpoint=config.backbone_checkpoint).to(context.device)
+    model = create_segmentation_model(
+        config.architecture,
+        config.num_classes + 1,
+        pretrained_backbone=config.pretrained_backbone,
+        backbone_checkpoint=config.backbone_checkpoint,
+    ).to(context.device)
     if resume and (out / SEGMENTATION_MODEL).is_file():
-        model.load_state_dict(load_checkpoint(out / SEGMENTATION_MODEL, map_location=context.device)["model"])
+        model.load_state_dict(
+            load_checkpoint(out / SEGMENTATION_MODEL, map_location=context.device)["model"]
+        )
     else:
         transform = TrainTransform(config.image_size, resize_long=config.resize_long)
-        dataset = VOCSegmentation(root, config.train_split, transform=transform, with_masks=True,
-                                  mask_dir=mask_dir, seed=config.seed, class_names=names[1:])
+        dataset = VOCSegmentation(
+            root,
+            config.train_split,
+            transform=transform,
+            with_masks=True,
+            mask_dir=mask_dir,
+            seed=config.seed,
+            class_names=names[1:],
+        )
 
         def loss_fn(net: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
             logits = net(batch["image"].to(context.device))
             return F.cross_entropy(logits, batch["mask"].to(context.device), ignore_index=255)
 
-        train_loop(model=model, dataset=dataset, loss_fn=loss_fn, out=out, context=context,
-                   batch_size=config.batch_size, total_steps=config.max_steps, epochs=config.epochs,
-                   optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-                   head_lr_mult=config.head_lr_mult, schedule=config.schedule, warmup_steps=config.warmup_steps,
-                   seed=config.seed, num_workers=config.num_workers, checkpoint_every=config.checkpoint_every,
-                   log_every=config.log_every, progress=config.progress, resume=resume, desc="train segmentation",
-                   collate=_collate, extra_log={"stage": "segmentation", "architecture": config.architecture})
+        train_loop(
+            model=model,
+            dataset=dataset,
+            loss_fn=loss_fn,
+            out=out,
+            context=context,
+            batch_size=config.batch_size,
+            total_steps=config.max_steps,
+            epochs=config.epochs,
+            optimizer=config.optimizer,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            head_lr_mult=config.head_lr_mult,
+            schedule=config.schedule,
+            warmup_steps=config.warmup_steps,
+            seed=config.seed,
+            num_workers=config.num_workers,
+            checkpoint_every=config.checkpoint_every,
+            log_every=config.log_every,
+            progress=config.progress,
+            resume=resume,
+            desc="train segmentation",
+            collate=_collate,
+            extra_log={"stage": "segmentation", "architecture": config.architecture},
+        )
         if context.is_main:
-            save_checkpoint(out / SEGMENTATION_MODEL, {"model": model.state_dict(), "config": config.to_dict()})
+            save_checkpoint(
+                out / SEGMENTATION_MODEL, {"model": model.state_dict(), "config": config.to_dict()}
+            )
     context.barrier()
     if not context.is_main:
         return None
     folder = gt_dir(root)
-    val = VOCSegmentation(root, config.eval_split, with_masks=True, mask_dir=folder, class_names=names[1:])
+    val = VOCSegmentation(
+        root, config.eval_split, with_masks=True, mask_dir=folder, class_names=names[1:]
+    )
     if config.eval_limit is not None:
         val.ids = val.ids[: config.eval_limit]
     result = evaluate_segmentation(
-        model, val, config.num_classes + 1, scales=config.eval_scales, flip=config.flip, crf=config.crf,
-        device=context.device, class_names=names, progress=config.progress,
+        model,
+        val,
+        config.num_classes + 1,
+        scales=config.eval_scales,
+        flip=config.flip,
+        crf=config.crf,
+        device=context.device,
+        class_names=names,
+        progress=config.progress,
         pred_dir=str(out / "predictions") if config.save_predictions else None,
     )
-    results = {**result.to_json_dict(), "split": config.eval_split, "scales": list(config.eval_scales),
-               "flip": config.flip, "crf": config.crf, "architecture": config.architecture}
-    atomic_write_bytes(out / "results.json", (json.dumps({"segmentation": results}, indent=2) + "\n").encode())
+    results = {
+        **result.to_json_dict(),
+        "split": config.eval_split,
+        "scales": list(config.eval_scales),
+        "flip": config.flip,
+        "crf": config.crf,
+        "architecture": config.architecture,
+    }
+    atomic_write_bytes(
+        out / "results.json", (json.dumps({"segmentation": results}, indent=2) + "\n").encode()
+    )
     (out / "table.txt").write_text(result.format_table() + "\n")
     return results

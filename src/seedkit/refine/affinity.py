@@ -74,7 +74,9 @@ def confident_labels(
     if seeds.dim() != 3:
         raise ShapeError("seeds", "(C, H, W)", tuple(seeds.shape))
     if not 0.0 <= bg_threshold <= fg_threshold:
-        raise InvalidValueError("bg_threshold", f"a value in [0, fg_threshold={fg_threshold}]", bg_threshold)
+        raise InvalidValueError(
+            "bg_threshold", f"a value in [0, fg_threshold={fg_threshold}]", bg_threshold
+        )
     height, width = seeds.shape[1:]
     labels = torch.full((height, width), IGNORE_INDEX, dtype=torch.long, device=seeds.device)
     if seeds.shape[0] == 0:
@@ -147,7 +149,9 @@ def affinity_loss(affinity: torch.Tensor, pairs: AffinityLabels, eps: float = 1e
         True
     """
     if affinity.shape != pairs.bg.shape:
-        raise ShapeError("affinity", f"the pair labels' shape {tuple(pairs.bg.shape)}", tuple(affinity.shape))
+        raise ShapeError(
+            "affinity", f"the pair labels' shape {tuple(pairs.bg.shape)}", tuple(affinity.shape)
+        )
 
     def term(labels: torch.Tensor, log_values: torch.Tensor) -> torch.Tensor:
         return -(labels * log_values).sum() / (labels.sum() + eps)
@@ -197,9 +201,13 @@ class AffinityNet(nn.Module):
 
         try:
             kwargs = {"checkpoint_path": checkpoint_path} if checkpoint_path else {}
-            self.backbone = timm.create_model(backbone, pretrained=pretrained, features_only=True, **kwargs)
+            self.backbone = timm.create_model(
+                backbone, pretrained=pretrained, features_only=True, **kwargs
+            )
         except (RuntimeError, ValueError, TypeError) as error:
-            raise BackboneError(f"cannot build a features_only timm backbone {backbone!r}: {error}") from error
+            raise BackboneError(
+                f"cannot build a features_only timm backbone {backbone!r}: {error}"
+            ) from error
         reductions = self.backbone.feature_info.reduction()
         channels = self.backbone.feature_info.channels()
         if stride not in (2, 4, 8, 16) or stride < min(reductions):
@@ -210,7 +218,11 @@ class AffinityNet(nn.Module):
         self.backbone_name = backbone
         width = max(32, embed_dim // 2)
         self.projections = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels[i], width, 1, bias=False), nn.GroupNorm(4, width), nn.ReLU(inplace=True))
+            nn.Sequential(
+                nn.Conv2d(channels[i], width, 1, bias=False),
+                nn.GroupNorm(4, width),
+                nn.ReLU(inplace=True),
+            )
             for i in self.levels
         )
         self.head = nn.Conv2d(width * len(self.levels), embed_dim, 1)
@@ -233,7 +245,7 @@ class AffinityNet(nn.Module):
         full = (-(-padded.shape[-2] // self.stride), -(-padded.shape[-1] // self.stride))
         parts = [
             F.interpolate(proj(features[i]), size=full, mode="bilinear", align_corners=False)
-            for proj, i in zip(self.projections, self.levels)
+            for proj, i in zip(self.projections, self.levels, strict=True)
         ]
         embedding = self.head(torch.cat(parts, dim=1))
         return embedding[..., : grid[0], : grid[1]]
@@ -245,7 +257,9 @@ class AffinityNet(nn.Module):
 
         Neighbours outside the grid get affinity 0.
         """
-        return pair_affinity(self(images), local_offsets(self.radius, half=True) if offsets is None else offsets)
+        return pair_affinity(
+            self(images), local_offsets(self.radius, half=True) if offsets is None else offsets
+        )
 
 
 def pair_affinity(embedding: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> torch.Tensor:

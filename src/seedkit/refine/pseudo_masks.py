@@ -28,7 +28,13 @@ from seedkit.refine.random_walk import (
     random_walk,
 )
 
-__all__ = ["RandomWalkSettings", "evaluate_pseudo_masks", "propagate_seeds", "pseudo_mask_from_seeds", "write_pseudo_masks"]
+__all__ = [
+    "RandomWalkSettings",
+    "evaluate_pseudo_masks",
+    "propagate_seeds",
+    "pseudo_mask_from_seeds",
+    "write_pseudo_masks",
+]
 
 METHODS = ("rw", "crf", "threshold")
 
@@ -112,7 +118,9 @@ def propagate_seeds(
     small = F.avg_pool2d(padded, stride)
     probs = _probabilities(small, settings)
     walked = random_walk(probs, transition.to(probs.dtype), offsets, exp_times=settings.exp_times)
-    full = F.interpolate(walked, size=(grid[0] * stride, grid[1] * stride), mode="bilinear", align_corners=False)
+    full = F.interpolate(
+        walked, size=(grid[0] * stride, grid[1] * stride), mode="bilinear", align_corners=False
+    )
     full = full[..., :height, :width]
     return keys, (full / full.sum(dim=1, keepdim=True).clamp_min(1e-8))[0]
 
@@ -155,7 +163,9 @@ def pseudo_mask_from_seeds(
         raise InvalidValueError("method", "one of " + ", ".join(METHODS), method)
     if method == "rw":
         if probs is None or keys is None:
-            raise InvalidValueError("probs", "walked probabilities and their keys for method 'rw'", None)
+            raise InvalidValueError(
+                "probs", "walked probabilities and their keys for method 'rw'", None
+            )
         probs = np.asarray(probs, dtype=np.float32)
         if crf and len(keys):
             if image is None:
@@ -229,7 +239,11 @@ def write_pseudo_masks(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = [str(i) for i in dataset.ids]
-    todo = [i for i in range(len(ids)) if i % world_size == rank and (overwrite or not (out / f"{ids[i]}.png").exists())]
+    todo = [
+        i
+        for i in range(len(ids))
+        if i % world_size == rank and (overwrite or not (out / f"{ids[i]}.png").exists())
+    ]
     written = []
     if model is not None:
         model.eval()
@@ -243,12 +257,21 @@ def write_pseudo_masks(
             keys, probs = propagate_seeds(model, item["image"].to(device), seeds, settings)
             if rgb is None and crf:
                 rgb = read_image(dataset.image_path(image_id))
-            mask = pseudo_mask_from_seeds(seeds, "rw", image=rgb, probs=probs.cpu().numpy(), keys=keys,
-                                          crf=crf, crf_params=crf_params)
+            mask = pseudo_mask_from_seeds(
+                seeds,
+                "rw",
+                image=rgb,
+                probs=probs.cpu().numpy(),
+                keys=keys,
+                crf=crf,
+                crf_params=crf_params,
+            )
         elif not seeds:
             mask = np.zeros(rgb.shape[:2], np.uint8)
         else:
-            mask = pseudo_mask_from_seeds(seeds, method, image=rgb, threshold=threshold, crf_params=crf_params)
+            mask = pseudo_mask_from_seeds(
+                seeds, method, image=rgb, threshold=threshold, crf_params=crf_params
+            )
         write_mask_png(out / f"{image_id}.png", mask, palette=palette)
         written.append(image_id)
     return written
@@ -261,7 +284,7 @@ def evaluate_pseudo_masks(
     num_classes: int,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """mIoU of index-PNG masks against ground truth (255 ignored), in percent.
+    """MIoU of index-PNG masks against ground truth (255 ignored), in percent.
 
     Args:
         pred_dir: folder of ``<id>.png`` pseudo masks.
@@ -276,7 +299,9 @@ def evaluate_pseudo_masks(
     from seedkit.data import read_mask
     from seedkit.metrics import confusion_matrix, iou_from_confusion
 
-    names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_classes)]
+    names = (
+        list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_classes)]
+    )
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     for image_id in ids:
         pred = read_mask(Path(pred_dir) / f"{image_id}.png", num_classes)
@@ -284,5 +309,9 @@ def evaluate_pseudo_masks(
         cm += confusion_matrix(pred, gt, num_classes)
     iou, miou = iou_from_confusion(cm)
     values = [None if np.isnan(v) else round(float(v) * 100, 2) for v in iou]
-    return {"miou": round(float(miou) * 100, 2), "iou": values, "per_class": dict(zip(names, values)),
-            "num_images": len(ids)}
+    return {
+        "miou": round(float(miou) * 100, 2),
+        "iou": values,
+        "per_class": dict(zip(names, values, strict=False)),
+        "num_images": len(ids),
+    }

@@ -33,8 +33,8 @@ __all__ = [
     "PSA_BETA",
     "PSA_LOGT",
     "background_scores",
-    "dense_transition_matrix",
     "dense_random_walk",
+    "dense_transition_matrix",
     "local_offsets",
     "local_transition",
     "random_walk",
@@ -91,14 +91,27 @@ def shift2d(tensor: torch.Tensor, dy: int, dx: int, fill: float = 0.0) -> torch.
     """
     height, width = tensor.shape[-2:]
     out = torch.full_like(tensor, fill)
-    ys, yd = (slice(dy, height), slice(0, height - dy)) if dy >= 0 else (slice(0, height + dy), slice(-dy, height))
-    xs, xd = (slice(dx, width), slice(0, width - dx)) if dx >= 0 else (slice(0, width + dx), slice(-dx, width))
+    ys, yd = (
+        (slice(dy, height), slice(0, height - dy))
+        if dy >= 0
+        else (slice(0, height + dy), slice(-dy, height))
+    )
+    xs, xd = (
+        (slice(dx, width), slice(0, width - dx))
+        if dx >= 0
+        else (slice(0, width + dx), slice(-dx, width))
+    )
     out[..., yd, xd] = tensor[..., ys, xs]
     return out
 
 
 def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+    if (
+        isinstance(beta, bool)
+        or not isinstance(beta, (int, float))
+        or not math.isfinite(beta)
+        or beta <= 0
+    ):
         raise InvalidValueError("beta", "a finite number > 0", beta)
     return float(beta)
 
@@ -113,7 +126,9 @@ def _check_steps(exp_times: int | None, steps: int | None) -> int:
     return 2**exp_times
 
 
-def local_transition(affinity: torch.Tensor, offsets: tuple[tuple[int, int], ...], beta: float = IRN_BETA) -> torch.Tensor:
+def local_transition(
+    affinity: torch.Tensor, offsets: tuple[tuple[int, int], ...], beta: float = IRN_BETA
+) -> torch.Tensor:
     """Row-normalised transition weights from local affinities.
 
     Affinities of neighbours outside the grid must be 0 (:func:`shift2d`'s
@@ -139,7 +154,9 @@ def local_transition(affinity: torch.Tensor, offsets: tuple[tuple[int, int], ...
         raise InvalidValueError("offsets", "a set containing (0, 0)", offsets[:3])
     weights = affinity.clamp(0.0, 1.0) ** beta
     # outside the grid: zero weight whatever the caller's fill
-    mask = torch.stack([shift2d(torch.ones_like(affinity[:, 0]), dy, dx) for dy, dx in offsets], dim=1)
+    mask = torch.stack(
+        [shift2d(torch.ones_like(affinity[:, 0]), dy, dx) for dy, dx in offsets], dim=1
+    )
     weights = weights * mask
     weights[:, offsets.index((0, 0))] = 1.0
     return weights / weights.sum(dim=1, keepdim=True)
@@ -183,12 +200,18 @@ def random_walk(
         raise ShapeError("scores", "(B, C, h, w)", tuple(scores.shape))
     batch, channels, height, width = scores.shape
     if transition.shape != (batch, len(offsets), height, width):
-        raise ShapeError("transition", f"({batch}, {len(offsets)}, {height}, {width})", tuple(transition.shape))
+        raise ShapeError(
+            "transition", f"({batch}, {len(offsets)}, {height}, {width})", tuple(transition.shape)
+        )
     # one sparse (B*N x B*N) matrix with K entries per row; out-of-grid neighbours are dropped
     device = scores.device
     nodes = height * width
     index = torch.arange(nodes, device=device, dtype=torch.float64).view(1, height, width)
-    neighbours = torch.stack([shift2d(index, dy, dx, fill=-1.0)[0] for dy, dx in offsets]).long().view(len(offsets), -1)
+    neighbours = (
+        torch.stack([shift2d(index, dy, dx, fill=-1.0)[0] for dy, dx in offsets])
+        .long()
+        .view(len(offsets), -1)
+    )
     rows = torch.arange(nodes, device=device).expand(len(offsets), nodes)
     inside = neighbours >= 0
     weights = transition.reshape(batch, len(offsets), nodes)
@@ -198,9 +221,16 @@ def random_walk(
     values = weights[:, inside].reshape(-1)
     with warnings.catch_warnings():  # "sparse CSR support is in beta" and invariant-check notices
         warnings.simplefilter("ignore", UserWarning)
-        matrix = torch.sparse_coo_tensor(
-            torch.stack([row_index, col_index]), values, (batch * nodes, batch * nodes), check_invariants=False
-        ).coalesce().to_sparse_csr()
+        matrix = (
+            torch.sparse_coo_tensor(
+                torch.stack([row_index, col_index]),
+                values,
+                (batch * nodes, batch * nodes),
+                check_invariants=False,
+            )
+            .coalesce()
+            .to_sparse_csr()
+        )
     state = scores.permute(0, 2, 3, 1).reshape(batch * nodes, channels)
     for _ in range(count):
         state = matrix @ state
@@ -239,7 +269,9 @@ def dense_transition_matrix(affinity: torch.Tensor, beta: float = IRN_BETA) -> t
     return weights / total
 
 
-def dense_random_walk(scores: torch.Tensor, transition: torch.Tensor, exp_times: int = IRN_EXP_TIMES) -> torch.Tensor:
+def dense_random_walk(
+    scores: torch.Tensor, transition: torch.Tensor, exp_times: int = IRN_EXP_TIMES
+) -> torch.Tensor:
     """``T^(2^exp_times) P`` by repeated squaring, as PSA / IRN compute it.
 
     Shape:
@@ -278,9 +310,14 @@ def background_scores(
     if foreground.dim() != 4:
         raise ShapeError("foreground", "(B, C, h, w)", tuple(foreground.shape))
     if mode == "threshold":
-        return foreground.new_full((foreground.shape[0], 1, *foreground.shape[2:]), float(threshold))
+        return foreground.new_full(
+            (foreground.shape[0], 1, *foreground.shape[2:]), float(threshold)
+        )
     if mode == "power":
-        peak = foreground.amax(dim=1, keepdim=True) if foreground.shape[1] else foreground.new_zeros(
-            (foreground.shape[0], 1, *foreground.shape[2:]))
+        peak = (
+            foreground.amax(dim=1, keepdim=True)
+            if foreground.shape[1]
+            else foreground.new_zeros((foreground.shape[0], 1, *foreground.shape[2:]))
+        )
         return (1.0 - peak.clamp(0, 1)) ** float(alpha)
     raise InvalidValueError("mode", "'threshold' or 'power'", mode)

@@ -6,7 +6,11 @@ IoU with :mod:`seedkit.metrics`.
 """
 
 from seedkit.segmentation.inference import SegmentationResult, evaluate_segmentation, predict_probs
-from seedkit.segmentation.model import SEGMENTATION_ARCHITECTURES, SegmentationNet, create_segmentation_model
+from seedkit.segmentation.model import (
+    SEGMENTATION_ARCHITECTURES,
+    SegmentationNet,
+    create_segmentation_model,
+)
 
 __all__ = [
     "SEGMENTATION_ARCHITECTURES",

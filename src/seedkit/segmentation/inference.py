@@ -50,7 +50,11 @@ def predict_probs(
     views = 0
     for scale in scales:
         size = (max(8, round(height * scale)), max(8, round(width * scale)))
-        view = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False) if scale != 1 else image[None]
+        view = (
+            F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+            if scale != 1
+            else image[None]
+        )
         batch = torch.cat([view, view.flip(-1)]) if flip else view
         probs = torch.softmax(model(batch).float(), dim=1)
         if flip:
@@ -76,14 +80,17 @@ class SegmentationResult:
         return {
             "miou": self.miou,
             "iou": self.iou,
-            "per_class": dict(zip(self.class_names, self.iou)),
+            "per_class": dict(zip(self.class_names, self.iou, strict=True)),
             "num_images": self.num_images,
         }
 
     def format_table(self) -> str:
         """Per-class IoU table."""
         lines = [f"{'class':<16}{'IoU':>8}"]
-        lines += [f"{name:<16}{'-' if v is None else f'{v:.2f}':>8}" for name, v in zip(self.class_names, self.iou)]
+        lines += [
+            f"{name:<16}{'-' if v is None else f'{v:.2f}':>8}"
+            for name, v in zip(self.class_names, self.iou, strict=True)
+        ]
         lines.append(f"{'mIoU':<16}{self.miou:>8.2f}")
         return "\n".join(lines)
 
@@ -126,14 +133,18 @@ def evaluate_segmentation(
     """
     from seedkit.metrics import confusion_matrix, iou_from_confusion
 
-    names = list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_classes)]
+    names = (
+        list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_classes)]
+    )
     if len(names) != num_classes:
         raise InvalidValueError("class_names", f"{num_classes} names", len(names))
     was_training = model.training
     model.eval()
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     try:
-        for index in tqdm(range(len(dataset)), desc="segmentation eval", unit="img", disable=not progress):
+        for index in tqdm(
+            range(len(dataset)), desc="segmentation eval", unit="img", disable=not progress
+        ):
             item = dataset[index]
             probs = predict_probs(model, item["image"].to(device), scales, flip)
             probs_np = probs.cpu().numpy()
@@ -141,7 +152,9 @@ def evaluate_segmentation(
                 from seedkit.data import read_image
                 from seedkit.refine import dense_crf
 
-                probs_np = dense_crf(read_image(dataset.image_path(item["id"])), probs_np, **(crf_params or {}))
+                probs_np = dense_crf(
+                    read_image(dataset.image_path(item["id"])), probs_np, **(crf_params or {})
+                )
             pred = probs_np.argmax(axis=0)
             gt = np.asarray(item["mask"])
             cm += confusion_matrix(pred, gt, num_classes)
@@ -155,5 +168,9 @@ def evaluate_segmentation(
         model.train(was_training)
     iou, miou = iou_from_confusion(cm)
     return SegmentationResult(
-        miou=round(float(miou) * 100, 2), iou=_percent(iou), class_names=names, num_images=len(dataset), confusion=cm
+        miou=round(float(miou) * 100, 2),
+        iou=_percent(iou),
+        class_names=names,
+        num_images=len(dataset),
+        confusion=cm,
     )

@@ -17,11 +17,15 @@ from seedkit.errors import BackboneError, InvalidValueError
 
 __all__ = ["SEGMENTATION_ARCHITECTURES", "SegmentationNet", "create_segmentation_model"]
 
-SEGMENTATION_ARCHITECTURES = ("deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large")
+SEGMENTATION_ARCHITECTURES = (
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v3_large",
+)
 
 
 class SegmentationNet(nn.Module):
-    """Wraps a torchvision segmentation model so that ``model(x)`` returns logits ``(B, K, H, W)``."""
+    """A torchvision segmentation model whose ``model(x)`` returns logits ``(B, K, H, W)``."""
 
     def __init__(self, network: nn.Module, architecture: str, num_classes: int) -> None:
         super().__init__()
@@ -64,7 +68,9 @@ def create_segmentation_model(
         (1, 3, 64, 48)
     """
     if architecture not in SEGMENTATION_ARCHITECTURES:
-        raise InvalidValueError("architecture", "one of " + ", ".join(SEGMENTATION_ARCHITECTURES), architecture)
+        raise InvalidValueError(
+            "architecture", "one of " + ", ".join(SEGMENTATION_ARCHITECTURES), architecture
+        )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise InvalidValueError("num_classes", "an integer >= 2", num_classes)
     from torchvision.models import segmentation
@@ -72,7 +78,9 @@ def create_segmentation_model(
     builder = getattr(segmentation, architecture)
     weights_backbone = "DEFAULT" if pretrained_backbone else None
     try:
-        network = builder(weights=None, weights_backbone=weights_backbone, num_classes=num_classes, aux_loss=False)
+        network = builder(
+            weights=None, weights_backbone=weights_backbone, num_classes=num_classes, aux_loss=False
+        )
     except (RuntimeError, ValueError, OSError) as error:
         raise BackboneError(f"cannot build torchvision {architecture}: {error}") from error
     if backbone_checkpoint is not None:
