@@ -47,8 +47,12 @@ DEMO_IMAGES = 160
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--voc-root", help="the VOC2012 folder (holding JPEGImages); omit for the demo")
-    parser.add_argument("--method", choices=["usage", "cam"], help="USAGE or the plain CAM baseline")
+    parser.add_argument(
+        "--voc-root", help="the VOC2012 folder (holding JPEGImages); omit for the demo"
+    )
+    parser.add_argument(
+        "--method", choices=["usage", "cam"], help="USAGE or the plain CAM baseline"
+    )
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="named reference settings")
     parser.add_argument("--config", help="a config.json of an earlier run (flags override it)")
     parser.add_argument("--backbone", help="any timm CNN or ViT name")
@@ -67,11 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--consistency-weight", type=float)
     parser.add_argument("--train-split")
     parser.add_argument("--eval-split")
-    parser.add_argument("--eval-limit", type=int, help="evaluate only the first N images of the list")
+    parser.add_argument(
+        "--eval-limit", type=int, help="evaluate only the first N images of the list"
+    )
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--log-every", type=int)
-    parser.add_argument("--cam-scales", type=float, nargs="+", help="inference scales (default 1.0 0.5 1.5 2.0)")
+    parser.add_argument(
+        "--cam-scales", type=float, nargs="+", help="inference scales (default 1.0 0.5 1.5 2.0)"
+    )
     parser.add_argument("--out", help="output directory")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--seed", type=int)
@@ -89,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 FLAG_FIELDS = (
     "method", "backbone", "pretrained", "checkpoint_path", "image_size", "batch_size", "epochs",
-    "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split", "eval_split",
-    "eval_limit", "num_workers", "checkpoint_every", "log_every", "out", "seed", "tensorboard", "output_stride",
+    "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split",
+    "eval_split", "eval_limit", "num_workers", "checkpoint_every", "log_every", "out", "seed",
+    "tensorboard", "output_stride",
 )  # fmt: skip
 
 
@@ -102,7 +111,9 @@ def resolve_config(args: argparse.Namespace, demo: bool) -> SeedStageConfig:
         config = apply_recipe(config, recipe)
     if args.config:
         config = load_config(args.config)
-    overrides = {name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None}
+    overrides = {
+        name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None
+    }
     if "epochs" in overrides:
         overrides["max_steps"] = None
     if "max_steps" in overrides:
@@ -140,7 +151,9 @@ def print_comparison(results: dict[str, dict]) -> None:
     print(f"{'method':<8}{'mIoU':>8}{'thr':>6}{'FP':>8}{'FN':>8}")
     for method, result in results.items():
         seeds = result["seeds"]
-        print(f"{method:<8}{seeds['miou']:>8.2f}{seeds['threshold']:>6.2f}{seeds['fp_rate']:>8.2f}{seeds['fn_rate']:>8.2f}")
+        print(
+            f"{method:<8}{seeds['miou']:>8.2f}{seeds['threshold']:>6.2f}{seeds['fp_rate']:>8.2f}{seeds['fn_rate']:>8.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,13 +176,19 @@ def main(argv: list[str] | None = None) -> int:
         run_configs = {}
         for method in methods:
             run_out = out / method if len(methods) > 1 or demo else out
-            run_config = dataclasses.replace(config, method=method, out=str(run_out), voc_root=voc_root)
+            run_config = dataclasses.replace(
+                config, method=method, out=str(run_out), voc_root=voc_root
+            )
             run_configs[method] = run_config
             if 1 not in stages:
                 continue
             if context.is_main:
-                print(f"\n[{method}] {run_config.backbone}, {run_config.max_steps or run_config.epochs} "
-                      f"{'steps' if run_config.max_steps else 'epochs'} -> {run_out}", flush=True)
+                print(
+                    f"\n[{method}] {run_config.backbone}, "
+                    f"{run_config.max_steps or run_config.epochs} "
+                    f"{'steps' if run_config.max_steps else 'epochs'} -> {run_out}",
+                    flush=True,
+                )
             result = run_seed_stage(run_config, context, voc_root, resume=args.resume)
             if result is not None:
                 results[method] = result
@@ -179,12 +198,16 @@ def main(argv: list[str] | None = None) -> int:
                 summary = {"methods": results, "seeds": results["usage"]["seeds"]}
                 (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
             print_comparison(results)
-        if 2 in stages or 3 in stages:
+        later = 2 in stages or 3 in stages
+        if later:
             seed_config = run_configs["usage" if "usage" in run_configs else methods[0]]
             run_later_stages(args, stages, demo, out, seed_config, context, voc_root, args.resume)
         if context.is_main:
-            later = 2 in stages or 3 in stages
-            summary_path = out / "results.json" if len(methods) > 1 or later else Path(run_configs[methods[0]].out) / "results.json"
+            summary_path = (
+                out / "results.json"
+                if len(methods) > 1 or later
+                else Path(run_configs[methods[0]].out) / "results.json"
+            )
             print(f"\nresults: {summary_path}")
     except SeedkitError as error:
         print(f"train_voc.py: error: {error}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -31,7 +32,9 @@ from seedkit.errors import DataError, DataFileError, InvalidValueError
     st.integers(0, 3),
     st.integers(0, 5),
 )
-def test_shards_together_equal_the_single_process_batches(num_samples, world_size, per_rank, epoch, seed):
+def test_shards_together_equal_the_single_process_batches(
+    num_samples, world_size, per_rank, epoch, seed
+):
     global_batch = world_size * per_rank
     if global_batch > num_samples:
         return
@@ -86,7 +89,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     with pytest.raises(DataFileError, match="checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="bad.pt"):
+    with pytest.raises(DataError, match=r"bad\.pt"):
         load_checkpoint(tmp_path / "bad.pt")
 
 
@@ -131,7 +134,7 @@ def test_schedules(kind):
     assert factor(0) == pytest.approx(0.1)
     assert factor(9) == pytest.approx(1.0)
     values = [factor(s) for s in range(10, 100)]
-    assert all(b <= a + 1e-12 for a, b in zip(values, values[1:], strict=False))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(values))
     if kind != "constant":
         assert factor(100) == pytest.approx(0.0, abs=1e-9)
 

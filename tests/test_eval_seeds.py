@@ -249,4 +249,4 @@ def test_missing_list_file_is_reported(tmp_path, capsys):
         ],
         capsys,
     )
-    assert code == 2 and "no.txt: image-id list not found" in err
+    assert code == 2 and "no.txt: id list file not found" in err

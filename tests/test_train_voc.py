@@ -26,9 +26,14 @@ def _env() -> dict[str, str]:
 
 def _run(args: list[str], cwd: Path, launcher: list[str] | None = None, check: bool = True):
     command = [*(launcher or [sys.executable]), str(SCRIPT), *args]
-    result = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{command} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -66,7 +71,17 @@ def test_demo_runs_both_methods_and_writes_everything(demo_run: Path) -> None:
 
 
 def test_vit_backbone_and_rerun_is_reproducible(tmp_path: Path, demo_run: Path) -> None:
-    args = [*TINY, "--max-steps", "2", "--log-every", "1", "--method", "usage", "--backbone", "deit_tiny_patch16_224"]
+    args = [
+        *TINY,
+        "--max-steps",
+        "2",
+        "--log-every",
+        "1",
+        "--method",
+        "usage",
+        "--backbone",
+        "deit_tiny_patch16_224",
+    ]
     first = _run([*args, "--out", str(tmp_path / "a")], cwd=tmp_path)
     _run([*args, "--out", str(tmp_path / "b")], cwd=tmp_path)
     assert "usage" in first.stdout
@@ -76,9 +91,23 @@ def test_vit_backbone_and_rerun_is_reproducible(tmp_path: Path, demo_run: Path) 
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
-    args = [*TINY, "--method", "usage", "--max-steps", "6", "--checkpoint-every", "2", "--log-every", "1"]
+    args = [
+        *TINY,
+        "--method",
+        "usage",
+        "--max-steps",
+        "6",
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "1",
+    ]
     _run([*args, "--out", str(tmp_path / "full")], cwd=tmp_path)
-    stopped = _run([*args, "--out", str(tmp_path / "cut"), "--stop-after-steps", "3"], cwd=tmp_path, check=False)
+    stopped = _run(
+        [*args, "--out", str(tmp_path / "cut"), "--stop-after-steps", "3"],
+        cwd=tmp_path,
+        check=False,
+    )
     assert stopped.returncode != 0 and "--resume" in stopped.stderr
     assert not (tmp_path / "cut" / "usage" / "model.pt").exists()
     _run([*args, "--out", str(tmp_path / "cut"), "--resume"], cwd=tmp_path)
@@ -91,11 +120,15 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
 
 def test_wrong_voc_root_names_what_was_expected(tmp_path: Path) -> None:
-    missing = _run(["--voc-root", str(tmp_path / "nowhere"), "--max-steps", "1"], cwd=tmp_path, check=False)
+    missing = _run(
+        ["--voc-root", str(tmp_path / "nowhere"), "--max-steps", "1"], cwd=tmp_path, check=False
+    )
     assert missing.returncode == 2
     assert "nowhere" in missing.stderr and "VOC2012" in missing.stderr
     (tmp_path / "empty").mkdir()
-    empty = _run(["--voc-root", str(tmp_path / "empty"), "--max-steps", "1"], cwd=tmp_path, check=False)
+    empty = _run(
+        ["--voc-root", str(tmp_path / "empty"), "--max-steps", "1"], cwd=tmp_path, check=False
+    )
     assert empty.returncode == 2
     assert "empty" in empty.stderr and "JPEGImages" in empty.stderr
 

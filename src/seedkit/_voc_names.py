@@ -1,37 +1,13 @@
-"""PASCAL VOC class names, kept here until :mod:`seedkit.data` provides them.
-
-Swap point: when ``seedkit.data.VOC_CLASSES`` exists, this module can import
-from it; every user of the names goes through :data:`VOC_CLASS_NAMES`.
-"""
+"""Display names of segmentation classes (background first) for tables and overlays."""
 
 from __future__ import annotations
+
+from seedkit.data.constants import VOC_CLASSES
 
 __all__ = ["VOC_CLASS_NAMES"]
 
 #: Background followed by the 20 VOC foreground classes, index = class id.
-VOC_CLASS_NAMES: tuple[str, ...] = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+VOC_CLASS_NAMES: tuple[str, ...] = ("background", *VOC_CLASSES)
 
 
 def class_names_for(

@@ -61,9 +61,10 @@ def write_json_atomic(document: object, path: str | os.PathLike) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and print (and optionally save) the results."""
-    from seedkit.metrics import evaluate_seeds, read_id_list
+    from seedkit.data import read_id_list
+    from seedkit.metrics import evaluate_seeds
 
-    ids = read_id_list(args.list)
+    ids = read_id_list(None, args.list)
     names = None
     if args.class_names:
         names = [

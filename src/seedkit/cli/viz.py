@@ -57,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
     """Write one overlay PNG per id."""
     from PIL import Image
 
-    from seedkit.metrics import load_psa_maps, read_id_list
+    from seedkit.data import read_id_list
+    from seedkit.metrics import load_psa_maps
     from seedkit.viz import save_overlay
 
-    ids = list(args.ids) if args.ids else read_id_list(args.list)
+    ids = list(args.ids) if args.ids else read_id_list(None, args.list)
     if args.max_images is not None:
         ids = ids[: max(0, args.max_images)]
     names = None

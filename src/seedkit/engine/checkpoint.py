@@ -41,7 +41,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
@@ -54,7 +56,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as error:  # torch raises many types for a corrupt file
-        raise DataError(path, "a checkpoint written by seedkit", f"unreadable file ({error})") from error
+        raise DataError(
+            path, "a checkpoint written by seedkit", f"unreadable file ({error})"
+        ) from error
     if not isinstance(state, dict):
         raise DataError(path, "a checkpoint dict", type(state).__name__)
     return state

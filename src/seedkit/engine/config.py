@@ -96,7 +96,9 @@ class SeedStageConfig:
             if getattr(self, name) not in allowed:
                 raise InvalidValueError(name, "one of " + ", ".join(allowed), getattr(self, name))
         if (self.epochs is None) == (self.max_steps is None):
-            raise InvalidValueError("epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps))
+            raise InvalidValueError(
+                "epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps)
+            )
         for name in ("batch_size", "grad_accum", "image_size", "checkpoint_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise InvalidValueError(name, "an integer >= 1", getattr(self, name))
@@ -201,7 +203,9 @@ def save_config(config: SeedStageConfig, path: str | os.PathLike) -> Path:
     """Write the config as indented JSON (atomically)."""
     from seedkit.data import atomic_write_bytes
 
-    return atomic_write_bytes(path, (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+    return atomic_write_bytes(
+        path, (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+    )
 
 
 def load_config(path: str | os.PathLike) -> SeedStageConfig:

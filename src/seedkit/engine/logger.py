@@ -24,7 +24,9 @@ class RunLogger:
         append: keep an existing log (resume) instead of starting a new one.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, tensorboard: bool = False, append: bool = False) -> None:
+    def __init__(
+        self, out_dir: str | os.PathLike, tensorboard: bool = False, append: bool = False
+    ) -> None:
         self.path = Path(out_dir) / "log.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a" if append else "w", encoding="utf-8")
@@ -33,7 +35,9 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:  # pragma: no cover - depends on the extra
-                raise ImportError("TensorBoard logging needs `pip install seedkit[tensorboard]`") from error
+                raise ImportError(
+                    "TensorBoard logging needs `pip install seedkit[tensorboard]`"
+                ) from error
             self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
 
     def log(self, event: str, step: int | None = None, **values: Any) -> None:

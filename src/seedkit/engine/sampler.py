@@ -30,7 +30,7 @@ class ResumableShardSampler(Sampler[int]):
         shuffle: shuffle every epoch (``False`` keeps dataset order).
 
     Example:
-        >>> sampler = ResumableShardSampler(10, global_batch_size=4, rank=1, world_size=2, shuffle=False)
+        >>> sampler = ResumableShardSampler(10, 4, rank=1, world_size=2, shuffle=False)
         >>> list(sampler)
         [1, 3, 5, 7]
         >>> sampler.set_start_step(1); list(sampler)
@@ -48,12 +48,16 @@ class ResumableShardSampler(Sampler[int]):
     ) -> None:
         if global_batch_size < 1 or global_batch_size % world_size:
             raise InvalidValueError(
-                "global_batch_size", f"a positive multiple of world_size ({world_size})", global_batch_size
+                "global_batch_size",
+                f"a positive multiple of world_size ({world_size})",
+                global_batch_size,
             )
         self.steps_per_epoch = num_samples // global_batch_size
         if self.steps_per_epoch < 1:
             raise InvalidValueError(
-                "global_batch_size", f"at most the number of training samples ({num_samples})", global_batch_size
+                "global_batch_size",
+                f"at most the number of training samples ({num_samples})",
+                global_batch_size,
             )
         self.num_samples = num_samples
         self.global_batch_size = global_batch_size

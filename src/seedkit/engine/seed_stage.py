@@ -37,7 +37,7 @@ MODEL_NAME = "model.pt"
 
 
 def backbone_kwargs(config: SeedStageConfig) -> dict[str, Any]:
-    """timm keyword arguments of the config: ``output_stride`` for CNNs (ViTs have none)."""
+    """Timm keyword arguments of the config: ``output_stride`` for CNNs (ViTs have none)."""
     if not config.output_stride:
         return {}
     import timm
@@ -52,7 +52,9 @@ def backbone_kwargs(config: SeedStageConfig) -> dict[str, Any]:
 class SeedTrainingState:
     """The model, teacher, optimiser and schedule of a seed-stage run."""
 
-    def __init__(self, config: SeedStageConfig, context: DistributedContext, steps_per_epoch: int) -> None:
+    def __init__(
+        self, config: SeedStageConfig, context: DistributedContext, steps_per_epoch: int
+    ) -> None:
         from seedkit.backbones import create_seed_model
 
         self.config = config
@@ -76,9 +78,13 @@ class SeedTrainingState:
                 groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
             )
         else:
-            self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=config.lr, weight_decay=config.weight_decay
+            )
         warmup = config.warmup_steps or int(config.extra.get("warmup_epochs", 0) * steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config.schedule, warmup, self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _schedule(config.schedule, warmup, self.total_steps)
+        )
         self.teacher = None
         self.criterion: torch.nn.Module
         if config.method == "usage":
@@ -103,9 +109,13 @@ class SeedTrainingState:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
             self.full_weight = 0.0
         use_amp = context.device.type == "cuda" and config.amp != "off"
-        self.amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = (
+            torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        )
         self.use_amp = use_amp
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=use_amp and self.amp_dtype == torch.float16
+        )
         self.ddp: torch.nn.Module = self.model
         if context.distributed:
             device_ids = [context.device.index] if context.device.type == "cuda" else None
@@ -159,9 +169,17 @@ def _train_dataset(config: SeedStageConfig, voc_root: str):
     from seedkit.data import TrainTransform, VOCSegmentation
 
     resize = config.resize_long or (config.image_size, int(config.image_size * 1.7))
-    transform = TrainTransform(config.image_size, resize_long=resize, color_jitter=config.color_jitter)
-    return VOCSegmentation(voc_root, config.train_split, transform=transform, with_masks=False, seed=config.seed,
-                           class_names=class_names_for(config.num_classes)[1:])
+    transform = TrainTransform(
+        config.image_size, resize_long=resize, color_jitter=config.color_jitter
+    )
+    return VOCSegmentation(
+        voc_root,
+        config.train_split,
+        transform=transform,
+        with_masks=False,
+        seed=config.seed,
+        class_names=class_names_for(config.num_classes)[1:],
+    )
 
 
 def _cam_mask(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -221,10 +239,21 @@ def train_seed_model(
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.json")
         logger = RunLogger(out, tensorboard=config.tensorboard, append=resume and state.step > 0)
-        logger.log("start", state.step, world_size=context.world_size, total_steps=state.total_steps,
-                   family=state.model.family, seedkit_version=seedkit.__version__)
-    bar = tqdm(total=state.total_steps, initial=state.step, desc=f"train {config.method}",
-               disable=not (context.is_main and config.progress), dynamic_ncols=True)
+        logger.log(
+            "start",
+            state.step,
+            world_size=context.world_size,
+            total_steps=state.total_steps,
+            family=state.model.family,
+            seedkit_version=seedkit.__version__,
+        )
+    bar = tqdm(
+        total=state.total_steps,
+        initial=state.step,
+        desc=f"train {config.method}",
+        disable=not (context.is_main and config.progress),
+        dynamic_ncols=True,
+    )
     started = time.time()
     # Testing aid: leave the run as a kill at this step would (checkpoint written, no model.pt).
     stop_after = config.extra.get("stop_after_steps")
@@ -246,8 +275,16 @@ def train_seed_model(
             state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if logger is not None and (state.step % config.log_every == 0 or state.step == state.total_steps):
-                logger.log("train", state.step, epoch=epoch, **record, elapsed=round(time.time() - started, 2))
+            if logger is not None and (
+                state.step % config.log_every == 0 or state.step == state.total_steps
+            ):
+                logger.log(
+                    "train",
+                    state.step,
+                    epoch=epoch,
+                    **record,
+                    elapsed=round(time.time() - started, 2),
+                )
             if state.step % config.checkpoint_every == 0 or state.step == state.total_steps:
                 if context.is_main:
                     save_checkpoint(checkpoint, state.state_dict())
@@ -263,10 +300,18 @@ def train_seed_model(
             if logger is not None:
                 logger.close()
         context.barrier()
-        raise SystemExit(f"stopped after {stop_after} steps (--stop-after-steps); continue with --resume")
+        raise SystemExit(
+            f"stopped after {stop_after} steps (--stop-after-steps); continue with --resume"
+        )
     if context.is_main:
-        save_checkpoint(out / MODEL_NAME, {"model": state.model.state_dict(), "config": config.to_dict(),
-                                           "family": state.model.family})
+        save_checkpoint(
+            out / MODEL_NAME,
+            {
+                "model": state.model.state_dict(),
+                "config": config.to_dict(),
+                "family": state.model.family,
+            },
+        )
         if logger is not None:
             logger.log("end", state.step, elapsed=round(time.time() - started, 2))
             logger.close()
@@ -280,7 +325,9 @@ def _collate(samples):
     return collate(samples)
 
 
-def _train_step(state: SeedTrainingState, batch: dict[str, Any], micro_size: int) -> dict[str, float]:
+def _train_step(
+    state: SeedTrainingState, batch: dict[str, Any], micro_size: int
+) -> dict[str, float]:
     config, context = state.config, state.context
     model = state.ddp
     model.train()
@@ -359,8 +406,13 @@ def write_and_evaluate_seeds(
 
     out = Path(config.out)
     names = class_names_for(config.num_classes)
-    dataset = VOCSegmentation(voc_root, config.eval_split, transform=InferenceTransform(), with_masks=False,
-                              class_names=names[1:])
+    dataset = VOCSegmentation(
+        voc_root,
+        config.eval_split,
+        transform=InferenceTransform(),
+        with_masks=False,
+        class_names=names[1:],
+    )
     if config.eval_limit is not None:
         dataset.ids = dataset.ids[: config.eval_limit]
     seeds_dir = out / "seeds"
@@ -432,7 +484,9 @@ def run_seed_stage(
     if finished:
         from seedkit.backbones import create_seed_model
 
-        model = create_seed_model(config.backbone, num_classes=config.num_classes, **backbone_kwargs(config))
+        model = create_seed_model(
+            config.backbone, num_classes=config.num_classes, **backbone_kwargs(config)
+        )
         model.load_state_dict(load_checkpoint(out / MODEL_NAME)["model"])
         model.to(context.device)
     else:
@@ -441,8 +495,12 @@ def run_seed_stage(
     if seeds is None:
         return None
     table = seeds.pop("table")
-    results = {"seeds": seeds, "method": config.method, "backbone": config.backbone,
-               "config": config.to_dict()}
+    results = {
+        "seeds": seeds,
+        "method": config.method,
+        "backbone": config.backbone,
+        "config": config.to_dict(),
+    }
     from seedkit.data import atomic_write_bytes
 
     atomic_write_bytes(out / "results.json", _json(results).encode())

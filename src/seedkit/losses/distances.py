@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from seedkit._checks import check_temperature
 from seedkit.kernels import fused_kl_consistency, resolve_backend
+from seedkit.losses.activation import _scaled_logits
 
 __all__ = ["JSDivergence", "KLDivergence", "MaxNormL1"]
 
@@ -23,15 +24,7 @@ __all__ = ["JSDivergence", "KLDivergence", "MaxNormL1"]
 def _log_distribution(
     flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, normalize_scale: bool
 ) -> torch.Tensor:
-    logits = flat
-    if normalize_scale:
-        magnitude = flat.detach().abs()
-        if valid is not None:
-            magnitude = magnitude.masked_fill(~valid, 0.0)
-        logits = flat / magnitude.amax(dim=2, keepdim=True).clamp_min(1e-6)
-    logits = logits / temperature
-    if valid is not None:
-        logits = logits.masked_fill(~valid, float("-inf"))
+    logits = _scaled_logits(flat, valid, temperature, "max" if normalize_scale else "raw")
     return torch.log_softmax(logits, dim=2)
 
 

@@ -7,7 +7,7 @@ the data. See :doc:`/evaluation` for file formats and definitions.
 
 from seedkit.metrics.confusion import confusion_matrix, fp_fn_rates, iou_from_confusion
 from seedkit.metrics.evaluate import evaluate_seeds
-from seedkit.metrics.io import load_gt_mask, load_psa_cam, load_psa_maps, read_id_list
+from seedkit.metrics.io import load_gt_mask, load_psa_cam, load_psa_maps
 from seedkit.metrics.sweep import SweepResult, ThresholdSweep, default_thresholds
 
 __all__ = [
@@ -21,5 +21,4 @@ __all__ = [
     "load_gt_mask",
     "load_psa_cam",
     "load_psa_maps",
-    "read_id_list",
 ]

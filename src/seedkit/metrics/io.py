@@ -10,7 +10,7 @@ from PIL import Image
 
 from seedkit.errors import DataError, DataFileError
 
-__all__ = ["load_gt_mask", "load_psa_cam", "load_psa_maps", "read_id_list"]
+__all__ = ["load_gt_mask", "load_psa_cam", "load_psa_maps"]
 
 PathLike = str | os.PathLike
 
@@ -172,38 +172,3 @@ def load_gt_mask(path: PathLike, num_classes: int, ignore_index: int = 255) -> n
             f"unknown class ids {bad[:5].tolist()}",
         )
     return array
-
-
-def read_id_list(path: PathLike) -> list[str]:
-    """Read an image-id list: one id per line (``train.txt``, ``val.txt``, ...).
-
-    Blank lines are skipped. Lines in the ``train_aug`` style of DeepLab
-    (``/JPEGImages/2007_000032.jpg /SegmentationClassAug/...``) give the stem of
-    their first field.
-
-    Args:
-        path: the list file.
-
-    Returns:
-        The ids in file order.
-
-    Raises:
-        DataFileError: the file does not exist.
-        DataError: the list is empty.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileError(path, "image-id list")
-    ids: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.split()
-            if not fields:
-                continue
-            first = fields[0]
-            if "/" in first or first.lower().endswith((".jpg", ".png", ".jpeg")):
-                first = Path(first).stem
-            ids.append(first)
-    if not ids:
-        raise DataError(path, "at least one image id", "an empty list")
-    return ids
