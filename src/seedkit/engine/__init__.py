@@ -9,13 +9,13 @@ from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from seedkit.engine.config import RECIPES, SeedStageConfig, apply_recipe, load_config, save_config
 from seedkit.engine.distributed import DistributedContext, init_distributed
 from seedkit.engine.logger import RunLogger
-from seedkit.engine.sampler import ResumableShardSampler
 from seedkit.engine.pseudo_mask_stage import (
     DEMO_PSEUDO_MASKS,
     AffinityDataset,
     PseudoMaskStageConfig,
     run_pseudo_mask_stage,
 )
+from seedkit.engine.sampler import ResumableShardSampler
 from seedkit.engine.seed_stage import (
     SeedTrainingState,
     run_seed_stage,
