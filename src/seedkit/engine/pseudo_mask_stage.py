@@ -303,8 +303,9 @@ def run_pseudo_mask_stage(
     Writes ``OUT/config.json``, ``OUT/log.jsonl``, ``OUT/affinity.pt`` and
     ``OUT/results.json`` (``{"pseudo_masks": {"miou", "iou", "per_class", ...}}``)
     on rank 0 and returns that dict there (``None`` on other ranks). With
-    ``resume=True`` a finished affinity net is reused and existing masks are
-    skipped.
+    ``resume=True`` a finished affinity net is reused (an interrupted one
+    continues from its checkpoint) and existing masks are skipped; without it
+    everything is recomputed.
 
     Args:
         config: stage settings (validated here).
@@ -354,6 +355,7 @@ def run_pseudo_mask_stage(
         threshold=config.seed_threshold,
         crf=config.crf,
         device=context.device,
+        overwrite=not resume,  # a fresh run rewrites every mask; a resumed one keeps finished ids
         progress=config.progress and context.is_main,
         rank=context.rank,
         world_size=context.world_size,
