@@ -28,6 +28,8 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+# Attributes sections as :ivar: fields, so NamedTuple fields are not described twice.
+napoleon_use_ivar = True
 nitpicky = False
 html_theme = "furo"
 html_title = f"seedkit {release}"

@@ -28,8 +28,8 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         samples: Sample dicts with the same keys.
 
     Returns:
-        ``{"id": list[str], "image": (B, 3, H, W), "labels": (B, C),
-        "mask": (B, H, W), "valid": (B, H, W)}`` (``"mask"`` when present).
+        A dict with ``"id"`` (list of str), ``"image"`` (B, 3, H, W), ``"labels"``
+        (B, C), ``"valid"`` (B, H, W) and, when present, ``"mask"`` (B, H, W).
 
     Example:
         >>> import torch
