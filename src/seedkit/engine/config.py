@@ -59,6 +59,7 @@ class SeedStageConfig:
     consistency_weight: float | None = None
     consistency_warmup_steps: int = 0
     teacher_temperature: float | None = None
+    consistency_temperature: float | None = None
     distance: str = "kl"
     normalize_consistency: bool = False
     student_drop: float = 0.3

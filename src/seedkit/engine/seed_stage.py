@@ -91,6 +91,8 @@ class SeedTrainingState:
             if config.temperature is not None:
                 overrides["temperature"] = config.temperature
                 overrides["generation_temperature"] = config.temperature
+            if config.consistency_temperature is not None:  # student temperature of L_REG only
+                overrides["temperature"] = config.consistency_temperature
             if config.teacher_temperature is not None:
                 overrides["teacher_temperature"] = config.teacher_temperature
             if config.consistency_weight is not None:
