@@ -59,7 +59,7 @@ class Budget:
     collapse_steps: int
 
 
-FULL = Budget(160, 200, 64, (0, 1, 2), (0.05, 0.3, 2.0, 20.0), 150)
+FULL = Budget(160, 100, 48, (0, 1, 2), (0.05, 0.3, 2.0, 20.0), 100)
 QUICK = Budget(96, 60, 32, (0,), (0.3, 20.0), 60)
 
 
@@ -127,6 +127,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     out = Path(job["out"])
     result_path = out / "runs" / job["name"] / "results.json"
+    if job.get("reuse") and (out / "runs" / job["reuse"] / "results.json").is_file():
+        # The same configuration already ran in another phase (e.g. the CAM baseline of the sweep).
+        result_path = out / "runs" / job["reuse"] / "results.json"
     if result_path.is_file():
         return {**job, **_summary(json.loads(result_path.read_text()), result_path.parent)}
     from seedkit.engine import DistributedContext, run_seed_stage
@@ -285,10 +288,10 @@ def collapse_jobs(budget: Budget) -> list[dict[str, Any]]:
         ("cnn_lambda0", cnn, 1.0, 2.0, 0.0, 0),
         ("cnn_t1_teacher2", cnn, 1.0, 2.0, 1.0, 0),
         ("cnn_t1_teacher1", cnn, 1.0, 1.0, 1.0, 0),
-        ("cnn_t1_teacher1_warmup", cnn, 1.0, 1.0, 1.0, half),
         ("vit_lambda0", vit, 2.0, 1.0, 0.0, 0),
         ("vit_t2_teacher1", vit, 2.0, 1.0, 1.0, 0),
         ("vit_t2_teacher2", vit, 2.0, 2.0, 1.0, 0),
+        ("cnn_t1_teacher1_warmup", cnn, 1.0, 1.0, 1.0, half),
     ):
         # The CNN used GAP pooling for the generation term in DESIGN's experiment.
         generation = 1000.0 if backbone == cnn else temperature
@@ -337,17 +340,20 @@ def sweep_jobs(budget: Budget, families: list[str]) -> list[dict[str, Any]]:
     return jobs
 
 
-def compare_jobs(budget: Budget, families: list[str]) -> list[dict[str, Any]]:
+def compare_jobs(
+    budget: Budget, families: list[str], checkpoint: str | None = None
+) -> list[dict[str, Any]]:
     jobs = []
     for family in families:
         backbone = FAMILIES.get(family, PRETRAINED_CNN)
         extra: dict[str, Any] = {}
         if family == "pretrained_cnn":
-            extra = {"pretrained": False, "checkpoint_path": None}
+            extra = {"pretrained": False, "checkpoint_path": checkpoint}
         for seed in budget.seeds:
             for method in ("cam", "usage"):
                 jobs.append(
                     {
+                        "reuse": f"sweep_{family}_gap" if method == "cam" and seed == 0 else None,
                         "name": f"compare_{family}_{method}_s{seed}",
                         "family": family,
                         "method": method,
@@ -521,6 +527,95 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
     return written
 
 
+def _rst_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    rule = "  ".join("=" * w for w in widths)
+    lines = [rule, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), rule]
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join([*lines, rule])
+
+
+def tables(results: dict[str, Any]) -> str:
+    """The result tables as reStructuredText (what docs/benchmarks.rst shows)."""
+    parts = []
+    if results.get("collapse"):
+        rows = []
+        for r in results["collapse"]:
+            first, last = r["trace"][0], r["trace"][-1]
+            o = r["overrides"]
+            rows.append(
+                [
+                    r["name"].removeprefix("collapse_"),
+                    f"{o['consistency_weight']:g}",
+                    f"{o['consistency_temperature']:g}/{o['teacher_temperature']:g}",
+                    f"{last['grad_consistency'] / max(last['grad_generation'], 1e-12):.2f}",
+                    f"{first['student_contrast']:.2f}->{last['student_contrast']:.2f}",
+                    f"{last['present_mean']:.2f}",
+                    f"{last['present_positive']:.2f}",
+                    f"{r['miou']:.1f}",
+                    f"{r['fp_rate']:.1f}",
+                    f"{r['fn_rate']:.1f}",
+                ]
+            )
+        parts.append(
+            _rst_table(
+                [
+                    "run",
+                    "lambda",
+                    "tau_s/tau_t",
+                    "|grad REG|/|grad GEN|",
+                    "contrast",
+                    "mean A",
+                    "A>0",
+                    "mIoU",
+                    "FP",
+                    "FN",
+                ],
+                rows,
+            )
+        )
+    if results.get("sweep"):
+        rows = []
+        for r in sorted(results["sweep"], key=lambda r: (r["family"], -r["temperature"])):
+            tau = "GAP (CAM)" if not math.isfinite(r["temperature"]) else f"{r['temperature']:g}"
+            rows.append(
+                [
+                    r["family"],
+                    tau,
+                    f"{r['miou']:.1f}",
+                    f"{r['fp_rate']:.1f}",
+                    f"{r['fn_rate']:.1f}",
+                    f"{r['threshold']:.2f}",
+                ]
+            )
+        parts.append(_rst_table(["family", "tau", "mIoU", "FP", "FN", "threshold"], rows))
+    if results.get("compare_summary"):
+        rows = []
+        for family, methods in sorted(results["compare_summary"].items()):
+            for method, stats in sorted(methods.items()):
+                rows.append(
+                    [family, method, str(stats["miou"]["n"])]
+                    + [
+                        f"{stats[k]['mean']:.1f} +- {stats[k]['std']:.1f}"
+                        for k in ("miou", "fp_rate", "fn_rate")
+                    ]
+                )
+        parts.append(_rst_table(["family", "method", "seeds", "mIoU", "FP", "FN"], rows))
+    if results.get("ablation"):
+        rows = [
+            [
+                r["family"],
+                r["variant"],
+                f"{r['miou']:.1f}",
+                f"{r['fp_rate']:.1f}",
+                f"{r['fn_rate']:.1f}",
+            ]
+            for r in results["ablation"]
+        ]
+        parts.append(_rst_table(["family", "variant", "mIoU", "FP", "FN"], rows))
+    return "\n\n".join(parts) + "\n"
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -589,7 +684,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     families = list(args.families)
     compare_families = list(families)
-    if "cnn" in families and _pretrained_checkpoint(out):
+    checkpoint = _pretrained_checkpoint(out) if "cnn" in families else None
+    if checkpoint:
         compare_families.append("pretrained_cnn")
     started = time.time()
     for phase in args.phases:
@@ -609,14 +705,20 @@ def main(argv: list[str] | None = None) -> int:
         elif phase == "compare":
             rows = run_jobs(
                 run_one,
-                [{**common, **j} for j in compare_jobs(budget, compare_families)],
+                [{**common, **j} for j in compare_jobs(budget, compare_families, checkpoint)],
                 args.jobs,
             )
             results["compare"] = rows
             results["compare_summary"] = summarise_compare(rows)
         elif phase == "ablation":
             results["ablation"] = run_jobs(
-                run_one, [{**common, **j} for j in ablation_jobs(budget, families)], args.jobs
+                run_one,
+                [
+                    {**common, **j}
+                    for j in ablation_jobs(budget, families)
+                    if not args.variants or j["variant"] in args.variants
+                ],
+                args.jobs,
             )
         for key in (phase, "compare_summary"):
             if key in results:
@@ -624,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
                     json.dumps(results[key], indent=1, default=str)
                 )
     results["plots"] = plot(results, Path(args.plots))
+    text = tables(results)
+    (out / "tables.rst").write_text(text)
+    print(text)
     results["seconds"] = round(time.time() - started, 1)
     tmp = summary_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, default=str))
