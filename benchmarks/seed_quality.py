@@ -373,12 +373,20 @@ def ablation_jobs(budget: Budget, families: list[str]) -> list[dict[str, Any]]:
     jobs = []
     for family in families:
         backbone = FAMILIES[family]
+        # L_REG as a scale-free KL (maps divided by their detached maximum) at equal temperatures.
+        shape = {
+            "consistency_scale": "max",
+            "consistency_temperature": 0.2,
+            "teacher_temperature": 0.2,
+        }
         variants: dict[str, dict[str, Any]] = {
             "generation_only": {"consistency_weight": 0.0},
-            "consistency_only": {"temperature": 1e6},
             "both_default": {},
-            "weight_1_normalized": {"consistency_weight": 1.0, "normalize_consistency": True},
-            "l1_maxnorm": {"distance": "l1"},
+            "reg_raw_w1_normalized": {"consistency_weight": 1.0, "normalize_consistency": True},
+            "reg_max_w1": {**shape, "consistency_weight": 1.0},
+            "reg_max_w0.1": {**shape, "consistency_weight": 0.1},
+            "reg_max_w1_gap": {**shape, "consistency_weight": 1.0, "temperature": 1000.0},
+            "reg_l1_w1": {"distance": "l1", "consistency_weight": 1.0},
             "drop_0.5_0.1": {"student_drop": 0.5, "teacher_drop": 0.1},
             "drop_0.3_0.0": {"student_drop": 0.3, "teacher_drop": 0.0},
             "scale_max": {"scale": "max"},

@@ -31,7 +31,9 @@ from seedkit.errors import DataError, DataFileError, InvalidValueError
     st.integers(0, 3),
     st.integers(0, 5),
 )
-def test_shards_together_equal_the_single_process_batches(num_samples, world_size, per_rank, epoch, seed):
+def test_shards_together_equal_the_single_process_batches(
+    num_samples, world_size, per_rank, epoch, seed
+):
     global_batch = world_size * per_rank
     if global_batch > num_samples:
         return
@@ -154,8 +156,13 @@ def test_consistency_temperature_sets_the_consistency_term_only():
     from seedkit.engine.seed_stage import SeedTrainingState
 
     config = SeedStageConfig(
-        backbone="resnet18", max_steps=2, device="cpu", temperature=1000.0,
-        consistency_temperature=1.0, teacher_temperature=2.0, consistency_weight=1.0,
+        backbone="resnet18",
+        max_steps=2,
+        device="cpu",
+        temperature=1000.0,
+        consistency_temperature=1.0,
+        teacher_temperature=2.0,
+        consistency_weight=1.0,
     ).validate()
     state = SeedTrainingState(config, DistributedContext(), steps_per_epoch=1)
     assert state.criterion.generation.temperature == 1000.0
@@ -163,6 +170,26 @@ def test_consistency_temperature_sets_the_consistency_term_only():
     assert state.criterion.consistency.teacher_temperature == 2.0
     plain = SeedTrainingState(
         SeedStageConfig(backbone="resnet18", max_steps=2, device="cpu", temperature=3.0).validate(),
-        DistributedContext(), steps_per_epoch=1,
+        DistributedContext(),
+        steps_per_epoch=1,
     )
     assert plain.criterion.generation.temperature == plain.criterion.consistency.temperature == 3.0
+    shaped = SeedTrainingState(
+        SeedStageConfig(
+            backbone="resnet18",
+            max_steps=2,
+            device="cpu",
+            temperature=3.0,
+            consistency_temperature=0.2,
+            consistency_scale="max",
+        ).validate(),
+        DistributedContext(),
+        steps_per_epoch=1,
+    )
+    assert (
+        shaped.criterion.generation.scale == "raw" and shaped.criterion.consistency.scale == "max"
+    )
+    assert shaped.criterion.consistency.temperature == 0.2
+    assert shaped.criterion.consistency.distance.scale == "max"
+    with pytest.raises(InvalidValueError, match="consistency_scale"):
+        SeedStageConfig(max_steps=1, consistency_scale="min").validate()

@@ -99,6 +99,15 @@ class SeedTrainingState:
                 overrides["consistency_weight"] = config.consistency_weight
             overrides["normalize"] = config.normalize_consistency
             self.criterion = seedkit.USAGELoss.for_backbone(self.model.family, **overrides)
+            if config.consistency_scale not in (None, config.scale):  # L_REG's own scale
+                current = self.criterion.consistency
+                self.criterion.consistency = seedkit.ConsistencyLoss(
+                    config.distance,
+                    current.temperature,
+                    current.teacher_temperature,
+                    scale=config.consistency_scale,
+                    normalize=current.normalize,
+                )
             self.full_weight = self.criterion.consistency_weight
         else:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
