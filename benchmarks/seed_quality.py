@@ -57,10 +57,11 @@ class Budget:
     seeds: tuple[int, ...]
     temperatures: tuple[float, ...]
     collapse_steps: int
+    vit_steps: int
 
 
-FULL = Budget(160, 100, 48, (0, 1, 2), (0.05, 0.3, 2.0, 20.0), 100)
-QUICK = Budget(96, 60, 32, (0,), (0.3, 20.0), 60)
+FULL = Budget(160, 100, 48, (0, 1, 2), (0.05, 0.3, 2.0, 20.0), 100, 200)
+QUICK = Budget(96, 60, 32, (0,), (0.3, 20.0), 60, 60)
 
 
 def _config(budget: Budget, out: Path, name: str, **overrides: Any):
@@ -78,6 +79,10 @@ def _config(budget: Budget, out: Path, name: str, **overrides: Any):
         "log_every": 10,
         "out": str(out / "runs" / name),
     }
+    if overrides.get("backbone") == FAMILIES["vit"] and "max_steps" not in overrides:
+        # A from-scratch DeiT-tiny needs more (cheaper) steps than the CNN to leave the
+        # "every class absent" plateau; CAM and USAGE of one family share the schedule.
+        values["max_steps"] = budget.vit_steps
     values.update(overrides)
     return dataclasses.replace(config, **values).validate()
 
@@ -419,6 +424,15 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def _merge(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of an earlier invocation (other families, variants, seeds) plus these, by name."""
+    merged = {}
+    if path.is_file():
+        merged = {row["name"]: row for row in json.loads(path.read_text())}
+    merged.update({row["name"]: row for row in rows})
+    return list(merged.values())
+
+
 def summarise_compare(results: list[dict[str, Any]]) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for row in results:
@@ -728,11 +742,22 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 args.jobs,
             )
-        for key in (phase, "compare_summary"):
-            if key in results:
-                (out / f"phase_{key}.json").write_text(
-                    json.dumps(results[key], indent=1, default=str)
-                )
+        if phase != "report":
+            if phase != "collapse":
+                results[phase] = _merge(out / f"phase_{phase}.json", results[phase])
+            if phase == "compare":
+                results["compare_summary"] = summarise_compare(results["compare"])
+            for key in (phase, "compare_summary"):
+                if key in results:
+                    text = json.dumps(results[key], indent=1, default=str)
+                    (out / f"phase_{key}.json").write_text(text)
+    # Diagnosis runs of earlier invocations (e.g. other families) count too.
+    collapse = {r["name"]: r for r in results.get("collapse", [])}
+    for path in sorted((out / "runs").glob("collapse_*/collapse.json")):
+        row = json.loads(path.read_text())
+        collapse.setdefault(row["name"], row)
+    if collapse:
+        results["collapse"] = sorted(collapse.values(), key=lambda r: r["name"])
     results["plots"] = plot(results, Path(args.plots))
     text = tables(results)
     (out / "tables.rst").write_text(text)
