@@ -572,6 +572,7 @@ def tables(results: dict[str, Any]) -> str:
                     f"{o['consistency_temperature']:g}/{o['teacher_temperature']:g}",
                     f"{last['grad_consistency'] / max(last['grad_generation'], 1e-12):.2f}",
                     f"{first['student_contrast']:.2f}->{last['student_contrast']:.2f}",
+                    f"{last['teacher_contrast']:.2f}",
                     f"{last['present_mean']:.2f}",
                     f"{last['present_positive']:.2f}",
                     f"{r['miou']:.1f}",
@@ -587,6 +588,7 @@ def tables(results: dict[str, Any]) -> str:
                     "tau_s/tau_t",
                     "|grad REG|/|grad GEN|",
                     "contrast",
+                    "teacher contrast",
                     "mean A",
                     "A>0",
                     "mIoU",
@@ -675,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=["collapse", "sweep", "compare", "ablation", "report"],
     )
     parser.add_argument("--families", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
+    parser.add_argument("--variants", nargs="+", help="run only these ablation variants")
     parser.add_argument(
         "--seeds", type=int, nargs="+", help="override the seeds of the compare phase"
     )
