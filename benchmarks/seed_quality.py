@@ -409,7 +409,18 @@ def ablation_jobs(budget: Budget, families: list[str]) -> list[dict[str, Any]]:
     return jobs
 
 
-def run_jobs(function, jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
+def _cached(job: dict[str, Any]) -> bool:
+    runs = Path(job["out"]) / "runs"
+    names = [job["name"], job.get("reuse") or job["name"]]
+    files = ("results.json", "collapse.json")
+    return any((runs / name / file).is_file() for name in names for file in files)
+
+
+def run_jobs(
+    function, jobs: list[dict[str, Any]], workers: int, cached_only: bool = False
+) -> list[dict[str, Any]]:
+    if cached_only:  # assemble tables from finished runs without starting new ones
+        jobs = [job for job in jobs if _cached(job)]
     if workers <= 1:
         return [function(job) for job in jobs]
     with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
@@ -493,7 +504,7 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
                 color=line[0].get_color(),
                 label=f"{family} FN",
             )
-        for axis, label in zip(axes, ("seed mIoU (%)", "rate at best threshold"), strict=True):
+        for axis, label in zip(axes, ("seed mIoU (%)", "rate at best threshold (%)"), strict=True):
             axis.set_xscale("log")
             axis.set_xlabel("generation temperature tau (raw logits)")
             axis.set_ylabel(label)
@@ -537,7 +548,7 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
                 )
                 labels.append(f"{family}\n{method}")
                 positions.append(x)
-        for axis, label in zip(axes, ("seed mIoU (%)", "rate at best threshold"), strict=True):
+        for axis, label in zip(axes, ("seed mIoU (%)", "rate at best threshold (%)"), strict=True):
             axis.set_xticks(positions, labels, fontsize=7)
             axis.set_ylabel(label)
         axes[1].legend(fontsize=7)
@@ -677,6 +688,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=["collapse", "sweep", "compare", "ablation", "report"],
     )
     parser.add_argument("--families", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
+    parser.add_argument(
+        "--cached-only", action="store_true", help="only report runs that already finished"
+    )
     parser.add_argument("--variants", nargs="+", help="run only these ablation variants")
     parser.add_argument(
         "--seeds", type=int, nargs="+", help="override the seeds of the compare phase"
@@ -720,18 +734,22 @@ def main(argv: list[str] | None = None) -> int:
             jobs = [
                 j for j in jobs if any(j["overrides"]["backbone"] == FAMILIES[f] for f in families)
             ]
-            results["collapse"] = run_jobs(collapse_run, jobs, args.jobs)
+            results["collapse"] = run_jobs(collapse_run, jobs, args.jobs, args.cached_only)
         elif phase == "report":
             continue
         elif phase == "sweep":
             results["sweep"] = run_jobs(
-                run_one, [{**common, **j} for j in sweep_jobs(budget, families)], args.jobs
+                run_one,
+                [{**common, **j} for j in sweep_jobs(budget, families)],
+                args.jobs,
+                args.cached_only,
             )
         elif phase == "compare":
             rows = run_jobs(
                 run_one,
                 [{**common, **j} for j in compare_jobs(budget, compare_families, checkpoint)],
                 args.jobs,
+                args.cached_only,
             )
             results["compare"] = rows
             results["compare_summary"] = summarise_compare(rows)
@@ -744,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
                     if not args.variants or j["variant"] in args.variants
                 ],
                 args.jobs,
+                args.cached_only,
             )
         if phase != "report":
             if phase != "collapse":
