@@ -374,30 +374,34 @@ def compare_jobs(
     return jobs
 
 
+# L_REG as a scale-free KL (maps divided by their detached maximum) at equal temperatures.
+_SHAPE = {
+    "consistency_scale": "max",
+    "consistency_temperature": 0.2,
+    "teacher_temperature": 0.2,
+}
+ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
+    "generation_only": {"consistency_weight": 0.0},
+    "both_default": {},
+    "reg_raw_w1_normalized": {"consistency_weight": 1.0, "normalize_consistency": True},
+    "reg_max_w1": {**_SHAPE, "consistency_weight": 1.0},
+    "reg_max_w0.1": {**_SHAPE, "consistency_weight": 0.1},
+    "reg_max_w1_gap": {**_SHAPE, "consistency_weight": 1.0, "temperature": 1000.0},
+    "reg_l1_w1": {"distance": "l1", "consistency_weight": 1.0},
+    "drop_0.5_0.1": {"student_drop": 0.5, "teacher_drop": 0.1},
+    "drop_0.3_0.0": {"student_drop": 0.3, "teacher_drop": 0.0},
+    "scale_max": {"scale": "max"},
+    "temperature_seeds": {"seed_temperature": 1.0},
+}
+QUICK_VARIANTS = ("generation_only", "both_default")
+QUICK_COLLAPSE = ("lambda0", "t1_teacher1")
+
+
 def ablation_jobs(budget: Budget, families: list[str]) -> list[dict[str, Any]]:
     jobs = []
     for family in families:
         backbone = FAMILIES[family]
-        # L_REG as a scale-free KL (maps divided by their detached maximum) at equal temperatures.
-        shape = {
-            "consistency_scale": "max",
-            "consistency_temperature": 0.2,
-            "teacher_temperature": 0.2,
-        }
-        variants: dict[str, dict[str, Any]] = {
-            "generation_only": {"consistency_weight": 0.0},
-            "both_default": {},
-            "reg_raw_w1_normalized": {"consistency_weight": 1.0, "normalize_consistency": True},
-            "reg_max_w1": {**shape, "consistency_weight": 1.0},
-            "reg_max_w0.1": {**shape, "consistency_weight": 0.1},
-            "reg_max_w1_gap": {**shape, "consistency_weight": 1.0, "temperature": 1000.0},
-            "reg_l1_w1": {"distance": "l1", "consistency_weight": 1.0},
-            "drop_0.5_0.1": {"student_drop": 0.5, "teacher_drop": 0.1},
-            "drop_0.3_0.0": {"student_drop": 0.3, "teacher_drop": 0.0},
-            "scale_max": {"scale": "max"},
-            "temperature_seeds": {"seed_temperature": 1.0},
-        }
-        for variant, overrides in variants.items():
+        for variant, overrides in ABLATION_VARIANTS.items():
             jobs.append(
                 {
                     "name": f"ablation_{family}_{variant}",
@@ -726,11 +730,15 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = _pretrained_checkpoint(out) if "cnn" in families else None
     if checkpoint:
         compare_families.append("pretrained_cnn")
+    # --quick runs a subset of the diagnosis and the ablation.
+    variants = QUICK_VARIANTS if args.quick else tuple(ABLATION_VARIANTS)
     started = time.time()
     for phase in args.phases:
         print(f"[{phase}] ({time.time() - started:.0f} s)", flush=True)
         if phase == "collapse":
             jobs = [{**common, **job} for job in collapse_jobs(budget)]
+            if args.quick:
+                jobs = [j for j in jobs if j["name"].endswith(QUICK_COLLAPSE)]
             jobs = [
                 j for j in jobs if any(j["overrides"]["backbone"] == FAMILIES[f] for f in families)
             ]
@@ -759,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     {**common, **j}
                     for j in ablation_jobs(budget, families)
-                    if not args.variants or j["variant"] in args.variants
+                    if j["variant"] in (args.variants or variants)
                 ],
                 args.jobs,
                 args.cached_only,
