@@ -316,32 +316,44 @@ def collapse_jobs(budget: Budget) -> list[dict[str, Any]]:
     return jobs
 
 
-def sweep_jobs(budget: Budget, families: list[str]) -> list[dict[str, Any]]:
+def sweep_jobs(
+    budget: Budget,
+    families: list[str],
+    seeds: tuple[int, ...] = (0,),
+    temperatures: tuple[float, ...] | None = None,
+) -> list[dict[str, Any]]:
     jobs = []
     for family in families:
         backbone = FAMILIES[family]
-        jobs.append(
-            {
-                "name": f"sweep_{family}_gap",
-                "family": family,
-                "temperature": math.inf,
-                "overrides": {"backbone": backbone, "method": "cam"},
-            }
-        )
-        for tau in budget.temperatures:
-            jobs.append(
-                {
-                    "name": f"sweep_{family}_t{tau:g}",
-                    "family": family,
-                    "temperature": tau,
-                    "overrides": {
-                        "backbone": backbone,
-                        "method": "usage",
+        for seed in seeds:
+            suffix = "" if seed == 0 else f"_s{seed}"
+            if temperatures is None:  # the GAP point is the CAM baseline of the compare phase
+                jobs.append(
+                    {
+                        "name": f"sweep_{family}_gap{suffix}",
+                        "reuse": None if seed == 0 else f"compare_{family}_cam_s{seed}",
+                        "family": family,
+                        "temperature": math.inf,
+                        "seed": seed,
+                        "overrides": {"backbone": backbone, "method": "cam", "seed": seed},
+                    }
+                )
+            for tau in temperatures or budget.temperatures:
+                jobs.append(
+                    {
+                        "name": f"sweep_{family}_t{tau:g}{suffix}",
+                        "family": family,
                         "temperature": tau,
-                        "consistency_weight": 0.0,
-                    },
-                }
-            )
+                        "seed": seed,
+                        "overrides": {
+                            "backbone": backbone,
+                            "method": "usage",
+                            "temperature": tau,
+                            "consistency_weight": 0.0,
+                            "seed": seed,
+                        },
+                    }
+                )
     return jobs
 
 
@@ -477,11 +489,21 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         for family in sorted({r["family"] for r in sweep}):
             rows = sorted(
-                (r for r in sweep if r["family"] == family and math.isfinite(r["temperature"])),
+                (
+                    r
+                    for r in sweep
+                    if r["family"] == family
+                    and math.isfinite(r["temperature"])
+                    and r.get("seed", 0) == 0
+                ),
                 key=lambda r: r["temperature"],
             )
             gap = [
-                r for r in sweep if r["family"] == family and not math.isfinite(r["temperature"])
+                r
+                for r in sweep
+                if r["family"] == family
+                and not math.isfinite(r["temperature"])
+                and r.get("seed", 0) == 0
             ]
             line = axes[0].plot(
                 [r["temperature"] for r in rows], [r["miou"] for r in rows], "o-", label=family
@@ -615,19 +637,23 @@ def tables(results: dict[str, Any]) -> str:
         )
     if results.get("sweep"):
         rows = []
-        for r in sorted(results["sweep"], key=lambda r: (r["family"], -r["temperature"])):
+        order = sorted(
+            results["sweep"], key=lambda r: (r["family"], -r["temperature"], r.get("seed", 0))
+        )
+        for r in order:
             tau = "GAP (CAM)" if not math.isfinite(r["temperature"]) else f"{r['temperature']:g}"
             rows.append(
                 [
                     r["family"],
                     tau,
+                    str(r.get("seed", 0)),
                     f"{r['miou']:.1f}",
                     f"{r['fp_rate']:.1f}",
                     f"{r['fn_rate']:.1f}",
                     f"{r['threshold']:.2f}",
                 ]
             )
-        parts.append(_rst_table(["family", "tau", "mIoU", "FP", "FN", "threshold"], rows))
+        parts.append(_rst_table(["family", "tau", "seed", "mIoU", "FP", "FN", "threshold"], rows))
     if results.get("compare_summary"):
         rows = []
         for family, methods in sorted(results["compare_summary"].items()):
@@ -695,6 +721,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cached-only", action="store_true", help="only report runs that already finished"
     )
+    parser.add_argument(
+        "--sweep-seeds", type=int, nargs="+", default=[0], help="seeds of the sweep"
+    )
+    parser.add_argument(
+        "--temperatures", type=float, nargs="+", help="sweep only these temperatures"
+    )
     parser.add_argument("--variants", nargs="+", help="run only these ablation variants")
     parser.add_argument(
         "--seeds", type=int, nargs="+", help="override the seeds of the compare phase"
@@ -730,6 +762,9 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = _pretrained_checkpoint(out) if "cnn" in families else None
     if checkpoint:
         compare_families.append("pretrained_cnn")
+    sweep_seeds = tuple(args.sweep_seeds)
+    if args.temperatures:
+        args.temperatures = tuple(args.temperatures)
     # --quick runs a subset of the diagnosis and the ablation.
     variants = QUICK_VARIANTS if args.quick else tuple(ABLATION_VARIANTS)
     started = time.time()
@@ -748,7 +783,10 @@ def main(argv: list[str] | None = None) -> int:
         elif phase == "sweep":
             results["sweep"] = run_jobs(
                 run_one,
-                [{**common, **j} for j in sweep_jobs(budget, families)],
+                [
+                    {**common, **j}
+                    for j in sweep_jobs(budget, families, sweep_seeds, args.temperatures)
+                ],
                 args.jobs,
                 args.cached_only,
             )
