@@ -623,7 +623,7 @@ def tables(results: dict[str, Any]) -> str:
                     "run",
                     "lambda",
                     "tau_s/tau_t",
-                    "|grad REG|/|grad GEN|",
+                    "grad REG / grad GEN",
                     "contrast",
                     "teacher contrast",
                     "mean A",
