@@ -150,3 +150,47 @@ def test_logger_writes_json_lines(tmp_path):
     appended.log("train", 3, loss=0.1)
     appended.close()
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_consistency_temperature_sets_the_consistency_term_only():
+    from seedkit.engine import DistributedContext
+    from seedkit.engine.seed_stage import SeedTrainingState
+
+    config = SeedStageConfig(
+        backbone="resnet18",
+        max_steps=2,
+        device="cpu",
+        temperature=1000.0,
+        consistency_temperature=1.0,
+        teacher_temperature=2.0,
+        consistency_weight=1.0,
+    ).validate()
+    state = SeedTrainingState(config, DistributedContext(), steps_per_epoch=1)
+    assert state.criterion.generation.temperature == 1000.0
+    assert state.criterion.consistency.temperature == 1.0
+    assert state.criterion.consistency.teacher_temperature == 2.0
+    plain = SeedTrainingState(
+        SeedStageConfig(backbone="resnet18", max_steps=2, device="cpu", temperature=3.0).validate(),
+        DistributedContext(),
+        steps_per_epoch=1,
+    )
+    assert plain.criterion.generation.temperature == plain.criterion.consistency.temperature == 3.0
+    shaped = SeedTrainingState(
+        SeedStageConfig(
+            backbone="resnet18",
+            max_steps=2,
+            device="cpu",
+            temperature=3.0,
+            consistency_temperature=0.2,
+            consistency_scale="max",
+        ).validate(),
+        DistributedContext(),
+        steps_per_epoch=1,
+    )
+    assert (
+        shaped.criterion.generation.scale == "raw" and shaped.criterion.consistency.scale == "max"
+    )
+    assert shaped.criterion.consistency.temperature == 0.2
+    assert shaped.criterion.consistency.distance.scale == "max"
+    with pytest.raises(InvalidValueError, match="consistency_scale"):
+        SeedStageConfig(max_steps=1, consistency_scale="min").validate()

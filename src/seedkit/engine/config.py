@@ -59,6 +59,8 @@ class SeedStageConfig:
     consistency_weight: float | None = None
     consistency_warmup_steps: int = 0
     teacher_temperature: float | None = None
+    consistency_temperature: float | None = None
+    consistency_scale: str | None = None
     distance: str = "kl"
     normalize_consistency: bool = False
     student_drop: float = 0.3
@@ -90,11 +92,13 @@ class SeedStageConfig:
             "schedule": ("poly", "cosine", "constant"),
             "amp": ("auto", "on", "off"),
             "scale": ("raw", "max"),
+            "consistency_scale": (None, "raw", "max"),
             "distance": ("kl", "js", "l1"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise InvalidValueError(name, "one of " + ", ".join(allowed), getattr(self, name))
+                expected = "one of " + ", ".join(map(str, allowed))
+                raise InvalidValueError(name, expected, getattr(self, name))
         if (self.epochs is None) == (self.max_steps is None):
             raise InvalidValueError(
                 "epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps)

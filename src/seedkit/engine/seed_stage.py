@@ -98,12 +98,23 @@ class SeedTrainingState:
             if config.temperature is not None:
                 overrides["temperature"] = config.temperature
                 overrides["generation_temperature"] = config.temperature
+            if config.consistency_temperature is not None:  # student temperature of L_REG only
+                overrides["temperature"] = config.consistency_temperature
             if config.teacher_temperature is not None:
                 overrides["teacher_temperature"] = config.teacher_temperature
             if config.consistency_weight is not None:
                 overrides["consistency_weight"] = config.consistency_weight
             overrides["normalize"] = config.normalize_consistency
             self.criterion = seedkit.USAGELoss.for_backbone(self.model.family, **overrides)
+            if config.consistency_scale not in (None, config.scale):  # L_REG's own scale
+                current = self.criterion.consistency
+                self.criterion.consistency = seedkit.ConsistencyLoss(
+                    config.distance,
+                    current.temperature,
+                    current.teacher_temperature,
+                    scale=config.consistency_scale,
+                    normalize=current.normalize,
+                )
             self.full_weight = self.criterion.consistency_weight
         else:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
