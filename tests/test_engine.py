@@ -21,7 +21,7 @@ from seedkit.engine import (
     save_checkpoint,
     save_config,
 )
-from seedkit.engine.seed_stage import _schedule
+from seedkit.engine._loop import poly_or_cosine
 from seedkit.errors import DataError, DataFileError, InvalidValueError
 
 
@@ -130,7 +130,7 @@ def test_config_round_trip_and_validation(tmp_path):
 
 @pytest.mark.parametrize("kind", ["poly", "cosine", "constant"])
 def test_schedules(kind):
-    factor = _schedule(kind, warmup=10, total=100)
+    factor = poly_or_cosine(kind, warmup=10, total=100)
     assert factor(0) == pytest.approx(0.1)
     assert factor(9) == pytest.approx(1.0)
     values = [factor(s) for s in range(10, 100)]

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import seedkit
-from seedkit.engine._loop import class_names_for
+from seedkit.engine._loop import class_names_for, poly_or_cosine
 from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from seedkit.engine.config import SeedStageConfig, save_config
 from seedkit.engine.distributed import DistributedContext
@@ -83,7 +83,7 @@ class SeedTrainingState:
             )
         warmup = config.warmup_steps or int(config.extra.get("warmup_epochs", 0) * steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _schedule(config.schedule, warmup, self.total_steps)
+            self.optimizer, poly_or_cosine(config.schedule, warmup, self.total_steps)
         )
         self.teacher = None
         self.criterion: torch.nn.Module
@@ -160,20 +160,6 @@ class SeedTrainingState:
             self.teacher.load_state_dict(state["teacher"])
         torch.set_rng_state(state["rng"]["torch"])
         self.step = int(state["step"])
-
-
-def _schedule(kind: str, warmup: int, total: int):
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if kind == "poly":
-            return (1.0 - progress) ** 0.9
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def _train_dataset(config: SeedStageConfig, voc_root: str):
