@@ -233,35 +233,10 @@ def ensure_seeds(
     )
     if all((seeds_dir / f"{i}.npy").is_file() for i in dataset.ids):
         return seeds_dir
-    model_path = Path(seed_config.out) / "model.pt"
-    if not model_path.is_file():
-        raise DataFileError(
-            model_path,
-            "stage-1 model (seeds are missing for the stage-2 split)",
-            "run stage 1 first (--stages 1,2)",
-        )
-    from seedkit.backbones import create_seed_model
-    from seedkit.cam import write_cams
-    from seedkit.engine.checkpoint import load_checkpoint
-    from seedkit.engine.seed_stage import backbone_kwargs
+    from seedkit.engine.seed_stage import load_seed_model, write_seeds
 
-    model = create_seed_model(
-        seed_config.backbone, num_classes=seed_config.num_classes, **backbone_kwargs(seed_config)
-    )
-    model.load_state_dict(load_checkpoint(model_path)["model"])
-    model.to(context.device)
-    write_cams(
-        model,
-        dataset,
-        seeds_dir,
-        scales=seed_config.cam_scales,
-        device=context.device,
-        temperature=seed_config.seed_temperature,
-        progress=context.is_main and seed_config.progress,
-        rank=context.rank,
-        world_size=context.world_size,
-    )
-    context.barrier()
+    model = load_seed_model(seed_config, context.device)  # raises if stage 1 has not run
+    write_seeds(model, dataset, seeds_dir, seed_config, context)
     return seeds_dir
 
 

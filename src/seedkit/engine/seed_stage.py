@@ -28,7 +28,7 @@ from seedkit.engine.config import SeedStageConfig, save_config
 from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.logger import RunLogger
 from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
-from seedkit.errors import InvalidValueError
+from seedkit.errors import DataFileError, InvalidValueError
 
 __all__ = ["SeedTrainingState", "run_seed_stage", "train_seed_model"]
 
@@ -376,6 +376,49 @@ def _train_step(
     return totals
 
 
+def load_seed_model(config: SeedStageConfig, device: torch.device) -> torch.nn.Module:
+    """Rebuild the stage-1 model of ``config`` from ``config.out/model.pt``.
+
+    Raises:
+        DataFileError: stage 1 has not finished (no ``model.pt``).
+    """
+    from seedkit.backbones import create_seed_model
+
+    path = Path(config.out) / MODEL_NAME
+    if not path.is_file():
+        raise DataFileError(path, "stage-1 model", "run stage 1 first (--stages 1)")
+    model = create_seed_model(
+        config.backbone, num_classes=config.num_classes, **backbone_kwargs(config)
+    )
+    model.load_state_dict(load_checkpoint(path)["model"])
+    return model.to(device)
+
+
+def write_seeds(
+    model: torch.nn.Module,
+    dataset: Any,
+    seeds_dir: Path,
+    config: SeedStageConfig,
+    context: DistributedContext,
+) -> None:
+    """Write psa-format seeds of ``dataset`` with the config's scales, sharded by rank."""
+    from seedkit.cam import write_cams
+
+    model.eval()
+    write_cams(
+        model,
+        dataset,
+        seeds_dir,
+        scales=config.cam_scales,
+        device=context.device,
+        temperature=config.seed_temperature,
+        progress=context.is_main and config.progress,
+        rank=context.rank,
+        world_size=context.world_size,
+    )
+    context.barrier()
+
+
 def _gt_dir(voc_root: Path) -> Path:
     # Seeds are evaluated on the train list, whose masks live in SegmentationClass
     # (the reference codebases' choice); SBD-only setups fall back to the Aug folder.
@@ -396,7 +439,6 @@ def write_and_evaluate_seeds(
     Seed writing is sharded across processes; rank 0 evaluates and returns the
     ``"seeds"`` entry of ``results.json`` (other ranks return ``None``).
     """
-    from seedkit.cam import write_cams
     from seedkit.data import InferenceTransform, VOCSegmentation, read_image
     from seedkit.metrics import evaluate_seeds, load_psa_maps
     from seedkit.viz import save_overlay
@@ -413,19 +455,7 @@ def write_and_evaluate_seeds(
     if config.eval_limit is not None:
         dataset.ids = dataset.ids[: config.eval_limit]
     seeds_dir = out / "seeds"
-    model.eval()
-    write_cams(
-        model,
-        dataset,
-        seeds_dir,
-        scales=config.cam_scales,
-        device=context.device,
-        temperature=config.seed_temperature,
-        progress=context.is_main and config.progress,
-        rank=context.rank,
-        world_size=context.world_size,
-    )
-    context.barrier()
+    write_seeds(model, dataset, seeds_dir, config, context)
     if not context.is_main:
         return None
     result = evaluate_seeds(
@@ -479,13 +509,7 @@ def run_seed_stage(
     out = Path(config.out)
     finished = resume and (out / MODEL_NAME).is_file()
     if finished:
-        from seedkit.backbones import create_seed_model
-
-        model = create_seed_model(
-            config.backbone, num_classes=config.num_classes, **backbone_kwargs(config)
-        )
-        model.load_state_dict(load_checkpoint(out / MODEL_NAME)["model"])
-        model.to(context.device)
+        model = load_seed_model(config, context.device)
     else:
         model = train_seed_model(config, context, voc_root, resume=resume).model
     seeds = write_and_evaluate_seeds(model, config, context, voc_root)
