@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -56,6 +56,25 @@ def make_optimizer(
     raise InvalidValueError("optimizer", "'sgd' or 'adamw'", name)
 
 
+class LoopSettings(Protocol):
+    """The optimisation fields :func:`train_loop` reads from a stage config."""
+
+    batch_size: int
+    max_steps: int | None
+    epochs: int | None
+    optimizer: str
+    lr: float
+    weight_decay: float
+    head_lr_mult: float
+    schedule: str
+    warmup_steps: int
+    seed: int
+    num_workers: int
+    checkpoint_every: int
+    log_every: int
+    progress: bool
+
+
 def train_loop(
     *,
     model: torch.nn.Module,
@@ -63,20 +82,7 @@ def train_loop(
     loss_fn: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor],
     out: Path,
     context: DistributedContext,
-    batch_size: int,
-    total_steps: int | None,
-    epochs: int | None,
-    optimizer: str,
-    lr: float,
-    weight_decay: float,
-    head_lr_mult: float,
-    schedule: str,
-    warmup_steps: int,
-    seed: int,
-    num_workers: int,
-    checkpoint_every: int,
-    log_every: int,
-    progress: bool,
+    settings: LoopSettings,
     resume: bool,
     desc: str,
     collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
@@ -88,7 +94,12 @@ def train_loop(
     atomically every ``checkpoint_every`` steps and at the end; with
     ``resume=True`` training continues from it at the same sample of the same
     epoch. ``OUT/log.jsonl`` gets one record per ``log_every`` steps (rank 0).
+    The optimisation settings come from the stage config (see :class:`LoopSettings`).
     """
+    batch_size, seed = settings.batch_size, settings.seed
+    total_steps, epochs = settings.max_steps, settings.epochs
+    num_workers, progress = settings.num_workers, settings.progress
+    checkpoint_every, log_every = settings.checkpoint_every, settings.log_every
     torch.manual_seed(seed)
     if batch_size % context.world_size:
         raise InvalidValueError(
@@ -98,9 +109,11 @@ def train_loop(
         len(dataset), batch_size, context.rank, context.world_size, seed=seed
     )
     total = total_steps if total_steps is not None else int(epochs or 1) * sampler.steps_per_epoch
-    opt = make_optimizer(model, optimizer, lr, weight_decay, head_lr_mult)
+    opt = make_optimizer(
+        model, settings.optimizer, settings.lr, settings.weight_decay, settings.head_lr_mult
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        opt, poly_or_cosine(schedule, warmup_steps, total)
+        opt, poly_or_cosine(settings.schedule, settings.warmup_steps, total)
     )
     wrapped: torch.nn.Module = model
     if context.distributed:
