@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import seedkit
-from seedkit.engine._loop import class_names_for, poly_or_cosine
+from seedkit.engine._loop import class_names_for, gt_dir, poly_or_cosine
 from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from seedkit.engine.config import SeedStageConfig, save_config
 from seedkit.engine.distributed import DistributedContext
@@ -419,15 +419,6 @@ def write_seeds(
     context.barrier()
 
 
-def _gt_dir(voc_root: Path) -> Path:
-    # Seeds are evaluated on the train list, whose masks live in SegmentationClass
-    # (the reference codebases' choice); SBD-only setups fall back to the Aug folder.
-    for name in ("SegmentationClass", "SegmentationClassAug"):
-        if (voc_root / name).is_dir():
-            return voc_root / name
-    return voc_root / "SegmentationClass"
-
-
 def write_and_evaluate_seeds(
     model: torch.nn.Module,
     config: SeedStageConfig,
@@ -460,7 +451,7 @@ def write_and_evaluate_seeds(
         return None
     result = evaluate_seeds(
         seeds_dir,
-        _gt_dir(dataset.root),
+        gt_dir(dataset.root),
         dataset.ids,
         num_classes=config.num_classes + 1,
         max_threshold=config.max_threshold,
