@@ -155,9 +155,12 @@ def test_backward_keeps_no_softmax():
 
 
 def test_public_functions_dispatch_and_switch(monkeypatch):
-    cams = torch.randn(2, 4, 96, 96)  # above the size where "auto" picks the fused path
+    cams = torch.randn(2, 4, 96, 96)  # below the size where "auto" picks the fused path on CPU
     mask = torch.rand(2, 1, 96, 96) > 0.2
-    assert kernels.resolve_backend(cams) == "reference"  # auto on the CPU (not faster there)
+    assert kernels.resolve_backend(cams) == "reference"
+    large = torch.empty(2, 4, kernels.AUTO_MIN_NUMEL_CPU // 8)
+    expected = "fused" if kernels.compiled_available() else "reference"
+    assert kernels.resolve_backend(large) == expected  # auto: compiled path for large CPU maps
     with kernels.use_backend("fused"):
         assert kernels.resolve_backend(cams) == "fused"
         fused = seedkit.temperature_pool(cams, 0.5, mask, scale="max")

@@ -5,9 +5,10 @@
 chosen per call from the tensor's device and the process-wide setting:
 
 - ``"auto"`` (default): the Triton kernels for CUDA tensors when ``triton``
-  imports (``pip install seedkit[triton]``), the reference path otherwise
-  (on the CPU the compiled path saved 4-7x extra memory but was not faster on
-  the benchmark machine, see the Performance page);
+  imports (``pip install seedkit[triton]``); the compiled fused path for CPU
+  maps of at least ``AUTO_MIN_NUMEL_CPU`` elements (2-4x faster and 4-6x leaner
+  than the reference there, see the Performance page); the reference path
+  otherwise;
 - ``"reference"``: the plain autograd composition (softmax, multiply, sum);
 - ``"fused"``: the ``torch.compile``-fused path on any device (C++/OpenMP loops
   on the CPU), compiled on first use, once per process;
@@ -19,6 +20,8 @@ environment variable ``SEEDKIT_KERNELS=reference`` (read at import).
 
 from seedkit.kernels._compiled import compile_seconds, compiled_available
 from seedkit.kernels._dispatch import (
+    AUTO_MIN_NUMEL,
+    AUTO_MIN_NUMEL_CPU,
     BACKENDS,
     get_backend,
     resolve_backend,
@@ -29,6 +32,8 @@ from seedkit.kernels._dispatch import (
 from seedkit.kernels.fused import fused_kl_consistency, fused_temperature_pool
 
 __all__ = [
+    "AUTO_MIN_NUMEL",
+    "AUTO_MIN_NUMEL_CPU",
     "BACKENDS",
     "compile_seconds",
     "compiled_available",

@@ -44,8 +44,74 @@ def _compile(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def _bias(valid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The ``(B, 1, N)`` boolean mask as the additive float mask the compiled loops read."""
+    bias = torch.zeros(valid.shape, dtype=like.dtype, device=like.device)
+    return bias.masked_fill_(~valid, float("-inf"))
+
+
+def _inverse(divisor: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    return 1.0 / (divisor * tau)
+
+
+@functools.cache
+def _kernels() -> SimpleNamespace:
+    return SimpleNamespace(
+        pool_forward=_compile(_math.pool_forward),
+        pool_backward=_compile(_math.pool_backward),
+        kl_forward=_compile(_math.kl_forward),
+        kl_backward=_compile(_math.kl_backward),
+        max_magnitude=_compile(_math.masked_max_magnitude),
+    )
+
+
+# The autograd functions call every backend with the boolean mask, the per-row
+# divisor and tau; these adapters turn them into the bias and the per-row inverse
+# (a (B, 1, N) fill and a (B, C, 1) division, outside the compiled loops).
+
+
+Tensor = torch.Tensor
+
+
+def _pool_forward(a: Tensor, valid: Tensor, divisor: Tensor, tau: Tensor) -> tuple[Tensor, ...]:
+    return _kernels().pool_forward(a, _bias(valid, a), _inverse(divisor, tau))
+
+
+def _pool_backward(
+    a: Tensor, valid: Tensor, divisor: Tensor, tau: Tensor, *saved_and_grad: Tensor
+) -> Tensor:
+    return _kernels().pool_backward(a, _bias(valid, a), _inverse(divisor, tau), *saved_and_grad)
+
+
+def _kl_arguments(
+    student: Tensor,
+    teacher: Tensor,
+    valid: Tensor,
+    student_divisor: Tensor,
+    teacher_divisor: Tensor,
+    student_tau: Tensor,
+    teacher_tau: Tensor,
+) -> tuple[Tensor, ...]:
+    return (
+        student,
+        teacher,
+        _bias(valid, student),
+        _inverse(student_divisor, student_tau),
+        _inverse(teacher_divisor, teacher_tau),
+    )
+
+
+def _kl_forward(*inputs: Tensor) -> tuple[Tensor, ...]:
+    return _kernels().kl_forward(*_kl_arguments(*inputs))
+
+
+def _kl_backward(*inputs_saved_and_grad: Tensor) -> Tensor:
+    inputs, rest = inputs_saved_and_grad[:7], inputs_saved_and_grad[7:]
+    return _kernels().kl_backward(*_kl_arguments(*inputs), *rest)
+
+
 def _max_magnitude(a: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    return torch.where(valid, a.abs(), 0.0).amax(dim=2, keepdim=True).clamp_min(1e-6)
+    return _kernels().max_magnitude(a, _bias(valid, a))
 
 
 @functools.cache
@@ -53,11 +119,11 @@ def compiled_impl() -> SimpleNamespace:
     """Return the compiled kernels (compiled lazily, on their first call)."""
     return SimpleNamespace(
         name="fused",
-        pool_forward=_compile(_math.pool_forward),
-        pool_backward=_compile(_math.pool_backward),
-        kl_forward=_compile(_math.kl_forward),
-        kl_backward=_compile(_math.kl_backward),
-        max_magnitude=_compile(_max_magnitude),
+        pool_forward=_pool_forward,
+        pool_backward=_pool_backward,
+        kl_forward=_kl_forward,
+        kl_backward=_kl_backward,
+        max_magnitude=_max_magnitude,
     )
 
 
@@ -74,7 +140,7 @@ def compiled_available() -> bool:
         valid = torch.ones(2, 1, 5, dtype=torch.bool)
         divisor = torch.ones(2, 3, 1)
         pooled, *_ = compiled_impl().pool_forward(a, valid, divisor, torch.tensor(1.0))
-        expected, *_ = _math.pool_forward(a, valid, divisor, torch.tensor(1.0))
+        expected, *_ = _math.pool_forward(a, _bias(valid, a), _inverse(divisor, torch.tensor(1.0)))
         if not torch.allclose(pooled, expected, rtol=1e-5, atol=1e-6):
             raise RuntimeError("the compiled kernel disagrees with the eager one")
     except Exception as error:  # any compiler / toolchain failure: fall back, never crash

@@ -21,6 +21,7 @@ from seedkit.errors import InvalidValueError
 __all__ = [
     "AUTO_FUSED_ON_CPU",
     "AUTO_MIN_NUMEL",
+    "AUTO_MIN_NUMEL_CPU",
     "BACKENDS",
     "get_backend",
     "resolve_backend",
@@ -30,13 +31,16 @@ __all__ = [
 ]
 
 BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "triton")
-# Below this many elements "auto" keeps the reference path: a fused call's fixed
-# cost (dispatch, mask and per-row buffers) outweighs what it saves on tiny maps.
+# Below this many elements "auto" keeps the reference path on CUDA: a fused call's
+# fixed cost (dispatch, mask and per-row buffers) outweighs what it saves on tiny maps.
 AUTO_MIN_NUMEL = 32768
-# Whether "auto" uses the compiled fused path for CPU tensors. Off: on the 2-core
-# benchmark machine it was not faster than the reference (about 0.7-1.1x, see the
-# Performance page), only 4-7x leaner in extra memory, and it costs a compilation.
-AUTO_FUSED_ON_CPU = False
+# The same on the CPU, where the compiled call's fixed cost is about 0.3 ms (guards of
+# torch.compile, mask and per-row buffers) and the reference composition stays in
+# cache up to a few hundred thousand elements: measured crossover 0.15-0.4 M elements
+# on the 2-core benchmark machine (Performance page).
+AUTO_MIN_NUMEL_CPU = 524288
+# Whether "auto" uses the compiled fused path for CPU tensors at all.
+AUTO_FUSED_ON_CPU = True
 
 
 def _initial_backend() -> str:
@@ -53,10 +57,11 @@ def set_backend(backend: str) -> None:
     """Choose the implementation behind the temperature pooling and the KL loss.
 
     Args:
-        backend: ``"auto"`` (Triton kernels for CUDA tensors when ``triton``
-            imports; the reference path on the CPU, where the compiled path was
-            not faster, see ``AUTO_FUSED_ON_CPU``, and for maps of fewer than
-            ``AUTO_MIN_NUMEL`` = 32768 elements),
+        backend: ``"auto"`` (Triton kernels for CUDA maps of at least
+            ``AUTO_MIN_NUMEL`` = 32768 elements when ``triton`` imports; the
+            compiled fused path for CPU maps of at least ``AUTO_MIN_NUMEL_CPU``
+            = 524288 elements when ``torch.compile`` works here; the reference
+            path otherwise),
             ``"reference"`` (the plain autograd composition, no compilation),
             ``"fused"`` (``torch.compile``-generated kernels on any device) or
             ``"triton"`` (the Triton kernels; CUDA tensors, or CPU tensors under
@@ -136,11 +141,11 @@ def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
             )
         return "triton"
     if choice == "auto":
-        if tensor.numel() < AUTO_MIN_NUMEL:
-            return "reference"
         if tensor.is_cuda:
+            if tensor.numel() < AUTO_MIN_NUMEL:
+                return "reference"
             return "triton" if triton_available() else "reference"
-        if not AUTO_FUSED_ON_CPU:
+        if not AUTO_FUSED_ON_CPU or tensor.numel() < AUTO_MIN_NUMEL_CPU:
             return "reference"
         from seedkit.kernels._compiled import compiled_available
 

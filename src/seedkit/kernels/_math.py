@@ -1,108 +1,117 @@
 """The fused math, written once in plain torch ops.
 
-These functions are what ``torch.compile`` turns into fused loops (one
-reduction kernel per direction); called uncompiled they are also the readable
-statement of what every backend computes. Shapes: ``a`` is ``(B, C, N)``,
-``valid`` a ``(B, 1, N)`` boolean mask, ``divisor`` a ``(B, C, 1)`` per-row
-scale (ones for ``scale="raw"``, the detached maximum magnitude for
-``scale="max"``) and ``tau`` a 0-d tensor, so the logits are
-``a / divisor / tau`` exactly as in the reference path.
+These functions are what ``torch.compile`` turns into fused loops; called
+uncompiled they are also the readable statement of what the compiled backend
+computes. Shapes: ``a`` is ``(B, C, N)``; ``bias`` a ``(B, 1, N)`` float
+additive mask (0 at valid positions, ``-inf`` at masked ones); ``inverse`` the
+``(B, C, 1)`` per-row factor ``1 / (divisor * tau)`` (``divisor`` is 1 for
+``scale="raw"`` and the detached maximum magnitude for ``scale="max"``), so the
+logits are ``z = a * inverse + bias``.
+
+Two choices make the CPU loops fast (measured on the Performance page):
+
+- the mask is an additive float ``bias`` rather than a boolean ``where``: a
+  vectorised bool-to-mask load in every sweep cost more than the ``exp``;
+- one multiplication by a per-row ``inverse`` replaces two divisions.
+
+Masked positions must hold finite values (``0 * a`` must be 0 there); the
+public functions' input checks reject non-finite activations.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["kl_backward", "kl_forward", "pool_backward", "pool_forward"]
-
-
-def _logits(
-    a: torch.Tensor, valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor
-) -> torch.Tensor:
-    return torch.where(valid, a / divisor / tau, float("-inf"))
-
-
-def _normalisers(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row maximum and ``log sum exp(z - max)``, kept apart.
-
-    ``log alpha = (z - peak) - log_total`` is then exact to a few ulps of
-    ``log N`` even where ``|z|`` is huge (``|A| / tau`` up to 1e7), which a single
-    ``logsumexp`` (rounded to an ulp of ``|z|``) is not.
-    """
-    peak = z.amax(dim=2, keepdim=True)
-    return peak, torch.log(torch.exp(z - peak).sum(dim=2, keepdim=True))
+__all__ = [
+    "kl_backward",
+    "kl_forward",
+    "masked_max_magnitude",
+    "pool_backward",
+    "pool_forward",
+]
 
 
 def pool_forward(
-    a: torch.Tensor, valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor
+    a: torch.Tensor, bias: torch.Tensor, inverse: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return ``s = sum_n softmax(z)_n a_n``, ``max z`` and ``log sum exp(z - max z)``."""
-    z = _logits(a, valid, divisor, tau)
-    # Three sweeps over each row (max, sum of exp, weighted sum), each consuming its
-    # exp once, so inductor keeps every intermediate in registers: nothing of size
-    # (B, C, N) is written. A row is a few kB and stays in cache between sweeps.
-    peak, log_total = _normalisers(z)
-    alpha = torch.exp(z - peak - log_total)
-    pooled = (alpha * torch.where(valid, a, 0.0)).sum(dim=2, keepdim=True)
-    return pooled, peak, log_total
+    """Return ``s = sum_n softmax(z)_n a_n``, ``max z`` and ``log sum exp(z - max z)``.
+
+    Two sweeps over each row: the maximum, then both sums from one ``exp``
+    (inductor fuses reductions over the same loop), so nothing of size
+    ``(B, C, N)`` is written.
+    """
+    z = a * inverse + bias
+    peak = z.amax(dim=2, keepdim=True)
+    weights = torch.exp(z - peak)
+    total = weights.sum(dim=2, keepdim=True)
+    weighted = (weights * a).sum(dim=2, keepdim=True)
+    return weighted / total, peak, torch.log(total)
 
 
 def pool_backward(
     a: torch.Tensor,
-    valid: torch.Tensor,
-    divisor: torch.Tensor,
-    tau: torch.Tensor,
+    bias: torch.Tensor,
+    inverse: torch.Tensor,
     peak: torch.Tensor,
     log_total: torch.Tensor,
     pooled: torch.Tensor,
     grad: torch.Tensor,
 ) -> torch.Tensor:
-    """Return ``grad * alpha * (1 + (a - s) / divisor / tau)``, recomputing ``alpha``."""
-    alpha = torch.exp(_logits(a, valid, divisor, tau) - peak - log_total)
-    return grad * alpha * (1.0 + torch.where(valid, a - pooled, 0.0) / divisor / tau)
+    """Return ``grad * alpha * (1 + (a - s) * inverse)``, recomputing ``alpha``."""
+    alpha = torch.exp(a * inverse + bias - (peak + log_total))
+    return (grad * alpha) * (1.0 + (a - pooled) * inverse)
 
 
 def kl_forward(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    valid: torch.Tensor,
-    student_divisor: torch.Tensor,
-    teacher_divisor: torch.Tensor,
-    student_tau: torch.Tensor,
-    teacher_tau: torch.Tensor,
+    bias: torch.Tensor,
+    student_inverse: torch.Tensor,
+    teacher_inverse: torch.Tensor,
 ) -> tuple[torch.Tensor, ...]:
     """Return ``KL(q || p)`` and the normalisers (peak, log-total) of ``p`` then ``q``.
 
-    ``q = softmax(teacher logits)``, ``p = softmax(student logits)``; positions
-    where ``q`` underflows to 0 or that are masked contribute 0. All ``(B, C, 1)``.
+    ``q = softmax(teacher logits)``, ``p = softmax(student logits)``. With the
+    centred logits ``u = z - max z``,
+    ``KL = sum_n e^{u_t} (u_t - u_s) / sum e^{u_t} - log sum e^{u_t} + log sum e^{u_s}``:
+    two sweeps (the maxima, then three sums from two ``exp``), and the centring
+    keeps the difference as accurate as the elementwise form. All ``(B, C, 1)``.
     """
-    zs = _logits(student, valid, student_divisor, student_tau)
-    zt = _logits(teacher, valid, teacher_divisor, teacher_tau)
-    peak_s, log_total_s = _normalisers(zs)
-    peak_t, log_total_t = _normalisers(zt)
-    log_q = zt - peak_t - log_total_t
-    log_p = zs - peak_s - log_total_s
-    q = torch.exp(log_q)
-    # q == 0 (underflow) or masked: the term is 0 (0 log 0 = 0), never NaN.
-    terms = torch.where(valid & (q > 0), q * (log_q - log_p), 0.0)
-    return terms.sum(dim=2, keepdim=True), peak_s, log_total_s, peak_t, log_total_t
+    zs = student * student_inverse
+    zt = teacher * teacher_inverse
+    peak_s = (zs + bias).amax(dim=2, keepdim=True)
+    peak_t = (zt + bias).amax(dim=2, keepdim=True)
+    us = zs - peak_s
+    ut = zt - peak_t
+    weights_t = torch.exp(ut + bias)
+    total_t = weights_t.sum(dim=2, keepdim=True)
+    total_s = torch.exp(us + bias).sum(dim=2, keepdim=True)
+    # Masked positions have weight 0 and finite ``ut - us``, so they add 0.
+    cross = (weights_t * (ut - us)).sum(dim=2, keepdim=True)
+    log_total_s = torch.log(total_s)
+    log_total_t = torch.log(total_t)
+    kl = cross / total_t - log_total_t + log_total_s
+    return kl, peak_s, log_total_s, peak_t, log_total_t
 
 
 def kl_backward(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    valid: torch.Tensor,
-    student_divisor: torch.Tensor,
-    teacher_divisor: torch.Tensor,
-    student_tau: torch.Tensor,
-    teacher_tau: torch.Tensor,
+    bias: torch.Tensor,
+    student_inverse: torch.Tensor,
+    teacher_inverse: torch.Tensor,
     peak_s: torch.Tensor,
     log_total_s: torch.Tensor,
     peak_t: torch.Tensor,
     log_total_t: torch.Tensor,
     grad: torch.Tensor,
 ) -> torch.Tensor:
-    """Return ``grad * (p - q) / divisor / tau_s``, the gradient for the student."""
-    p = torch.exp(_logits(student, valid, student_divisor, student_tau) - peak_s - log_total_s)
-    q = torch.exp(_logits(teacher, valid, teacher_divisor, teacher_tau) - peak_t - log_total_t)
-    return grad * (p - q) / student_divisor / student_tau
+    """Return ``grad * (p - q) * inverse_s``, the gradient for the student."""
+    p = torch.exp(student * student_inverse + bias - (peak_s + log_total_s))
+    q = torch.exp(teacher * teacher_inverse + bias - (peak_t + log_total_t))
+    return (grad * student_inverse) * (p - q)
+
+
+def masked_max_magnitude(a: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Per-row ``max |a|`` over valid positions, at least 1e-6 (``scale="max"``)."""
+    return (a.abs() + bias).amax(dim=2, keepdim=True).clamp_min(1e-6)
