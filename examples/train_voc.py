@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     pretrained.add_argument("--pretrained", action="store_true", default=None, help="timm weights")
     pretrained.add_argument("--checkpoint-path", help="local weights file for the backbone")
     parser.add_argument("--output-stride", type=int, choices=[8, 16, 32], help="CNN output stride")
+    parser.add_argument(
+        "--timm-kwargs",
+        type=json.loads,
+        help='extra timm.create_model arguments as JSON, e.g. \'{"patch_size": 8}\'',
+    )
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch per optimizer step")
     length = parser.add_mutually_exclusive_group()
@@ -99,7 +104,7 @@ FLAG_FIELDS = (
     "method", "backbone", "pretrained", "checkpoint_path", "image_size", "batch_size", "epochs",
     "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split",
     "eval_split", "eval_limit", "num_workers", "checkpoint_every", "log_every", "out", "seed",
-    "tensorboard", "output_stride",
+    "tensorboard", "output_stride", "timm_kwargs",
 )  # fmt: skip
 
 

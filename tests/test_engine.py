@@ -128,6 +128,25 @@ def test_config_round_trip_and_validation(tmp_path):
         apply_recipe(SeedStageConfig(), name).validate()
 
 
+def test_timm_kwargs_reach_the_backbone_and_reserved_keys_are_rejected(tmp_path):
+    from seedkit.engine.seed_stage import backbone_kwargs
+
+    vit = SeedStageConfig(
+        backbone="deit_tiny_patch16_224",
+        output_stride=16,  # ignored for a ViT, which has no output stride
+        timm_kwargs={"patch_size": 8, "depth": 2},
+        epochs=1,
+    ).validate()
+    assert backbone_kwargs(vit) == {"patch_size": 8, "depth": 2}
+    assert load_config(save_config(vit, tmp_path / "vit.json")) == vit
+    cnn = SeedStageConfig(output_stride=8, timm_kwargs={"drop_rate": 0.1}, epochs=1)
+    assert backbone_kwargs(cnn.validate()) == {"drop_rate": 0.1, "output_stride": 8}
+    with pytest.raises(InvalidValueError, match=r"timm_kwargs.*output_stride"):
+        SeedStageConfig(epochs=1, timm_kwargs={"output_stride": 8}).validate()
+    with pytest.raises(InvalidValueError, match="timm_kwargs"):
+        SeedStageConfig(epochs=1, timm_kwargs=[("patch_size", 8)]).validate()
+
+
 @pytest.mark.parametrize("kind", ["poly", "cosine", "constant"])
 def test_schedules(kind):
     factor = poly_or_cosine(kind, warmup=10, total=100)

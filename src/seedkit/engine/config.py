@@ -35,6 +35,9 @@ class SeedStageConfig:
     pretrained: bool = False
     checkpoint_path: str | None = None
     output_stride: int | None = None
+    # Extra keyword arguments of ``timm.create_model`` (e.g. ``{"patch_size": 8}`` or
+    # ``{"drop_path_rate": 0.1}``); ``output_stride`` has its own field.
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
     # augmentation
     image_size: int = 224
     resize_long: tuple[int, int] | None = None
@@ -109,6 +112,17 @@ class SeedStageConfig:
         for name in ("student_drop", "teacher_drop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InvalidValueError(name, "a ratio in [0, 1)", getattr(self, name))
+        if not isinstance(self.timm_kwargs, dict) or not all(
+            isinstance(key, str) for key in self.timm_kwargs
+        ):
+            raise InvalidValueError("timm_kwargs", "a dict with string keys", self.timm_kwargs)
+        reserved = sorted(
+            set(self.timm_kwargs) & {"output_stride", "num_classes", "pretrained", "model_name"}
+        )
+        if reserved:
+            raise InvalidValueError(
+                "timm_kwargs", "no keys that have their own setting", ", ".join(reserved)
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
