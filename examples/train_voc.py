@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timm-kwargs",
         type=json.loads,
-        help='extra timm.create_model arguments as JSON, e.g. \'{"patch_size": 8}\'',
+        help="extra timm.create_model arguments as JSON, e.g. '{\"patch_size\": 8}'",
     )
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch per optimizer step")
