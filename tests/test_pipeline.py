@@ -140,6 +140,7 @@ def test_segmentation_stage_trains_on_pseudo_masks_and_evaluates(demo):
             "eval_scales": (1.0, 0.5),
             "progress": False,
             "save_predictions": True,
+            "encoder": "resnet18",
         },
     )
     results = run_segmentation_stage(config, CPU, str(demo["voc"]))
@@ -153,6 +154,34 @@ def test_segmentation_stage_trains_on_pseudo_masks_and_evaluates(demo):
     assert (out / "segmentation.pt").is_file() and "mIoU" in (out / "table.txt").read_text()
     again = run_segmentation_stage(config, CPU, str(demo["voc"]), resume=True)
     assert again["miou"] == results["miou"]  # the saved model, not a retrained one
+
+
+def test_timm_deeplab_starts_from_a_stage1_checkpoint(tmp_path: Path) -> None:
+    from seedkit.backbones import create_seed_model
+    from seedkit.engine import save_checkpoint
+    from seedkit.errors import BackboneError
+    from seedkit.segmentation import create_segmentation_model
+
+    seed_model = create_seed_model("resnet18", num_classes=20, output_stride=16)
+    path = save_checkpoint(tmp_path / "model.pt", {"model": seed_model.state_dict()})
+    net = create_segmentation_model(
+        "deeplabv3_timm", 21, backbone_checkpoint=str(path), encoder="resnet18", output_stride=16
+    )
+    encoder = net.network.backbone.encoder.state_dict()
+    for key, value in seed_model.encoder.state_dict().items():
+        assert torch.equal(encoder[key], value), key  # every encoder weight came from stage 1
+    logits = net.eval()(torch.randn(2, 3, 72, 56))
+    assert tuple(logits.shape) == (2, 21, 72, 56)
+    backbone, head = net.param_groups()
+    assert len(backbone) + len(head) == len(list(net.parameters()))
+    logits.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())  # DDP needs no unused parameters
+    with pytest.raises(BackboneError, match="model.pt"):
+        create_segmentation_model(
+            "deeplabv3_timm", 21, backbone_checkpoint=str(path), encoder="resnet34"
+        )
+    with pytest.raises(InvalidValueError, match="timm_kwargs"):
+        create_segmentation_model("deeplabv3_mobilenet_v3_large", 21, drop_rate=0.1)
 
 
 def test_stage_config_errors():

@@ -23,12 +23,14 @@ from seedkit.engine.pseudo_mask_stage import (
     PseudoMaskStageConfig,
     run_pseudo_mask_stage,
 )
+from seedkit.engine.seed_stage import MODEL_NAME
 from seedkit.engine.segmentation_stage import (
     DEMO_SEGMENTATION,
     SegmentationStageConfig,
     run_segmentation_stage,
 )
 from seedkit.errors import DataFileError, InvalidValueError
+from seedkit.segmentation.model import SEGMENTATION_ARCHITECTURES
 
 __all__ = [
     "add_pipeline_arguments",
@@ -100,7 +102,17 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("stage 3: segmentation")
     group.add_argument(
         "--seg-arch",
-        choices=["deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large"],
+        choices=SEGMENTATION_ARCHITECTURES,
+        help="torchvision DeepLabV3, or deeplabv3_timm: its head on a timm encoder (--seg-encoder)",
+    )
+    group.add_argument(
+        "--seg-encoder",
+        help="timm encoder of deeplabv3_timm (default resnet50; demo: the stage-1 backbone)",
+    )
+    group.add_argument(
+        "--seg-backbone-checkpoint",
+        help="local backbone weights; for deeplabv3_timm also a stage-1 model.pt "
+        "(demo: the stage-1 model)",
     )
     group.add_argument("--seg-steps", type=int)
     group.add_argument("--seg-batch-size", type=int)
@@ -191,10 +203,20 @@ def segmentation_config(
         progress=seed_config.progress,
     )
     if demo:
-        config = dataclasses.replace(config, **{**DEMO_SEGMENTATION, "train_split": train_split})
+        # The demo has no ImageNet weights: the segmentation encoder starts from stage 1's.
+        config = dataclasses.replace(
+            config,
+            **{**DEMO_SEGMENTATION, "train_split": train_split},
+            encoder=seed_config.backbone,
+            timm_kwargs=dict(seed_config.timm_kwargs),
+            output_stride=seed_config.output_stride,
+            backbone_checkpoint=str(Path(seed_config.out) / MODEL_NAME),
+        )
     overrides: dict[str, Any] = {}
     for flag, name in (
         ("seg_arch", "architecture"),
+        ("seg_encoder", "encoder"),
+        ("seg_backbone_checkpoint", "backbone_checkpoint"),
         ("seg_batch_size", "batch_size"),
         ("seg_image_size", "image_size"),
         ("seg_lr", "lr"),

@@ -45,6 +45,10 @@ class SegmentationStageConfig:
     num_classes: int = 20
     eval_limit: int | None = None
     architecture: str = "deeplabv3_resnet50"
+    # the timm encoder of architecture "deeplabv3_timm", and its output stride
+    encoder: str = "resnet50"
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    output_stride: int | None = 16
     pretrained_backbone: bool = False
     backbone_checkpoint: str | None = None
     image_size: int = 512
@@ -90,9 +94,10 @@ class SegmentationStageConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-#: Stage-3 settings of the built-in demo: DeepLabV3-MobileNetV3 at 128 px from scratch.
+#: Stage-3 settings of the built-in demo: DeepLabV3's head on the stage-1 encoder at 128 px
+#: (the pipeline sets ``encoder`` and ``backbone_checkpoint`` to the stage-1 model's).
 DEMO_SEGMENTATION: dict[str, Any] = {
-    "architecture": "deeplabv3_mobilenet_v3_large",
+    "architecture": "deeplabv3_timm",
     "train_split": "train",
     "image_size": 128,
     "resize_long": (112, 192),
@@ -153,6 +158,10 @@ def run_segmentation_stage(
         config.num_classes + 1,
         pretrained_backbone=config.pretrained_backbone,
         backbone_checkpoint=config.backbone_checkpoint,
+        encoder=config.encoder,
+        output_stride=config.output_stride,
+        checkpoint_classes=config.num_classes,
+        **config.timm_kwargs,
     ).to(context.device)
     if resume and (out / SEGMENTATION_MODEL).is_file():
         model.load_state_dict(

@@ -6,22 +6,104 @@ weights through the same ``weights_backbone`` API everywhere, and need no extra
 dependency; DeepLabV3-ResNet is the network the WSSS literature's
 "DeepLab" numbers come closest to (the references use DeepLabV2/V3+ on
 ResNet-101 or ResNet-38).
+
+``"deeplabv3_timm"`` puts torchvision's DeepLabV3 head (ASPP) on any timm
+encoder through :func:`seedkit.backbones.create_seed_model`, so the encoder can
+start from timm weights or from a stage-1 seed model's checkpoint (the demo does
+the latter: offline there are no ImageNet weights, and a from-scratch DeepLab did
+not leave the all-background solution within the demo's budget).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seedkit.errors import BackboneError, InvalidValueError
 
-__all__ = ["SEGMENTATION_ARCHITECTURES", "SegmentationNet", "create_segmentation_model"]
+__all__ = [
+    "SEGMENTATION_ARCHITECTURES",
+    "SegmentationNet",
+    "TimmDeepLabV3",
+    "create_segmentation_model",
+]
 
 SEGMENTATION_ARCHITECTURES = (
     "deeplabv3_resnet50",
     "deeplabv3_resnet101",
     "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_timm",
 )
+
+
+class TimmDeepLabV3(nn.Module):
+    """torchvision's DeepLabV3 head on the last feature map of a timm encoder.
+
+    Args:
+        backbone: a :class:`~seedkit.backbones.SeedModel` whose
+            ``forward_features`` gives the ``(B, D, h, w)`` map (its CAM head is
+            not used).
+        num_classes: output classes, background included.
+
+    Shape:
+        - input: :math:`(B, 3, H, W)`
+        - output: ``{"out": logits}`` with logits :math:`(B, K, H, W)`
+
+    Example:
+        >>> net = create_segmentation_model(
+        ...     "deeplabv3_timm", num_classes=3, encoder="resnet18", output_stride=16
+        ... )
+        >>> type(net.network).__name__
+        'TimmDeepLabV3'
+        >>> with torch.no_grad():
+        ...     tuple(net.eval()(torch.zeros(1, 3, 64, 48)).shape)
+        (1, 3, 64, 48)
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+        self.backbone = backbone
+        self.classifier = DeepLabHead(int(backbone.out_channels), num_classes)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return ``{"out": logits}`` at the input resolution, like torchvision's models."""
+        logits = self.classifier(self.backbone.forward_features(images))
+        size = images.shape[-2:]
+        return {"out": F.interpolate(logits, size=size, mode="bilinear", align_corners=False)}
+
+
+def _timm_deeplab(
+    encoder: str,
+    num_classes: int,
+    pretrained_backbone: bool,
+    backbone_checkpoint: str | None,
+    checkpoint_classes: int,
+    output_stride: int | None,
+    timm_kwargs: dict[str, Any],
+) -> TimmDeepLabV3:
+    import timm
+
+    from seedkit.backbones import create_seed_model, detect_family
+
+    with torch.device("meta"):  # the family decides whether output_stride applies
+        probe = timm.create_model(encoder, pretrained=False, num_classes=0, **timm_kwargs)
+    kwargs = dict(timm_kwargs)
+    if output_stride and detect_family(probe) == "cnn":
+        kwargs["output_stride"] = output_stride
+    backbone = create_seed_model(
+        encoder,
+        num_classes=checkpoint_classes,
+        pretrained=pretrained_backbone,
+        checkpoint_path=backbone_checkpoint,
+        **kwargs,
+    )
+    backbone.head = nn.Identity()  # only the features feed the segmentation head
+    return TimmDeepLabV3(backbone, num_classes)
 
 
 class SegmentationNet(nn.Module):
@@ -47,16 +129,29 @@ def create_segmentation_model(
     num_classes: int = 21,
     pretrained_backbone: bool = False,
     backbone_checkpoint: str | None = None,
+    encoder: str = "resnet50",
+    output_stride: int | None = 16,
+    checkpoint_classes: int | None = None,
+    **timm_kwargs: Any,
 ) -> SegmentationNet:
-    """Build a torchvision DeepLabV3 for ``num_classes`` classes (background included).
+    """Build a DeepLabV3 for ``num_classes`` classes (background included).
 
     Args:
         architecture: one of :data:`SEGMENTATION_ARCHITECTURES`.
         num_classes: classes including background (21 VOC, 81 COCO).
-        pretrained_backbone: torchvision's ImageNet backbone weights (downloaded
-            by torchvision on first use).
-        backbone_checkpoint: a local state dict for the backbone instead
-            (keys as torchvision's ``model.backbone``).
+        pretrained_backbone: ImageNet backbone weights (torchvision's, or timm's
+            for ``"deeplabv3_timm"``; downloaded on first use).
+        backbone_checkpoint: a local state dict for the backbone instead: keys as
+            torchvision's ``model.backbone``, or for ``"deeplabv3_timm"`` timm
+            encoder weights or a whole seed-model checkpoint (``model.pt`` of
+            stage 1).
+        encoder: the timm model name of ``"deeplabv3_timm"`` (ignored otherwise).
+        output_stride: output stride of a ``"deeplabv3_timm"`` CNN encoder.
+        checkpoint_classes: the CAM classes of a seed-model ``backbone_checkpoint``
+            (default ``num_classes - 1``).
+        **timm_kwargs: more ``timm.create_model`` arguments of the
+            ``"deeplabv3_timm"`` encoder (e.g. ``patch_size``); rejected for the
+            torchvision architectures.
 
     Returns:
         A :class:`SegmentationNet`.
@@ -73,6 +168,21 @@ def create_segmentation_model(
         )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise InvalidValueError("num_classes", "an integer >= 2", num_classes)
+    if architecture == "deeplabv3_timm":
+        network = _timm_deeplab(
+            encoder,
+            num_classes,
+            pretrained_backbone,
+            backbone_checkpoint,
+            checkpoint_classes or num_classes - 1,
+            output_stride,
+            timm_kwargs,
+        )
+        return SegmentationNet(network, f"{architecture}:{encoder}", num_classes)
+    if timm_kwargs:
+        raise InvalidValueError(
+            "timm_kwargs", f"none for the torchvision {architecture}", sorted(timm_kwargs)
+        )
     from torchvision.models import segmentation
 
     builder = getattr(segmentation, architecture)
