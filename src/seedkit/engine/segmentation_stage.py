@@ -102,14 +102,14 @@ DEMO_SEGMENTATION: dict[str, Any] = {
     "image_size": 128,
     "resize_long": (112, 192),
     "batch_size": 8,
-    "max_steps": 300,
+    "max_steps": 600,
     "optimizer": "adamw",
-    "lr": 2e-3,
+    "lr": 5e-4,
     "head_lr_mult": 1.0,
     "schedule": "cosine",
     "warmup_steps": 10,
     "eval_scales": (0.75, 1.0, 1.25),
-    "checkpoint_every": 100,
+    "checkpoint_every": 200,
     "num_workers": 0,
 }
 
