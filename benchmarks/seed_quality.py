@@ -410,12 +410,13 @@ ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
     "reg_l1_w1": {"distance": "l1", "consistency_weight": 1.0},
     "drop_0.5_0.1": {"student_drop": 0.5, "teacher_drop": 0.1},
     "drop_0.3_0.0": {"student_drop": 0.3, "teacher_drop": 0.0},
+    "no_drop": {"student_drop": 0.0, "teacher_drop": 0.0},
     "scale_max": {"scale": "max"},
     "temperature_seeds": {"seed_temperature": 1.0},
 }
 QUICK_VARIANTS = ("generation_only", "both_default")
 # The ViT runs cost about 3x a CNN run: its ablation keeps the questions DESIGN asks of it.
-VIT_VARIANTS = ("generation_only", "both_default", "scale_max", "temperature_seeds")
+VIT_VARIANTS = ("generation_only", "both_default", "scale_max", "temperature_seeds", "no_drop")
 QUICK_COLLAPSE = ("lambda0", "t1_teacher1")
 
 
