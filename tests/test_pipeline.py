@@ -176,7 +176,7 @@ def test_timm_deeplab_starts_from_a_stage1_checkpoint(tmp_path: Path) -> None:
     assert len(backbone) + len(head) == len(list(net.parameters()))
     logits.sum().backward()
     assert all(p.grad is not None for p in net.parameters())  # DDP needs no unused parameters
-    with pytest.raises(BackboneError, match="model.pt"):
+    with pytest.raises(BackboneError, match=r"model\.pt"):
         create_segmentation_model(
             "deeplabv3_timm", 21, backbone_checkpoint=str(path), encoder="resnet34"
         )
