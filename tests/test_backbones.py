@@ -136,3 +136,16 @@ def test_checkpoint_path_loads_encoder_and_seed_model_weights(tmp_path):
 
     with pytest.raises(BackboneError, match="checkpoint_path"):
         create_seed_model("resnet18", num_classes=3, checkpoint_path=path)
+
+    # Converted checkpoints (other frameworks) often lack BatchNorm's step counters.
+    cnn = timm.create_model("resnet18", pretrained=False)
+    weights = {k: v for k, v in cnn.state_dict().items() if "num_batches_tracked" not in k}
+    torch.save(weights, tmp_path / "converted.pth")
+    loaded = create_seed_model(
+        "resnet18", num_classes=3, checkpoint_path=tmp_path / "converted.pth"
+    )
+    assert torch.equal(loaded.encoder.layer4[1].conv2.weight, cnn.layer4[1].conv2.weight)
+    del weights["layer4.1.conv2.weight"]  # a real weight missing is still an error
+    torch.save(weights, tmp_path / "partial.pth")
+    with pytest.raises(BackboneError, match="missing"):
+        create_seed_model("resnet18", num_classes=3, checkpoint_path=tmp_path / "partial.pth")

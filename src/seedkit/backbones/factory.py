@@ -52,6 +52,11 @@ def _load_encoder_weights(encoder: nn.Module, state_dict: dict[str, Any], path: 
             f"checkpoint_path {path}: shapes differ for {wrong[:3]}: checkpoint "
             f"{tuple(matched[wrong[0]].shape)}, model {tuple(own[wrong[0]].shape)}"
         )
+    # Converted checkpoints often lack BatchNorm's step counters; they are bookkeeping,
+    # not weights, so the model's own values stand in for them.
+    matched.update(
+        {k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in matched}
+    )
     missing = [k for k in own if k not in matched]
     if missing:
         raise BackboneError(
