@@ -189,6 +189,7 @@ def collapse_run(job: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
+    from seedkit.data import collate
     from seedkit.engine import DistributedContext
     from seedkit.engine import seed_stage as engine
     from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
@@ -218,7 +219,7 @@ def collapse_run(job: dict[str, Any]) -> dict[str, Any]:
         batch_size=config.batch_size,
         sampler=EpochIndexedDataset.sampler(sampler),
         num_workers=0,
-        collate_fn=engine._collate,
+        collate_fn=collate,
         drop_last=True,
     )
     criterion = state.criterion
@@ -452,11 +453,7 @@ def _cached(job: dict[str, Any]) -> bool:
     return any((runs / name / file).is_file() for name in names for file in files)
 
 
-def run_jobs(
-    function, jobs: list[dict[str, Any]], workers: int, cached_only: bool = False
-) -> list[dict[str, Any]]:
-    if cached_only:  # assemble tables from finished runs without starting new ones
-        jobs = [job for job in jobs if _cached(job)]
+def run_jobs(function, jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
     if workers <= 1:
         return [function(job) for job in jobs]
     with mp.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:

@@ -202,14 +202,6 @@ class AffinityDataset(torch.utils.data.Dataset):
         }
 
 
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": [s["id"] for s in samples],
-        "image": torch.stack([s["image"] for s in samples]),
-        "labels": torch.stack([s["labels"] for s in samples]),
-    }
-
-
 def build_affinity_net(config: PseudoMaskStageConfig) -> torch.nn.Module:
     """The :class:`~seedkit.refine.AffinityNet` of ``config``."""
     from seedkit.refine import AffinityNet
@@ -232,7 +224,7 @@ def train_affinity(
     resume: bool = False,
 ) -> torch.nn.Module:
     """Train the affinity net on the seeds' confident regions; save ``OUT/affinity.pt``."""
-    from seedkit.data import TrainTransform, VOCSegmentation
+    from seedkit.data import TrainTransform, VOCSegmentation, collate
     from seedkit.refine import affinity_labels, affinity_loss
 
     out = Path(config.out)
@@ -268,7 +260,7 @@ def train_affinity(
         settings=config,
         resume=resume,
         desc="train affinity",
-        collate=_collate,
+        collate=collate,
         extra_log={"stage": "pseudo_masks", "backbone": config.backbone},
     )
     if context.is_main:

@@ -216,6 +216,8 @@ def train_seed_model(
     Returns:
         The :class:`SeedTrainingState` after the last step.
     """
+    from seedkit.data import collate
+
     config.validate()
     out = Path(config.out)
     torch.manual_seed(config.seed)
@@ -262,7 +264,7 @@ def train_seed_model(
         batch_size=per_rank * config.grad_accum,
         sampler=EpochIndexedDataset.sampler(sampler),
         num_workers=config.num_workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         drop_last=True,
         persistent_workers=config.num_workers > 0,
     )
@@ -317,12 +319,6 @@ def train_seed_model(
             logger.close()
     context.barrier()
     return state
-
-
-def _collate(samples):
-    from seedkit.data import collate
-
-    return collate(samples)
 
 
 def _train_step(

@@ -114,13 +114,6 @@ DEMO_SEGMENTATION: dict[str, Any] = {
 }
 
 
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "image": torch.stack([s["image"] for s in samples]),
-        "mask": torch.stack([s["mask"] for s in samples]),
-    }
-
-
 def run_segmentation_stage(
     config: SegmentationStageConfig,
     context: DistributedContext,
@@ -140,7 +133,13 @@ def run_segmentation_stage(
     Returns:
         ``{"miou", "iou", "per_class", "num_images", ...}`` on rank 0, else ``None``.
     """
-    from seedkit.data import TrainTransform, VOCSegmentation, atomic_write_bytes, resolve_voc_root
+    from seedkit.data import (
+        TrainTransform,
+        VOCSegmentation,
+        atomic_write_bytes,
+        collate,
+        resolve_voc_root,
+    )
     from seedkit.engine.config import save_config
     from seedkit.segmentation import create_segmentation_model, evaluate_segmentation
 
@@ -192,7 +191,7 @@ def run_segmentation_stage(
             settings=config,
             resume=resume,
             desc="train segmentation",
-            collate=_collate,
+            collate=collate,
             extra_log={"stage": "segmentation", "architecture": config.architecture},
         )
         if context.is_main:
