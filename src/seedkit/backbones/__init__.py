@@ -6,7 +6,7 @@
 when a model is created.
 """
 
-from seedkit.backbones.factory import create_seed_model
+from seedkit.backbones.factory import create_seed_model, with_output_stride
 from seedkit.backbones.family import detect_family, is_transformer_block, unwrap_model
 from seedkit.backbones.seed_model import SeedModel, SeedModelOutput
 
@@ -17,4 +17,5 @@ __all__ = [
     "detect_family",
     "is_transformer_block",
     "unwrap_model",
+    "with_output_stride",
 ]

@@ -14,7 +14,7 @@ from seedkit.backbones.family import detect_family
 from seedkit.backbones.seed_model import SeedModel
 from seedkit.errors import BackboneError, DataFileError, InvalidValueError
 
-__all__ = ["create_seed_model"]
+__all__ = ["create_seed_model", "with_output_stride"]
 
 
 def _create_timm(name: str, **kwargs: Any) -> nn.Module:
@@ -64,6 +64,37 @@ def _load_encoder_weights(encoder: nn.Module, state_dict: dict[str, Any], path: 
             f"{missing[:3]}; is it a checkpoint of a different architecture?"
         )
     encoder.load_state_dict(matched, strict=True)
+
+
+def with_output_stride(name: str, output_stride: int | None, **timm_kwargs: Any) -> dict[str, Any]:
+    """Return ``timm_kwargs`` plus ``output_stride`` when ``name`` is a CNN.
+
+    ViTs have no output stride (timm rejects the argument), so one setting can
+    serve both families. The family comes from a parameter-free probe on the
+    meta device, as in :func:`create_seed_model`.
+
+    Args:
+        name: a timm model name.
+        output_stride: the CNN's output stride, or ``None`` for the model's own.
+        **timm_kwargs: other ``timm.create_model`` arguments (kept as they are).
+
+    Returns:
+        The keyword arguments for :func:`create_seed_model`.
+
+    Example:
+        >>> with_output_stride("resnet18", 16, drop_rate=0.1)
+        {'drop_rate': 0.1, 'output_stride': 16}
+        >>> with_output_stride("deit_tiny_patch16_224", 16, depth=2)
+        {'depth': 2}
+    """
+    kwargs = dict(timm_kwargs)
+    if not output_stride:
+        return kwargs
+    with torch.device("meta"):
+        probe = _create_timm(name, pretrained=False, num_classes=0, **kwargs)
+    if detect_family(probe) == "cnn":
+        kwargs["output_stride"] = output_stride
+    return kwargs
 
 
 def create_seed_model(

@@ -38,18 +38,9 @@ MODEL_NAME = "model.pt"
 
 def backbone_kwargs(config: SeedStageConfig) -> dict[str, Any]:
     """Timm keyword arguments of the config: ``timm_kwargs``, plus ``output_stride`` for CNNs."""
-    kwargs = dict(config.timm_kwargs)
-    if not config.output_stride:
-        return kwargs
-    import timm
+    from seedkit.backbones import with_output_stride
 
-    from seedkit.backbones import detect_family
-
-    with torch.device("meta"):  # parameter-free probe: the family without building weights
-        probe = timm.create_model(config.backbone, pretrained=False, num_classes=0, **kwargs)
-    if detect_family(probe) == "cnn":  # ViTs have no output stride
-        kwargs["output_stride"] = config.output_stride
-    return kwargs
+    return with_output_stride(config.backbone, config.output_stride, **config.timm_kwargs)
 
 
 class SeedTrainingState:

@@ -86,15 +86,9 @@ def _timm_deeplab(
     output_stride: int | None,
     timm_kwargs: dict[str, Any],
 ) -> TimmDeepLabV3:
-    import timm
+    from seedkit.backbones import create_seed_model, with_output_stride
 
-    from seedkit.backbones import create_seed_model, detect_family
-
-    with torch.device("meta"):  # the family decides whether output_stride applies
-        probe = timm.create_model(encoder, pretrained=False, num_classes=0, **timm_kwargs)
-    kwargs = dict(timm_kwargs)
-    if output_stride and detect_family(probe) == "cnn":
-        kwargs["output_stride"] = output_stride
+    kwargs = with_output_stride(encoder, output_stride, **timm_kwargs)
     backbone = create_seed_model(
         encoder,
         num_classes=checkpoint_classes,
