@@ -107,6 +107,28 @@ def test_pool_against_float64_reference():
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", ["raw", "max"])
+def test_an_all_true_mask_is_the_unmasked_computation(scale):
+    # On the CPU an all-true mask is dropped so that the kernels read no mask at all.
+    a, t, _ = _case(5, 2, 3, 40, 3.0, False)
+    everywhere = torch.ones(2, 1, 40, dtype=torch.bool)
+    for function, args in (
+        (fused_temperature_pool, (0.7, scale)),
+        (fused_kl_consistency, (t, 0.7, 1.3, scale)),
+    ):
+        if function is fused_kl_consistency:
+            masked = _run(function, a, t, everywhere, *args[1:], backend="fused")
+            plain = _run(function, a, t, None, *args[1:], backend="fused")
+            reference = _run(function, a, t, everywhere, *args[1:], backend="reference")
+        else:
+            masked = _run(function, a, everywhere, *args, backend="fused")
+            plain = _run(function, a, None, *args, backend="fused")
+            reference = _run(function, a, everywhere, *args, backend="reference")
+        for x, y, z in zip(masked, plain, reference, strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+            _close(x, z, 1e-5, z.abs().max().item())
+
+
 # scale="max" divides by a *detached* maximum, so its analytic gradient differs from the
 # numerical one on purpose; it is compared with the reference's gradient above instead.
 @pytest.mark.parametrize("scale", ["raw"])

@@ -30,12 +30,15 @@ def _compile(function: Callable[..., Any]) -> Callable[..., Any]:
     name = function.__name__
 
     @functools.wraps(function)
-    def call(*args: torch.Tensor) -> Any:
-        device_type = args[0].device.type
+    def call(*args: torch.Tensor | None) -> Any:
         first = name not in _COMPILE_SECONDS
         start = time.perf_counter()
-        # The inputs are float32 / float64 already; autocast must not change the graph.
-        with torch.autocast(device_type=device_type, enabled=False):
+        device_type = args[0].device.type  # type: ignore[union-attr]
+        if torch.is_autocast_enabled(device_type):
+            # The inputs are float32 / float64 already; autocast must not change the graph.
+            with torch.autocast(device_type=device_type, enabled=False):
+                result = compiled(*args)
+        else:  # the common case: no context manager to enter (it costs about 10 us a call)
             result = compiled(*args)
         if first:
             _COMPILE_SECONDS[name] = time.perf_counter() - start
@@ -44,14 +47,23 @@ def _compile(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _bias(valid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The ``(B, 1, N)`` boolean mask as the additive float mask the compiled loops read."""
+def _bias(valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """The ``(B, 1, N)`` boolean mask as the additive float mask the compiled loops read.
+
+    ``None`` (every position valid) stays ``None``: the kernels then read no mask.
+    """
+    if valid is None:
+        return None
     bias = torch.zeros(valid.shape, dtype=like.dtype, device=like.device)
     return bias.masked_fill_(~valid, float("-inf"))
 
 
-def _inverse(divisor: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    return 1.0 / (divisor * tau)
+def _inverse(like: torch.Tensor, divisor: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """The ``(B, C, 1)`` per-row factor ``1 / (divisor * tau)`` (``divisor`` 1 when ``None``)."""
+    if divisor is None:
+        shape = (like.shape[0], like.shape[1], 1)
+        return torch.full(shape, 1.0 / temperature, dtype=like.dtype, device=like.device)
+    return divisor.reciprocal().mul_(1.0 / temperature)
 
 
 @functools.cache
@@ -65,69 +77,56 @@ def _kernels() -> SimpleNamespace:
     )
 
 
-# The autograd functions call every backend with the boolean mask, the per-row
-# divisor and tau; these adapters turn them into the bias and the per-row inverse
-# (a (B, 1, N) fill and a (B, C, 1) division, outside the compiled loops).
-
-
 Tensor = torch.Tensor
 
 
-def _pool_forward(a: Tensor, valid: Tensor, divisor: Tensor, tau: Tensor) -> tuple[Tensor, ...]:
-    return _kernels().pool_forward(a, _bias(valid, a), _inverse(divisor, tau))
+def _pool_inputs(
+    a: Tensor, valid: Tensor | None, divisor: Tensor | None, temperature: float
+) -> tuple[Tensor | None, ...]:
+    """``(a, bias, inverse)``: built once per call, read by both directions."""
+    return a, _bias(valid, a), _inverse(a, divisor, temperature)
 
 
-def _pool_backward(
-    a: Tensor, valid: Tensor, divisor: Tensor, tau: Tensor, *saved_and_grad: Tensor
-) -> Tensor:
-    return _kernels().pool_backward(a, _bias(valid, a), _inverse(divisor, tau), *saved_and_grad)
-
-
-def _kl_arguments(
+def _kl_inputs(
     student: Tensor,
     teacher: Tensor,
-    valid: Tensor,
-    student_divisor: Tensor,
-    teacher_divisor: Tensor,
-    student_tau: Tensor,
-    teacher_tau: Tensor,
-) -> tuple[Tensor, ...]:
+    valid: Tensor | None,
+    student_divisor: Tensor | None,
+    teacher_divisor: Tensor | None,
+    student_temperature: float,
+    teacher_temperature: float,
+) -> tuple[Tensor | None, ...]:
+    """``(student, teacher, bias, student_inverse, teacher_inverse)``."""
     return (
         student,
         teacher,
         _bias(valid, student),
-        _inverse(student_divisor, student_tau),
-        _inverse(teacher_divisor, teacher_tau),
+        _inverse(student, student_divisor, student_temperature),
+        _inverse(student, teacher_divisor, teacher_temperature),
     )
 
 
-def _kl_forward(*inputs: Tensor) -> tuple[Tensor, ...]:
-    return _kernels().kl_forward(*_kl_arguments(*inputs))
-
-
-def _kl_backward(*inputs_saved_and_grad: Tensor) -> Tensor:
-    inputs, rest = inputs_saved_and_grad[:7], inputs_saved_and_grad[7:]
-    return _kernels().kl_backward(*_kl_arguments(*inputs), *rest)
-
-
-def _max_magnitude(a: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def _max_magnitude(a: Tensor, valid: Tensor | None) -> Tensor:
     return _kernels().max_magnitude(a, _bias(valid, a))
 
 
 @functools.cache
 def compiled_impl() -> SimpleNamespace:
     """Return the compiled kernels (compiled lazily, on their first call)."""
+    kernels = _kernels()
     return SimpleNamespace(
         name="fused",
-        pool_forward=_pool_forward,
-        pool_backward=_pool_backward,
-        kl_forward=_kl_forward,
-        kl_backward=_kl_backward,
+        pool_inputs=_pool_inputs,
+        pool_forward=kernels.pool_forward,
+        pool_backward=kernels.pool_backward,
+        kl_inputs=_kl_inputs,
+        kl_forward=kernels.kl_forward,
+        kl_backward=kernels.kl_backward,
         max_magnitude=_max_magnitude,
     )
 
 
-def max_magnitude(a: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def max_magnitude(a: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """Detached per-row ``max |a|`` over valid positions (``scale="max"``), fused."""
     return compiled_impl().max_magnitude(a.detach(), valid)
 
@@ -138,9 +137,10 @@ def compiled_available() -> bool:
     try:
         a = torch.linspace(-1.0, 1.0, 2 * 3 * 5).reshape(2, 3, 5)
         valid = torch.ones(2, 1, 5, dtype=torch.bool)
-        divisor = torch.ones(2, 3, 1)
-        pooled, *_ = compiled_impl().pool_forward(a, valid, divisor, torch.tensor(1.0))
-        expected, *_ = _math.pool_forward(a, _bias(valid, a), _inverse(divisor, torch.tensor(1.0)))
+        valid[0, 0, 0] = False
+        inputs = _pool_inputs(a, valid, None, 1.0)
+        pooled, *_ = compiled_impl().pool_forward(*inputs)
+        expected, *_ = _math.pool_forward(*inputs)
         if not torch.allclose(pooled, expected, rtol=1e-5, atol=1e-6):
             raise RuntimeError("the compiled kernel disagrees with the eager one")
     except Exception as error:  # any compiler / toolchain failure: fall back, never crash

@@ -3,7 +3,9 @@
 These functions are what ``torch.compile`` turns into fused loops; called
 uncompiled they are also the readable statement of what the compiled backend
 computes. Shapes: ``a`` is ``(B, C, N)``; ``bias`` a ``(B, 1, N)`` float
-additive mask (0 at valid positions, ``-inf`` at masked ones); ``inverse`` the
+additive mask (0 at valid positions, ``-inf`` at masked ones), or ``None`` when
+every position is valid (a separate compiled variant that reads no mask at
+all); ``inverse`` the
 ``(B, C, 1)`` per-row factor ``1 / (divisor * tau)`` (``divisor`` is 1 for
 ``scale="raw"`` and the detached maximum magnitude for ``scale="max"``), so the
 logits are ``z = a * inverse + bias``.
@@ -31,8 +33,13 @@ __all__ = [
 ]
 
 
+def _plus(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x + bias``, or ``x`` without a mask (``torch.compile`` specialises on ``None``)."""
+    return x if bias is None else x + bias
+
+
 def pool_forward(
-    a: torch.Tensor, bias: torch.Tensor, inverse: torch.Tensor
+    a: torch.Tensor, bias: torch.Tensor | None, inverse: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``s = sum_n softmax(z)_n a_n``, ``max z`` and ``log sum exp(z - max z)``.
 
@@ -40,7 +47,7 @@ def pool_forward(
     (inductor fuses reductions over the same loop), so nothing of size
     ``(B, C, N)`` is written.
     """
-    z = a * inverse + bias
+    z = _plus(a * inverse, bias)
     peak = z.amax(dim=2, keepdim=True)
     weights = torch.exp(z - peak)
     total = weights.sum(dim=2, keepdim=True)
@@ -50,7 +57,7 @@ def pool_forward(
 
 def pool_backward(
     a: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     inverse: torch.Tensor,
     peak: torch.Tensor,
     log_total: torch.Tensor,
@@ -58,14 +65,14 @@ def pool_backward(
     grad: torch.Tensor,
 ) -> torch.Tensor:
     """Return ``grad * alpha * (1 + (a - s) * inverse)``, recomputing ``alpha``."""
-    alpha = torch.exp(a * inverse + bias - (peak + log_total))
+    alpha = torch.exp(_plus(a * inverse, bias) - (peak + log_total))
     return (grad * alpha) * (1.0 + (a - pooled) * inverse)
 
 
 def kl_forward(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     student_inverse: torch.Tensor,
     teacher_inverse: torch.Tensor,
 ) -> tuple[torch.Tensor, ...]:
@@ -79,13 +86,13 @@ def kl_forward(
     """
     zs = student * student_inverse
     zt = teacher * teacher_inverse
-    peak_s = (zs + bias).amax(dim=2, keepdim=True)
-    peak_t = (zt + bias).amax(dim=2, keepdim=True)
+    peak_s = _plus(zs, bias).amax(dim=2, keepdim=True)
+    peak_t = _plus(zt, bias).amax(dim=2, keepdim=True)
     us = zs - peak_s
     ut = zt - peak_t
-    weights_t = torch.exp(ut + bias)
+    weights_t = torch.exp(_plus(ut, bias))
     total_t = weights_t.sum(dim=2, keepdim=True)
-    total_s = torch.exp(us + bias).sum(dim=2, keepdim=True)
+    total_s = torch.exp(_plus(us, bias)).sum(dim=2, keepdim=True)
     # Masked positions have weight 0 and finite ``ut - us``, so they add 0.
     cross = (weights_t * (ut - us)).sum(dim=2, keepdim=True)
     log_total_s = torch.log(total_s)
@@ -97,7 +104,7 @@ def kl_forward(
 def kl_backward(
     student: torch.Tensor,
     teacher: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     student_inverse: torch.Tensor,
     teacher_inverse: torch.Tensor,
     peak_s: torch.Tensor,
@@ -107,11 +114,11 @@ def kl_backward(
     grad: torch.Tensor,
 ) -> torch.Tensor:
     """Return ``grad * (p - q) * inverse_s``, the gradient for the student."""
-    p = torch.exp(student * student_inverse + bias - (peak_s + log_total_s))
-    q = torch.exp(teacher * teacher_inverse + bias - (peak_t + log_total_t))
+    p = torch.exp(_plus(student * student_inverse, bias) - (peak_s + log_total_s))
+    q = torch.exp(_plus(teacher * teacher_inverse, bias) - (peak_t + log_total_t))
     return (grad * student_inverse) * (p - q)
 
 
-def masked_max_magnitude(a: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def masked_max_magnitude(a: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """Per-row ``max |a|`` over valid positions, at least 1e-6 (``scale="max"``)."""
-    return (a.abs() + bias).amax(dim=2, keepdim=True).clamp_min(1e-6)
+    return _plus(a.abs(), bias).amax(dim=2, keepdim=True).clamp_min(1e-6)

@@ -66,18 +66,28 @@ def _impl(backend: str) -> SimpleNamespace:
     return compiled_impl()
 
 
-def _mask(valid: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor:
+def _mask(valid: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor | None:
+    """The mask on ``a``'s device, or ``None`` when every position is valid.
+
+    On the CPU an all-true mask (what a training loop without padding passes) is
+    dropped after one cheap check, so the kernels read no mask; on CUDA the
+    check would synchronise, so the mask is kept.
+    """
     if valid is None:
-        return torch.ones(a.shape[0], 1, a.shape[2], dtype=torch.bool, device=a.device)
-    return valid.to(a.device).contiguous()
+        return None
+    valid = valid.to(a.device).contiguous()
+    if not valid.is_cuda and bool(valid.all()):
+        return None
+    return valid
 
 
 def _divisor(
-    impl: SimpleNamespace, a: torch.Tensor, valid: torch.Tensor, scale: str
-) -> torch.Tensor:
+    impl: SimpleNamespace, a: torch.Tensor, valid: torch.Tensor | None, scale: str
+) -> torch.Tensor | None:
+    """Per-row maximum magnitude for ``scale="max"``; ``None`` (divide by 1) for raw."""
     if scale == "max":
         return impl.max_magnitude(a.detach(), valid)
-    return torch.ones(a.shape[0], a.shape[1], 1, dtype=a.dtype, device=a.device)
+    return None
 
 
 def fused_temperature_pool(
@@ -125,9 +135,8 @@ def fused_temperature_pool(
         return (alpha * a).sum(dim=2)
     impl = _impl(choice)
     mask = _mask(valid, a)
-    divisor = _divisor(impl, a, mask, scale)
-    tau = torch.tensor(temperature, dtype=a.dtype, device=a.device)
-    return TemperaturePoolFunction.apply(a, mask, divisor, tau, impl)
+    inputs = impl.pool_inputs(a, mask, _divisor(impl, a, mask, scale), temperature)
+    return TemperaturePoolFunction.apply(impl, *inputs)
 
 
 def fused_kl_consistency(
@@ -190,10 +199,13 @@ def fused_kl_consistency(
         return _kl(log_teacher, log_student, valid)
     impl = _impl(choice)
     mask = _mask(valid, student)
-    student_divisor = _divisor(impl, student, mask, scale)
-    teacher_divisor = _divisor(impl, teacher, mask, scale)
-    student_tau = torch.tensor(temperature, dtype=student.dtype, device=student.device)
-    teacher_tau = torch.tensor(teacher_temperature, dtype=student.dtype, device=student.device)
-    return KLConsistencyFunction.apply(
-        student, teacher, mask, student_divisor, teacher_divisor, student_tau, teacher_tau, impl
+    inputs = impl.kl_inputs(
+        student,
+        teacher,
+        mask,
+        _divisor(impl, student, mask, scale),
+        _divisor(impl, teacher, mask, scale),
+        temperature,
+        teacher_temperature,
     )
+    return KLConsistencyFunction.apply(impl, *inputs)

@@ -6,8 +6,10 @@ an online (per-lane) maximum and sum, so nothing of size ``(B, C, N)`` is
 written except the gradient. Used automatically for CUDA tensors when
 ``triton`` imports; under ``TRITON_INTERPRET=1`` (set before ``triton`` is
 imported) they also run on CPU tensors, which is how the test-suite checks
-them without a GPU. The launchers take and return the same tensors as the
-functions of :mod:`seedkit.kernels._math`.
+them without a GPU. The launchers mirror the functions of
+:mod:`seedkit.kernels._math`, with the boolean mask, per-row divisors and
+temperatures (built by ``pool_inputs`` / ``kl_inputs``) in place of the
+additive mask and per-row inverse.
 """
 
 from __future__ import annotations
@@ -320,14 +322,63 @@ def kl_backward(
     return out
 
 
-def _max_magnitude(a: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    return torch.where(valid, a.detach().abs(), 0.0).amax(dim=2, keepdim=True).clamp_min(1e-6)
+def _max_magnitude(a: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    magnitude = a.detach().abs()
+    if valid is not None:
+        magnitude = torch.where(valid, magnitude, 0.0)
+    return magnitude.amax(dim=2, keepdim=True).clamp_min(1e-6)
+
+
+def _valid_or_all(valid: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor:
+    if valid is not None:
+        return valid
+    return torch.ones(a.shape[0], 1, a.shape[2], dtype=torch.bool, device=a.device)
+
+
+def _divisor_or_one(divisor: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor:
+    if divisor is not None:
+        return divisor
+    return torch.ones(a.shape[0], a.shape[1], 1, dtype=a.dtype, device=a.device)
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
+def pool_inputs(
+    a: torch.Tensor, valid: torch.Tensor | None, divisor: torch.Tensor | None, temperature: float
+) -> tuple[torch.Tensor, ...]:
+    """``(a, valid, divisor, tau)`` as :func:`pool_forward` reads them."""
+    return a, _valid_or_all(valid, a), _divisor_or_one(divisor, a), _scalar(temperature, a)
+
+
+def kl_inputs(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor | None,
+    student_divisor: torch.Tensor | None,
+    teacher_divisor: torch.Tensor | None,
+    student_temperature: float,
+    teacher_temperature: float,
+) -> tuple[torch.Tensor, ...]:
+    """The seven inputs of :func:`kl_forward`."""
+    return (
+        student,
+        teacher,
+        _valid_or_all(valid, student),
+        _divisor_or_one(student_divisor, student),
+        _divisor_or_one(teacher_divisor, student),
+        _scalar(student_temperature, student),
+        _scalar(teacher_temperature, student),
+    )
 
 
 def triton_impl() -> SimpleNamespace:
     """Return the Triton launchers under the names the autograd functions call."""
     return SimpleNamespace(
         name="triton",
+        pool_inputs=pool_inputs,
+        kl_inputs=kl_inputs,
         pool_forward=pool_forward,
         pool_backward=pool_backward,
         kl_forward=kl_forward,
