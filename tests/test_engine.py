@@ -213,3 +213,26 @@ def test_consistency_temperature_sets_the_consistency_term_only():
     assert shaped.criterion.consistency.distance.scale == "max"
     with pytest.raises(InvalidValueError, match="consistency_scale"):
         SeedStageConfig(max_steps=1, consistency_scale="min").validate()
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_the_teacher_runs_only_when_the_consistency_term_counts(weight):
+    from seedkit.engine import DistributedContext
+    from seedkit.engine.seed_stage import SeedTrainingState, _train_step
+
+    config = SeedStageConfig(
+        backbone="resnet18", max_steps=1, device="cpu", consistency_weight=weight, batch_size=2
+    ).validate()
+    state = SeedTrainingState(config, DistributedContext(), steps_per_epoch=1)
+    calls = []
+    state.teacher_view.register_forward_hook(lambda *_: calls.append(1))
+    batch = {
+        "image": torch.randn(2, 3, 32, 40),
+        "labels": torch.tensor([[1.0] + [0.0] * 19, [0.0, 1.0] + [0.0] * 18]),
+        "valid": torch.ones(2, 32, 40, dtype=torch.bool),
+    }
+    totals = _train_step(state, batch, micro_size=2)
+    assert len(calls) == (1 if weight else 0)
+    assert totals["consistency_weight"] == weight
+    assert (totals["consistency"] == 0.0) == (weight == 0.0)
+    assert all(p.grad is not None for p in state.model.parameters() if p.requires_grad)

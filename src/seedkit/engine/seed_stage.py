@@ -338,8 +338,10 @@ def _train_step(
             if config.method == "usage":
                 generator = _view_generator(config, state.step, micro)
                 state.teacher_view.generator = state.student_view.generator = generator
-                with torch.no_grad():
-                    teacher_cams = state.teacher_view(images).cams
+                teacher_cams = None  # at lambda = 0 the term adds nothing: skip the teacher
+                if weight > 0:
+                    with torch.no_grad():
+                        teacher_cams = state.teacher_view(images).cams
                 cams = state.student_view(images).cams
                 mask = _cam_mask(valid, cams.shape[-2:])
                 out = state.criterion(cams, labels, teacher_cams, mask)
