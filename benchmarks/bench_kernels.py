@@ -17,7 +17,7 @@ just before; it includes the ``A.grad`` every variant allocates.
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/bench_kernels.py [--reps 30] [--threads 2]
+    PYTHONPATH=src python benchmarks/bench_kernels.py [--reps 200] [--threads 2]
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def run_shape(shape: tuple[int, int, int, int], reps: int, backend: str) -> list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backend", default="fused", choices=["fused", "triton"])
     args = parser.parse_args(argv)

@@ -58,6 +58,10 @@ def _bias(valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None
     return bias.masked_fill_(~valid, float("-inf"))
 
 
+def _zeros_bias(like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(like.shape[0], 1, like.shape[2], dtype=like.dtype, device=like.device)
+
+
 def _inverse(like: torch.Tensor, divisor: torch.Tensor | None, temperature: float) -> torch.Tensor:
     """The ``(B, C, 1)`` per-row factor ``1 / (divisor * tau)`` (``divisor`` 1 when ``None``)."""
     if divisor is None:
@@ -96,11 +100,19 @@ def _kl_inputs(
     student_temperature: float,
     teacher_temperature: float,
 ) -> tuple[Tensor | None, ...]:
-    """``(student, teacher, bias, student_inverse, teacher_inverse)``."""
+    """``(student, teacher, bias, student_inverse, teacher_inverse)``.
+
+    The KL always reads a bias (zeros without a mask). Inductor schedules the
+    masked KL graph as one loop nest per image that keeps each row in cache
+    across its sweeps, and the unmasked one as separate passes over all rows:
+    1.3-1.6x slower at (16, 21, 56, 56) and (8, 81, 64, 64) on the benchmark
+    machine. The pooling is faster without one, so it gets ``None``.
+    """
+    bias = _bias(valid, student) if valid is not None else _zeros_bias(student)
     return (
         student,
         teacher,
-        _bias(valid, student),
+        bias,
         _inverse(student, student_divisor, student_temperature),
         _inverse(student, teacher_divisor, teacher_temperature),
     )

@@ -4,8 +4,9 @@ These functions are what ``torch.compile`` turns into fused loops; called
 uncompiled they are also the readable statement of what the compiled backend
 computes. Shapes: ``a`` is ``(B, C, N)``; ``bias`` a ``(B, 1, N)`` float
 additive mask (0 at valid positions, ``-inf`` at masked ones), or ``None`` when
-every position is valid (a separate compiled variant that reads no mask at
-all); ``inverse`` the
+every position is valid (a separate compiled variant that reads no mask; the
+pooling uses it, the KL is faster with a zero bias, see ``_compiled``);
+``inverse`` the
 ``(B, C, 1)`` per-row factor ``1 / (divisor * tau)`` (``divisor`` is 1 for
 ``scale="raw"`` and the detached maximum magnitude for ``scale="max"``), so the
 logits are ``z = a * inverse + bias``.
