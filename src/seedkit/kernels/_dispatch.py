@@ -34,8 +34,8 @@ BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "triton")
 # Below this many elements "auto" keeps the reference path on CUDA: a fused call's
 # fixed cost (dispatch, mask and per-row buffers) outweighs what it saves on tiny maps.
 AUTO_MIN_NUMEL = 32768
-# The same on the CPU, where the compiled call's fixed cost is about 0.3 ms (guards of
-# torch.compile, mask and per-row buffers) and the reference composition stays in
+# The same on the CPU, where a compiled forward + backward has a fixed cost of about
+# 0.2 ms (torch.compile's guards and wrappers) and the reference composition stays in
 # cache up to a few hundred thousand elements: measured crossover 0.15-0.4 M elements
 # on the 2-core benchmark machine (Performance page).
 AUTO_MIN_NUMEL_CPU = 524288
