@@ -37,6 +37,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -150,7 +151,13 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     budget = Budget(**job["budget"])
     config = _config(budget, out, job["name"], **job["overrides"])
     started = time.time()
-    results = run_seed_stage(config, DistributedContext(), job["voc_root"])
+    if job.get("model_from"):
+        # Another seed form of an already trained model: seeds only, no training.
+        result_path.parent.mkdir(parents=True, exist_ok=True)
+        source = out / "runs" / job["model_from"] / "model.pt"
+        shutil.copyfile(source, result_path.parent / "model.pt")
+    resume = bool(job.get("model_from"))
+    results = run_seed_stage(config, DistributedContext(), job["voc_root"], resume=resume)
     assert results is not None
     summary = _summary(results, result_path.parent)
     print(
@@ -325,15 +332,26 @@ def collapse_jobs(budget: Budget) -> list[dict[str, Any]]:
     return jobs
 
 
+def _family_overrides(family: str, checkpoint: str | None = None) -> dict[str, Any]:
+    """The backbone of a family; the pretrained CNN starts from the converted weights."""
+    if family == "pretrained_cnn":
+        return {"backbone": PRETRAINED_CNN, "pretrained": False, "checkpoint_path": checkpoint}
+    return {"backbone": FAMILIES[family]}
+
+
 def sweep_jobs(
     budget: Budget,
     families: list[str],
     seeds: tuple[int, ...] = (0,),
     temperatures: tuple[float, ...] | None = None,
+    checkpoint: str | None = None,
 ) -> list[dict[str, Any]]:
     jobs = []
+    # The generation term alone, without the network-adjusted views: the sweep varies the
+    # temperature and nothing else, so its GAP limit is the CAM baseline.
+    plain = {"consistency_weight": 0.0, "student_drop": 0.0, "teacher_drop": 0.0}
     for family in families:
-        backbone = FAMILIES[family]
+        backbone = _family_overrides(family, checkpoint)
         for seed in seeds:
             suffix = "" if seed == 0 else f"_s{seed}"
             if temperatures is None:  # the GAP point is the CAM baseline of the compare phase
@@ -344,7 +362,7 @@ def sweep_jobs(
                         "family": family,
                         "temperature": math.inf,
                         "seed": seed,
-                        "overrides": {"backbone": backbone, "method": "cam", "seed": seed},
+                        "overrides": {**backbone, "method": "cam", "seed": seed},
                     }
                 )
             for tau in temperatures or budget.temperatures:
@@ -355,11 +373,11 @@ def sweep_jobs(
                         "temperature": tau,
                         "seed": seed,
                         "overrides": {
-                            "backbone": backbone,
+                            **backbone,
                             "method": "usage",
                             "temperature": tau,
-                            "consistency_weight": 0.0,
                             "seed": seed,
+                            **plain,
                         },
                     }
                 )
@@ -371,10 +389,7 @@ def compare_jobs(
 ) -> list[dict[str, Any]]:
     jobs = []
     for family in families:
-        backbone = FAMILIES.get(family, PRETRAINED_CNN)
-        extra: dict[str, Any] = {}
-        if family == "pretrained_cnn":
-            extra = {"pretrained": False, "checkpoint_path": checkpoint}
+        backbone = _family_overrides(family, checkpoint)
         for seed in budget.seeds:
             for method in ("cam", "usage"):
                 jobs.append(
@@ -384,12 +399,7 @@ def compare_jobs(
                         "family": family,
                         "method": method,
                         "seed": seed,
-                        "overrides": {
-                            "backbone": backbone,
-                            "method": method,
-                            "seed": seed,
-                            **extra,
-                        },
+                        "overrides": {**backbone, "method": method, "seed": seed},
                     }
                 )
     return jobs
@@ -413,31 +423,40 @@ ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
     "drop_0.3_0.0": {"student_drop": 0.3, "teacher_drop": 0.0},
     "no_drop": {"student_drop": 0.0, "teacher_drop": 0.0},
     "scale_max": {"scale": "max"},
+    # A teacher that follows the student closely (constant momentum 0.9): is the cost of
+    # the consistency term the stale EMA teacher of a short run?
+    "ema_0.9": {"ema_momentum": 0.9, "ema_schedule": "constant"},
     "temperature_seeds": {"seed_temperature": 1.0},
 }
 QUICK_VARIANTS = ("generation_only", "both_default")
 # The ViT runs cost about 3x a CNN run: its ablation keeps the questions DESIGN asks of it.
-VIT_VARIANTS = ("generation_only", "both_default", "scale_max", "temperature_seeds", "no_drop")
+VIT_VARIANTS = (
+    "generation_only",
+    "both_default",
+    "scale_max",
+    "temperature_seeds",
+    "no_drop",
+    "ema_0.9",
+)
 QUICK_COLLAPSE = ("lambda0", "t1_teacher1")
 
 
 def ablation_jobs(budget: Budget, families: list[str]) -> list[dict[str, Any]]:
-    from seedkit.losses import TEMPERATURE_PRESETS
-
     jobs = []
     for family in families:
         backbone = FAMILIES[family]
-        # Two variants are runs of other phases: the generation term alone at the preset
-        # temperature is a sweep point, both terms at the defaults the compare phase's USAGE.
-        same_as = {
-            "generation_only": f"sweep_{family}_t{TEMPERATURE_PRESETS[family]:g}",
-            "both_default": f"compare_{family}_usage_s0",
-        }
+        # Both terms at the defaults is the compare phase's USAGE run of seed 0; temperature
+        # seeds are another seed form of that model. (The generation term alone *without*
+        # the views is the sweep point at the preset temperature.)
+        same_as = {"both_default": f"compare_{family}_usage_s0"}
         for variant, overrides in ABLATION_VARIANTS.items():
             jobs.append(
                 {
                     "name": f"ablation_{family}_{variant}",
                     "reuse": same_as.get(variant),
+                    "model_from": f"compare_{family}_usage_s0"
+                    if variant == "temperature_seeds"
+                    else None,
                     "family": family,
                     "variant": variant,
                     "overrides": {"backbone": backbone, "method": "usage", **overrides},
@@ -474,8 +493,12 @@ def run_phases(
     """
     tagged = [{**job, "phase": phase} for phase, jobs in phase_jobs.items() for job in jobs]
     names = {job["name"] for job in tagged}
-    first = [job for job in tagged if job.get("reuse") not in names]
-    second = [job for job in tagged if job.get("reuse") in names]
+
+    def waits(job: dict[str, Any]) -> bool:  # on another job of this invocation
+        return job.get("reuse") in names or job.get("model_from") in names
+
+    first = [job for job in tagged if not waits(job)]
+    second = [job for job in tagged if waits(job)]
     first.sort(key=lambda job: job["overrides"].get("backbone") != FAMILIES["vit"])
     done = {}
     for wave in (first, second):
@@ -521,6 +544,28 @@ def summarise_compare(results: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for family, methods in table.items()
     }
+
+
+def sweep_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seed-0 sweep per family: GAP, each temperature, and the best temperature.
+
+    Written next to the plots (``seed_quality_sweep.json``); the test-suite checks
+    the library's presets against its ``best`` entries.
+    """
+    summary: dict[str, Any] = {}
+    for row in rows:
+        if row.get("seed", 0) != 0:
+            continue
+        entry = summary.setdefault(row["family"], {"gap": None, "temperatures": {}})
+        point = {k: round(row[k], 2) for k in ("miou", "fp_rate", "fn_rate")}
+        if math.isfinite(row["temperature"]):
+            entry["temperatures"][f"{row['temperature']:g}"] = point
+        else:
+            entry["gap"] = point
+    for entry in summary.values():
+        points = entry["temperatures"]
+        entry["best"] = float(max(points, key=lambda t: points[t]["miou"])) if points else None
+    return summary
 
 
 def plot(results: dict[str, Any], folder: Path) -> list[str]:
@@ -701,6 +746,35 @@ def tables(results: dict[str, Any]) -> str:
                 ]
             )
         parts.append(_rst_table(["family", "tau", "seed", "mIoU", "FP", "FN", "threshold"], rows))
+        # Sweep points run on more than one seed (--sweep-seeds), with the CAM baseline's
+        # seeds from the compare phase as the GAP point.
+        points: dict[tuple[str, float], list[dict[str, Any]]] = {}
+        for r in results["sweep"]:
+            points.setdefault((r["family"], r["temperature"]), []).append(r)
+        for r in results.get("compare", []):
+            if r["method"] == "cam":
+                points.setdefault((r["family"], math.inf), []).append(r)
+        multi = []
+        for (family, tau), runs in sorted(
+            points.items(), key=lambda item: (item[0][0], -item[0][1])
+        ):
+            by_seed = {r.get("seed", 0): r for r in runs}
+            if len(by_seed) < 2 or not any(
+                f == family and t != tau and len(v) > 1 for (f, t), v in points.items()
+            ):
+                continue
+            stats = {
+                k: _stats([r[k] for r in by_seed.values()]) for k in ("miou", "fp_rate", "fn_rate")
+            }
+            multi.append(
+                [family, "GAP (CAM)" if not math.isfinite(tau) else f"{tau:g}", str(len(by_seed))]
+                + [
+                    f"{stats[k]['mean']:.1f} +- {stats[k]['std']:.1f}"
+                    for k in ("miou", "fp_rate", "fn_rate")
+                ]
+            )
+        if multi:
+            parts.append(_rst_table(["family", "tau", "seeds", "mIoU", "FP", "FN"], multi))
     if results.get("compare_summary"):
         rows = []
         for family, methods in sorted(results["compare_summary"].items()):
@@ -764,7 +838,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["collapse", "sweep", "compare", "ablation"],
         choices=["collapse", "sweep", "compare", "ablation", "report"],
     )
-    parser.add_argument("--families", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=["cnn", "vit"],
+        choices=["cnn", "vit", "pretrained_cnn"],
+        help="cnn includes the pretrained CNN when its weights are installed",
+    )
     parser.add_argument(
         "--cached-only", action="store_true", help="only report runs that already finished"
     )
@@ -804,11 +884,12 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = "python benchmarks/seed_quality.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    families = list(args.families)
-    compare_families = list(families)
-    checkpoint = _pretrained_checkpoint(out) if "cnn" in families else None
+    families = [family for family in args.families if family != "pretrained_cnn"]
+    run_families = list(families)
+    wants_pretrained = "cnn" in args.families or "pretrained_cnn" in args.families
+    checkpoint = _pretrained_checkpoint(out) if wants_pretrained else None
     if checkpoint:
-        compare_families.append("pretrained_cnn")
+        run_families.append("pretrained_cnn")
     sweep_seeds = tuple(args.sweep_seeds)
     if args.temperatures:
         args.temperatures = tuple(args.temperatures)
@@ -825,11 +906,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if "sweep" in args.phases:
         phase_jobs["sweep"] = [
-            {**common, **j} for j in sweep_jobs(budget, families, sweep_seeds, args.temperatures)
+            {**common, **j}
+            for j in sweep_jobs(budget, run_families, sweep_seeds, args.temperatures, checkpoint)
         ]
     if "compare" in args.phases:
         phase_jobs["compare"] = [
-            {**common, **j} for j in compare_jobs(budget, compare_families, checkpoint)
+            {**common, **j} for j in compare_jobs(budget, run_families, checkpoint)
         ]
     if "ablation" in args.phases:
         phase_jobs["ablation"] = [
@@ -860,6 +942,12 @@ def main(argv: list[str] | None = None) -> int:
     if collapse:
         results["collapse"] = sorted(collapse.values(), key=lambda r: r["name"])
     results["plots"] = plot(results, Path(args.plots))
+    if results.get("sweep"):
+        path = Path(args.plots) / "seed_quality_sweep.json"
+        path.write_text(
+            json.dumps(sweep_summary(results["sweep"]), indent=1, sort_keys=True) + "\n"
+        )
+        results["plots"].append(str(path))
     text = tables(results)
     (out / "tables.rst").write_text(text)
     print(text)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,15 +18,19 @@ import reference
 import seedkit
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.losses import (
+    ACTIVATION_PRESETS,
     CONSISTENCY_PRESETS,
     TEMPERATURE_PRESETS,
     JSDivergence,
     KLDivergence,
     MaxNormL1,
     USAGELoss,
+    activation_state,
     consistency_loss,
     seed_generation_loss,
 )
+
+DOCS_STATIC = Path(__file__).resolve().parents[1] / "docs" / "_static"
 
 values = st.floats(-8, 8, allow_nan=False, width=32)
 
@@ -310,8 +316,45 @@ def test_usage_loss_combines_parts():
     torch.testing.assert_close(criterion(student, labels, teacher).loss, out.generation)
 
 
-def test_presets_follow_the_principle():
-    assert TEMPERATURE_PRESETS["cnn"] > TEMPERATURE_PRESETS["vit"]
+def test_presets_are_the_best_points_of_the_benchmark_sweep():
+    # docs/_static/seed_quality_sweep.json is written by benchmarks/seed_quality.py.
+    sweep = json.loads((DOCS_STATIC / "seed_quality_sweep.json").read_text())
+    assert TEMPERATURE_PRESETS["cnn"] == sweep["cnn"]["best"]
+    assert TEMPERATURE_PRESETS["vit"] == sweep["vit"]["best"]
+    # Activation states: the sweep of the network that was in that state.
+    for state, family in (("over", "pretrained_cnn"), ("balanced", "cnn"), ("under", "vit")):
+        gap = sweep[family]["gap"]
+        assert activation_state(gap["fp_rate"], gap["fn_rate"]) == state
+        assert ACTIVATION_PRESETS[state] == sweep[family]["best"]
+        best = sweep[family]["temperatures"][f"{sweep[family]['best']:g}"]
+        assert best["miou"] > gap["miou"]  # the preset beats GAP, the CAM baseline
+    for family in ("cnn", "vit"):
+        preset = CONSISTENCY_PRESETS[family]
+        assert preset["temperature"] == preset["teacher_temperature"] == TEMPERATURE_PRESETS[family]
+
+
+def test_activation_presets_and_states():
+    over = seedkit.SeedGenerationLoss.for_activation("over")
+    assert over.temperature == ACTIVATION_PRESETS["over"]
+    assert seedkit.SeedGenerationLoss.for_activation("under", temperature=3.0).temperature == 3.0
+    usage = USAGELoss.for_activation("under")
+    tau = ACTIVATION_PRESETS["under"]
+    assert usage.generation.temperature == usage.consistency.temperature == tau
+    assert usage.consistency.teacher_temperature == tau
+    assert USAGELoss.for_activation("over", consistency_weight=0.5).consistency_weight == 0.5
+    assert ACTIVATION_PRESETS["over"] < ACTIVATION_PRESETS["balanced"] < ACTIVATION_PRESETS["under"]
+    assert activation_state(10.0, 10.0) == "balanced"
+    assert activation_state(0.0, 1.0) == "under" and activation_state(1.0, 0.0) == "over"
+    with pytest.raises(InvalidValueError, match="state"):
+        seedkit.SeedGenerationLoss.for_activation("sideways")
+    for bad in (-1.0, float("nan"), float("inf"), True):
+        with pytest.raises(InvalidValueError, match="fp_rate"):
+            activation_state(bad, 1.0)
+    with pytest.raises(InvalidValueError, match="fp_rate, fn_rate"):
+        activation_state(0.0, 0.0)
+
+
+def test_family_presets_resolve():
     assert seedkit.SeedGenerationLoss.for_backbone("cnn").temperature == TEMPERATURE_PRESETS["cnn"]
     assert seedkit.SeedGenerationLoss.for_backbone("VIT").temperature == TEMPERATURE_PRESETS["vit"]
     assert seedkit.SeedGenerationLoss.for_backbone("vit", temperature=0.5).temperature == 0.5

@@ -13,11 +13,19 @@ from seedkit.losses.activation import (
 )
 from seedkit.losses.consistency import ConsistencyLoss, consistency_loss, make_distance
 from seedkit.losses.distances import JSDivergence, KLDivergence, MaxNormL1
-from seedkit.losses.presets import CONSISTENCY_PRESETS, TEMPERATURE_PRESETS
+from seedkit.losses.presets import (
+    ACTIVATION_PRESETS,
+    ACTIVATION_STATES,
+    CONSISTENCY_PRESETS,
+    TEMPERATURE_PRESETS,
+    activation_state,
+)
 from seedkit.losses.seed_generation import SeedGenerationLoss, seed_generation_loss
 from seedkit.losses.usage import USAGELoss, USAGELossOutput
 
 __all__ = [
+    "ACTIVATION_PRESETS",
+    "ACTIVATION_STATES",
     "CONSISTENCY_PRESETS",
     "TEMPERATURE_PRESETS",
     "ConsistencyLoss",
@@ -27,6 +35,7 @@ __all__ = [
     "SeedGenerationLoss",
     "USAGELoss",
     "USAGELossOutput",
+    "activation_state",
     "consistency_loss",
     "global_average_pool",
     "make_distance",

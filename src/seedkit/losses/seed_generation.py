@@ -15,7 +15,7 @@ from seedkit.losses.activation import (
     temperature_pool,
     upcast,
 )
-from seedkit.losses.presets import TEMPERATURE_PRESETS
+from seedkit.losses.presets import TEMPERATURE_PRESETS, activation_temperature
 
 __all__ = ["SeedGenerationLoss", "seed_generation_loss"]
 
@@ -90,7 +90,7 @@ class SeedGenerationLoss(nn.Module):
         >>> import torch, seedkit
         >>> criterion = seedkit.SeedGenerationLoss.for_backbone("vit")
         >>> criterion.temperature
-        2.0
+        20.0
         >>> cams = torch.randn(2, 20, 14, 14, requires_grad=True)
         >>> labels = torch.zeros(2, 20); labels[:, 3] = 1
         >>> criterion(cams, labels).backward()
@@ -124,6 +124,31 @@ class SeedGenerationLoss(nn.Module):
         """
         family = resolve_family(model_or_family)
         kwargs.setdefault("temperature", TEMPERATURE_PRESETS[family])
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_activation(cls, state: str, **kwargs: object) -> SeedGenerationLoss:
+        """Build the loss with the preset temperature of an activation state.
+
+        Measure the state on your CAM baseline: the FP and FN rates of its seeds
+        at the best threshold (``seedkit eval-seeds``), then
+        :func:`seedkit.losses.activation_state`.
+
+        Args:
+            state: ``"over"`` (sharpen, tau 0.3), ``"balanced"`` (tau 2) or
+                ``"under"`` (spread, tau 20); see :mod:`seedkit.losses.presets`.
+            **kwargs: other constructor arguments, or ``temperature`` to override.
+
+        Returns:
+            A configured :class:`SeedGenerationLoss`.
+
+        Example:
+            >>> from seedkit import SeedGenerationLoss
+            >>> from seedkit.losses import activation_state
+            >>> SeedGenerationLoss.for_activation(activation_state(57.8, 7.7)).temperature
+            0.3
+        """
+        kwargs.setdefault("temperature", activation_temperature(state))
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def forward(

@@ -11,7 +11,7 @@ from seedkit._checks import check_temperature
 from seedkit._family import resolve_family
 from seedkit.errors import InvalidValueError
 from seedkit.losses.consistency import ConsistencyLoss
-from seedkit.losses.presets import CONSISTENCY_PRESETS
+from seedkit.losses.presets import CONSISTENCY_PRESETS, activation_temperature
 from seedkit.losses.seed_generation import SeedGenerationLoss
 
 __all__ = ["USAGELoss", "USAGELossOutput"]
@@ -92,6 +92,34 @@ class USAGELoss(nn.Module):
         if generation_temperature is not None:
             generation = SeedGenerationLoss(temperature=generation_temperature, scale=scale)  # type: ignore[arg-type]
         return cls(generation, ConsistencyLoss(**preset), consistency_weight=weight)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_activation(cls, state: str, **kwargs: object) -> USAGELoss:
+        """Build the objective for an activation state of the CAM baseline.
+
+        Like :meth:`for_backbone`, with the generation and both consistency
+        temperatures at the state's preset (see
+        :meth:`SeedGenerationLoss.for_activation`).
+
+        Args:
+            state: ``"over"``, ``"balanced"`` or ``"under"``.
+            **kwargs: overrides as for :meth:`for_backbone`.
+
+        Returns:
+            A configured :class:`USAGELoss`.
+
+        Example:
+            >>> from seedkit import USAGELoss
+            >>> criterion = USAGELoss.for_activation("over")
+            >>> criterion.generation.temperature, criterion.consistency.teacher_temperature
+            (0.3, 0.3)
+        """
+        tau = activation_temperature(state)
+        kwargs.setdefault("generation_temperature", tau)
+        kwargs.setdefault("temperature", tau)
+        kwargs.setdefault("teacher_temperature", tau)
+        weight = kwargs.pop("consistency_weight", CONSISTENCY_PRESETS["cnn"]["weight"])
+        return cls.for_backbone("cnn", consistency_weight=weight, **kwargs)
 
     def forward(
         self,
