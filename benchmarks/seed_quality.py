@@ -12,11 +12,16 @@ Phases (``--phases``, default all):
 - ``collapse``: why the consistency term at ``lambda = 1`` destroyed training
   (DESIGN section 2). Logs both loss terms, their gradient norms with respect
   to the CAMs and the contrast of the student's and teacher's maps.
-- ``sweep``: the generation-loss temperature per family (no consistency term),
-  log-spaced, plus the GAP baseline.
-- ``compare``: CAM baseline vs USAGE with the library defaults, over seeds.
-- ``ablation``: consistency weight/form, drop ratios, teacher temperature,
-  raw vs scale-free temperature, temperature vs max-normalised seeds.
+- ``sweep``: the generation-loss temperature per network (the generation term
+  alone, no views), log-spaced, plus the GAP baseline; writes
+  ``seed_quality_sweep.json`` next to the plots, which the presets are tested
+  against.
+- ``compare``: CAM baseline vs USAGE with the library defaults (``usage``) and
+  with the full objective (``usage_full``: consistency weight 0.1 and the
+  network-adjusted views), over seeds.
+- ``ablation``: one change at a time against the full objective: consistency
+  weight/form, drop ratios, EMA momentum, raw vs scale-free temperature,
+  temperature vs max-normalised seeds.
 
 Every run's result is cached under ``OUT/runs/<name>/results.json``; rerunning
 skips finished runs. The summary goes to ``OUT/seed_quality.json`` and the plots
@@ -322,6 +327,9 @@ def collapse_jobs(budget: Budget) -> list[dict[str, Any]]:
                 "overrides": {
                     "backbone": backbone,
                     "consistency_weight": weight,
+                    # the views of the full objective, also for the lambda = 0 controls
+                    "student_drop": 0.3,
+                    "teacher_drop": 0.1,
                     "temperature": generation,
                     "consistency_temperature": temperature,
                     "teacher_temperature": teacher,
@@ -387,19 +395,34 @@ def sweep_jobs(
 def compare_jobs(
     budget: Budget, families: list[str], checkpoint: str | None = None
 ) -> list[dict[str, Any]]:
+    from seedkit.losses import TEMPERATURE_PRESETS
+
     jobs = []
     for family in families:
         backbone = _family_overrides(family, checkpoint)
+        # The defaults' run of seed 0 is the sweep's point at the preset temperature.
+        preset = TEMPERATURE_PRESETS["vit" if family == "vit" else "cnn"]
+        same_as = {("cam", 0): f"sweep_{family}_gap", ("usage", 0): f"sweep_{family}_t{preset:g}"}
         for seed in budget.seeds:
-            for method in ("cam", "usage"):
+            # cam: the baseline; usage: the library's defaults (the generation term at the
+            # preset temperature); usage_full: the full objective (consistency weight 0.1
+            # with the network-adjusted views).
+            for method in ("cam", "usage", "usage_full"):
+                extra = FULL_OBJECTIVE if method == "usage_full" else {}
                 jobs.append(
                     {
-                        "reuse": f"sweep_{family}_gap" if method == "cam" and seed == 0 else None,
+                        "reuse": same_as.get((method, seed)),
                         "name": f"compare_{family}_{method}_s{seed}",
                         "family": family,
                         "method": method,
                         "seed": seed,
-                        "overrides": {**backbone, "method": method, "seed": seed},
+                        "temperature": preset if method == "usage" else None,
+                        "overrides": {
+                            **backbone,
+                            "method": "cam" if method == "cam" else "usage",
+                            "seed": seed,
+                            **extra,
+                        },
                     }
                 )
     return jobs
@@ -411,9 +434,12 @@ _SHAPE = {
     "consistency_temperature": 0.2,
     "teacher_temperature": 0.2,
 }
+# The ablation starts from the full objective: the consistency term at weight 0.1 with
+# the network-adjusted views (drop 0.3 / 0.1); each variant changes one thing.
+FULL_OBJECTIVE: dict[str, Any] = {"consistency_weight": 0.1}
 ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
-    "generation_only": {"consistency_weight": 0.0},
-    "both_default": {},
+    "generation_only": {"consistency_weight": 0.0, "student_drop": 0.3, "teacher_drop": 0.1},
+    "both": {},
     "reg_raw_w1_normalized": {"consistency_weight": 1.0, "normalize_consistency": True},
     "reg_max_w1": {**_SHAPE, "consistency_weight": 1.0},
     "reg_max_w0.1": {**_SHAPE, "consistency_weight": 0.1},
@@ -428,11 +454,11 @@ ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
     "ema_0.9": {"ema_momentum": 0.9, "ema_schedule": "constant"},
     "temperature_seeds": {"seed_temperature": 1.0},
 }
-QUICK_VARIANTS = ("generation_only", "both_default")
+QUICK_VARIANTS = ("generation_only", "both")
 # The ViT runs cost about 3x a CNN run: its ablation keeps the questions DESIGN asks of it.
 VIT_VARIANTS = (
     "generation_only",
-    "both_default",
+    "both",
     "scale_max",
     "temperature_seeds",
     "no_drop",
@@ -445,21 +471,24 @@ def ablation_jobs(budget: Budget, families: list[str]) -> list[dict[str, Any]]:
     jobs = []
     for family in families:
         backbone = FAMILIES[family]
-        # Both terms at the defaults is the compare phase's USAGE run of seed 0; temperature
-        # seeds are another seed form of that model. (The generation term alone *without*
-        # the views is the sweep point at the preset temperature.)
-        same_as = {"both_default": f"compare_{family}_usage_s0"}
+        # "both" is the compare phase's full-objective run of seed 0, and temperature seeds
+        # are another seed form of that model. (The generation term alone *without* the
+        # views is the sweep point at the preset temperature.)
+        full = f"compare_{family}_usage_full_s0"
         for variant, overrides in ABLATION_VARIANTS.items():
             jobs.append(
                 {
                     "name": f"ablation_{family}_{variant}",
-                    "reuse": same_as.get(variant),
-                    "model_from": f"compare_{family}_usage_s0"
-                    if variant == "temperature_seeds"
-                    else None,
+                    "reuse": full if variant == "both" else None,
+                    "model_from": full if variant == "temperature_seeds" else None,
                     "family": family,
                     "variant": variant,
-                    "overrides": {"backbone": backbone, "method": "usage", **overrides},
+                    "overrides": {
+                        "backbone": backbone,
+                        "method": "usage",
+                        **FULL_OBJECTIVE,
+                        **overrides,
+                    },
                 }
             )
     return jobs
@@ -634,19 +663,20 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
         written.append(str(path))
     compare = results.get("compare_summary")
     if compare:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
         labels, positions = [], []
+        methods_order = ("cam", "usage", "usage_full")
         for i, (family, methods) in enumerate(sorted(compare.items())):
-            for j, method in enumerate(("cam", "usage")):
+            for j, method in enumerate(methods_order):
                 if method not in methods:
                     continue
-                x = i * 3 + j
+                x = i * (len(methods_order) + 1) + j
                 stats = methods[method]
                 axes[0].bar(
                     x,
                     stats["miou"]["mean"],
                     yerr=stats["miou"]["std"],
-                    color="C0" if method == "cam" else "C1",
+                    color=f"C{j}",
                 )
                 axes[1].bar(
                     x - 0.2,
@@ -664,7 +694,8 @@ def plot(results: dict[str, Any], folder: Path) -> list[str]:
                     color="C2",
                     label="FN" if not positions else None,
                 )
-                labels.append(f"{family}\n{method}")
+                short = "pre-cnn" if family == "pretrained_cnn" else family
+                labels.append(f"{short}\n{method.replace('usage_', '')}")
                 positions.append(x)
         for axis, label in zip(axes, ("seed mIoU (%)", "rate at best threshold (%)"), strict=True):
             axis.set_xticks(positions, labels, fontsize=7)
@@ -752,8 +783,12 @@ def tables(results: dict[str, Any]) -> str:
         for r in results["sweep"]:
             points.setdefault((r["family"], r["temperature"]), []).append(r)
         for r in results.get("compare", []):
-            if r["method"] == "cam":
+            if r["method"] == "cam":  # GAP
                 points.setdefault((r["family"], math.inf), []).append(r)
+            elif r["method"] == "usage":  # the preset temperature, nothing else
+                preset = r.get("temperature")
+                if preset is not None:
+                    points.setdefault((r["family"], preset), []).append(r)
         multi = []
         for (family, tau), runs in sorted(
             points.items(), key=lambda item: (item[0][0], -item[0][1])

@@ -32,7 +32,8 @@ def main() -> None:
     student = seedkit.SelfAdaptiveView(model, drop_ratio=0.3)  # strong view
     teacher = seedkit.EMATeacher(model, momentum=0.99)
     teacher_view = seedkit.SelfAdaptiveView(teacher.module, drop_ratio=0.1)  # weak view
-    criterion = seedkit.USAGELoss.for_backbone(model)
+    # The full objective: the presets leave the consistency term off (weight 0).
+    criterion = seedkit.USAGELoss.for_backbone(model, consistency_weight=0.1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     print(f"{args.backbone}: family={model.family}, criterion={criterion}")
 

@@ -236,3 +236,16 @@ def test_the_teacher_runs_only_when_the_consistency_term_counts(weight):
     assert totals["consistency_weight"] == weight
     assert (totals["consistency"] == 0.0) == (weight == 0.0)
     assert all(p.grad is not None for p in state.model.parameters() if p.requires_grad)
+
+
+def test_views_follow_the_consistency_term_unless_set():
+    from seedkit.engine.seed_stage import STRONG_DROP, WEAK_DROP, view_drops
+
+    plain = SeedStageConfig(max_steps=1).validate()
+    assert view_drops(plain, 0.0) == (0.0, 0.0)  # the term off: no network adjustment
+    assert view_drops(plain, 0.1) == (STRONG_DROP, WEAK_DROP)
+    assert STRONG_DROP > WEAK_DROP
+    forced = SeedStageConfig(max_steps=1, student_drop=0.2, teacher_drop=0.0).validate()
+    assert view_drops(forced, 0.0) == (0.2, 0.0) == view_drops(forced, 1.0)
+    with pytest.raises(InvalidValueError, match="teacher_drop"):
+        SeedStageConfig(max_steps=1, teacher_drop=-0.1).validate()

@@ -66,8 +66,10 @@ class SeedStageConfig:
     consistency_scale: str | None = None
     distance: str = "kl"
     normalize_consistency: bool = False
-    student_drop: float = 0.3
-    teacher_drop: float = 0.1
+    # None: STRONG_DROP / WEAK_DROP while the consistency term is on, 0 (no network
+    # adjustment) when its weight is 0 -- the adjusted views exist for that term.
+    student_drop: float | None = None
+    teacher_drop: float | None = None
     ema_momentum: float = 0.999
     ema_schedule: str | None = "cosine"
     # inference and evaluation
@@ -110,7 +112,7 @@ class SeedStageConfig:
             if int(getattr(self, name)) < 1:
                 raise InvalidValueError(name, "an integer >= 1", getattr(self, name))
         for name in ("student_drop", "teacher_drop"):
-            if not 0.0 <= getattr(self, name) < 1.0:
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) < 1.0:
                 raise InvalidValueError(name, "a ratio in [0, 1)", getattr(self, name))
         if not isinstance(self.timm_kwargs, dict) or not all(
             isinstance(key, str) for key in self.timm_kwargs
