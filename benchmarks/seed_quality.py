@@ -921,7 +921,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     families = [family for family in args.families if family != "pretrained_cnn"]
     run_families = list(families)
-    wants_pretrained = "cnn" in args.families or "pretrained_cnn" in args.families
+    # --quick leaves the pretrained CNN out unless it is asked for by name.
+    wants_pretrained = "pretrained_cnn" in args.families or (
+        "cnn" in args.families and not args.quick
+    )
     checkpoint = _pretrained_checkpoint(out) if wants_pretrained else None
     if checkpoint:
         run_families.append("pretrained_cnn")
