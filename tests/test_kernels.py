@@ -112,18 +112,15 @@ def test_an_all_true_mask_is_the_unmasked_computation(scale):
     # On the CPU an all-true mask is dropped so that the kernels read no mask at all.
     a, t, _ = _case(5, 2, 3, 40, 3.0, False)
     everywhere = torch.ones(2, 1, 40, dtype=torch.bool)
-    for function, args in (
-        (fused_temperature_pool, (0.7, scale)),
-        (fused_kl_consistency, (t, 0.7, 1.3, scale)),
+    for function in (
+        lambda x, valid, backend: fused_temperature_pool(x, valid, 0.7, scale, backend=backend),
+        lambda x, valid, backend: fused_kl_consistency(
+            x, t, valid, 0.7, 1.3, scale, backend=backend
+        ),
     ):
-        if function is fused_kl_consistency:
-            masked = _run(function, a, t, everywhere, *args[1:], backend="fused")
-            plain = _run(function, a, t, None, *args[1:], backend="fused")
-            reference = _run(function, a, t, everywhere, *args[1:], backend="reference")
-        else:
-            masked = _run(function, a, everywhere, *args, backend="fused")
-            plain = _run(function, a, None, *args, backend="fused")
-            reference = _run(function, a, everywhere, *args, backend="reference")
+        masked = _run(function, a, everywhere, "fused")
+        plain = _run(function, a, None, "fused")
+        reference = _run(function, a, everywhere, "reference")
         for x, y, z in zip(masked, plain, reference, strict=True):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
             _close(x, z, 1e-5, z.abs().max().item())

@@ -49,6 +49,7 @@ loss's, so it pins the student to the teacher's flat maps.
 
 from __future__ import annotations
 
+import math
 from types import MappingProxyType
 
 from seedkit._checks import check_choice
@@ -112,9 +113,12 @@ def activation_state(fp_rate: float, fn_rate: float) -> str:
         ('over', 'balanced', 'under')
     """
     for name, value in (("fp_rate", fp_rate), ("fn_rate", fn_rate)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise InvalidValueError(name, "a finite rate >= 0", value)
-        if value == float("inf"):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise InvalidValueError(name, "a finite rate >= 0", value)
     if fp_rate == 0 and fn_rate == 0:
         raise InvalidValueError("fp_rate, fn_rate", "not both 0 (a perfect seed has no state)", 0)

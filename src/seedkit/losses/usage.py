@@ -115,11 +115,10 @@ class USAGELoss(nn.Module):
             (0.3, 0.3)
         """
         tau = activation_temperature(state)
-        kwargs.setdefault("generation_temperature", tau)
-        kwargs.setdefault("temperature", tau)
-        kwargs.setdefault("teacher_temperature", tau)
-        weight = kwargs.pop("consistency_weight", CONSISTENCY_PRESETS["cnn"]["weight"])
-        return cls.for_backbone("cnn", consistency_weight=weight, **kwargs)
+        for name in ("generation_temperature", "temperature", "teacher_temperature"):
+            kwargs.setdefault(name, tau)
+        # Every temperature is set, so the family only supplies the shared weight preset.
+        return cls.for_backbone("cnn", **kwargs)
 
     def forward(
         self,
