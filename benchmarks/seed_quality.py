@@ -256,9 +256,7 @@ def collapse_run(job: dict[str, Any]) -> dict[str, Any]:
             mask = engine._cam_mask(valid, cams.shape[-2:])
             generation = criterion.generation(cams, labels, mask)
             consistency = criterion.consistency(cams, teacher_cams, labels, mask)
-            weight = criterion.consistency_weight
-            if config.consistency_warmup_steps:
-                weight *= min(1.0, state.step / config.consistency_warmup_steps)
+            weight = criterion.weight_at(state.step / state.total_steps)
             (g_gen,) = torch.autograd.grad(generation, cams, retain_graph=True)
             (g_reg,) = torch.autograd.grad(weight * consistency, cams, retain_graph=True)
             state.optimizer.zero_grad(set_to_none=True)
@@ -316,14 +314,13 @@ def collapse_jobs(budget: Budget) -> list[dict[str, Any]]:
     jobs = []
     # DESIGN section 2's settings at lambda = 1, their equal-temperature form, a warm-up and
     # a lambda = 0 control (the term is still measured, not trained on).
-    half = budget.collapse_steps // 2
     for name, backbone, temperature, teacher, weight, warmup in (
-        ("cnn_lambda0", cnn, 1.0, 2.0, 0.0, 0),
-        ("cnn_t1_teacher2", cnn, 1.0, 2.0, 1.0, 0),
-        ("cnn_t1_teacher1", cnn, 1.0, 1.0, 1.0, 0),
-        ("vit_lambda0", vit, 2.0, 1.0, 0.0, 0),
-        ("vit_t2_teacher1", vit, 2.0, 1.0, 1.0, 0),
-        ("cnn_t1_teacher1_warmup", cnn, 1.0, 1.0, 1.0, half),
+        ("cnn_lambda0", cnn, 1.0, 2.0, 0.0, 0.0),
+        ("cnn_t1_teacher2", cnn, 1.0, 2.0, 1.0, 0.0),
+        ("cnn_t1_teacher1", cnn, 1.0, 1.0, 1.0, 0.0),
+        ("vit_lambda0", vit, 2.0, 1.0, 0.0, 0.0),
+        ("vit_t2_teacher1", vit, 2.0, 1.0, 1.0, 0.0),
+        ("cnn_t1_teacher1_warmup", cnn, 1.0, 1.0, 1.0, 0.5),
     ):
         # The CNN used GAP pooling for the generation term in DESIGN's experiment.
         generation = 1000.0 if backbone == cnn else temperature
@@ -338,7 +335,7 @@ def collapse_jobs(budget: Budget) -> list[dict[str, Any]]:
                     "temperature": generation,
                     "consistency_temperature": temperature,
                     "teacher_temperature": teacher,
-                    "consistency_warmup_steps": warmup,
+                    "consistency_ramp": warmup,
                 },
             }
         )

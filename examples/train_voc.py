@@ -72,12 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--max-steps", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
-    parser.add_argument("--temperature", type=float, help="override the family's preset")
-    parser.add_argument("--consistency-weight", type=float)
+    parser.add_argument(
+        "--temperature", type=float, help="generation temperature (default: the family's preset)"
+    )
+    parser.add_argument(
+        "--consistency-temperature", type=float, help="student's, in L_REG (default: --temperature)"
+    )
+    parser.add_argument(
+        "--teacher-temperature", type=float, help="teacher's, in L_REG (default: the student's)"
+    )
+    parser.add_argument("--consistency-weight", type=float, help="lambda (default: the preset)")
+    parser.add_argument(
+        "--consistency-start", type=float, help="fraction of the run with L_REG off (preset)"
+    )
+    parser.add_argument(
+        "--consistency-ramp", type=float, help="fraction of the run L_REG ramps in over (preset)"
+    )
     parser.add_argument("--train-split")
     parser.add_argument("--eval-split")
     parser.add_argument(
         "--eval-limit", type=int, help="evaluate only the first N images of the list"
+    )
+    parser.add_argument(
+        "--eval-every", type=int, help="score the seeds every N steps (eval records in log.jsonl)"
+    )
+    parser.add_argument(
+        "--max-threshold", type=float, help="last background threshold of the sweep (0.59)"
     )
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--checkpoint-every", type=int)
@@ -104,7 +124,8 @@ FLAG_FIELDS = (
     "method", "backbone", "pretrained", "checkpoint_path", "image_size", "batch_size", "epochs",
     "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split",
     "eval_split", "eval_limit", "num_workers", "checkpoint_every", "log_every", "out", "seed",
-    "tensorboard", "output_stride", "timm_kwargs",
+    "tensorboard", "output_stride", "timm_kwargs", "consistency_temperature",
+    "teacher_temperature", "consistency_start", "consistency_ramp", "eval_every", "max_threshold",
 )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -210,7 +211,6 @@ def test_consistency_temperature_sets_the_consistency_term_only():
         shaped.criterion.generation.scale == "raw" and shaped.criterion.consistency.scale == "max"
     )
     assert shaped.criterion.consistency.temperature == 0.2
-    assert shaped.criterion.consistency.distance.scale == "max"
     with pytest.raises(InvalidValueError, match="consistency_scale"):
         SeedStageConfig(max_steps=1, consistency_scale="min").validate()
 
@@ -249,3 +249,59 @@ def test_views_follow_the_consistency_term_unless_set():
     assert view_drops(forced, 0.0) == (0.2, 0.0) == view_drops(forced, 1.0)
     with pytest.raises(InvalidValueError, match="teacher_drop"):
         SeedStageConfig(max_steps=1, teacher_drop=-0.1).validate()
+
+
+def test_periodic_evaluation_logs_curves_and_leaves_training_unchanged(tmp_path):
+    from seedkit.data import make_demo_data
+    from seedkit.engine import (
+        DistributedContext,
+        apply_recipe,
+        eval_dataset,
+        evaluate_model_seeds,
+        load_seed_model,
+        run_seed_stage,
+    )
+
+    voc_root = str(make_demo_data(tmp_path / "data", num_images=12, seed=0))
+    base = apply_recipe(SeedStageConfig(), "demo")
+    runs = {}
+    for name, every in (("plain", None), ("monitored", 2)):
+        config = dataclasses.replace(
+            base,
+            train_split="train",
+            max_steps=4,
+            batch_size=4,
+            image_size=64,
+            eval_limit=3,
+            cam_scales=(1.0,),
+            num_overlays=0,
+            progress=False,
+            consistency_weight=0.1,
+            eval_every=every,
+            max_threshold=0.9,
+            out=str(tmp_path / name),
+        ).validate()
+        run_seed_stage(config, DistributedContext(), voc_root)
+        runs[name] = config
+    plain = torch.load(tmp_path / "plain" / "model.pt", weights_only=True)["model"]
+    monitored = torch.load(tmp_path / "monitored" / "model.pt", weights_only=True)["model"]
+    assert plain.keys() == monitored.keys()
+    assert all(torch.equal(plain[k], monitored[k]) for k in plain)  # evaluation changes nothing
+    records = [
+        json.loads(line) for line in (tmp_path / "monitored" / "log.jsonl").read_text().splitlines()
+    ]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]
+    for record in evals:
+        for prefix in ("", "teacher_"):  # a USAGE run scores its EMA teacher too
+            parts = (record[f"{prefix}{key}"] for key in ("miou", "fp_rate", "fn_rate"))
+            assert sum(parts) == pytest.approx(100.0, abs=1e-2)
+            assert 0.0 <= record[f"{prefix}threshold"] <= 0.9
+    config = runs["monitored"]
+    again = evaluate_model_seeds(
+        load_seed_model(config, torch.device("cpu")),
+        eval_dataset(config, voc_root, with_masks=True),
+        config.num_classes,
+        config.max_threshold,
+    )
+    assert again.best_miou == pytest.approx(evals[-1]["miou"], abs=1e-3)

@@ -20,6 +20,7 @@ from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.losses import (
     ACTIVATION_PRESETS,
     CONSISTENCY_PRESETS,
+    CONSISTENCY_WEIGHT,
     TEMPERATURE_PRESETS,
     JSDivergence,
     KLDivergence,
@@ -27,6 +28,7 @@ from seedkit.losses import (
     USAGELoss,
     activation_state,
     consistency_loss,
+    consistency_ramp,
     seed_generation_loss,
 )
 
@@ -329,8 +331,7 @@ def test_presets_are_the_best_points_of_the_benchmark_sweep():
         best = sweep[family]["temperatures"][f"{sweep[family]['best']:g}"]
         assert best["miou"] > gap["miou"]  # the preset beats GAP, the CAM baseline
     for family in ("cnn", "vit"):
-        preset = CONSISTENCY_PRESETS[family]
-        assert preset["temperature"] == preset["teacher_temperature"] == TEMPERATURE_PRESETS[family]
+        assert CONSISTENCY_PRESETS[family]["temperature"] is None  # follows the generation's
 
 
 def test_activation_presets_and_states():
@@ -340,7 +341,7 @@ def test_activation_presets_and_states():
     usage = USAGELoss.for_activation("under")
     tau = ACTIVATION_PRESETS["under"]
     assert usage.generation.temperature == usage.consistency.temperature == tau
-    assert usage.consistency.teacher_temperature == tau
+    assert usage.consistency.teacher_temperature is None  # follows the student's
     assert USAGELoss.for_activation("over", consistency_weight=0.5).consistency_weight == 0.5
     assert ACTIVATION_PRESETS["over"] < ACTIVATION_PRESETS["balanced"] < ACTIVATION_PRESETS["under"]
     assert activation_state(10.0, 10.0) == "balanced"
@@ -431,3 +432,120 @@ def test_loss_errors_name_the_argument(call, error, words):
         call()
     for word in words:
         assert word in str(info.value)
+
+
+# ---------------------------------------------------------------- API without traps
+
+
+def test_usage_temperatures_follow_each_other_unless_set():
+    both = USAGELoss.for_backbone("cnn", generation_temperature=5.0)
+    assert both.generation.temperature == both.consistency.temperature == 5.0
+    assert both.consistency.teacher_temperature is None  # follows the student's
+    split = USAGELoss.for_backbone(
+        "vit", generation_temperature=0.5, consistency_temperature=2.0, teacher_temperature=1.0
+    )
+    assert (split.generation.temperature, split.consistency.temperature) == (0.5, 2.0)
+    assert split.consistency.teacher_temperature == 1.0
+    with pytest.raises(InvalidValueError, match=r"temperature.*generation_temperature="):
+        USAGELoss.for_backbone("cnn", temperature=5.0)
+    with pytest.raises(InvalidValueError, match="colour"):
+        USAGELoss.for_backbone("cnn", colour="red")
+
+
+def test_usage_defaults_agree_with_the_presets():
+    assert USAGELoss().consistency_weight == CONSISTENCY_WEIGHT
+    for family in ("cnn", "vit"):
+        preset = CONSISTENCY_PRESETS[family]
+        usage = USAGELoss.for_backbone(family)
+        assert usage.consistency_weight == preset["weight"]
+        assert (usage.consistency_start, usage.consistency_ramp) == (
+            preset["start"],
+            preset["ramp"],
+        )
+        assert usage.generation.temperature == TEMPERATURE_PRESETS[family]
+
+
+def test_consistency_module_reads_its_attributes_at_every_call():
+    student = torch.randn(2, 3, 6, 6)
+    teacher = torch.randn(2, 3, 6, 6)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    criterion = seedkit.ConsistencyLoss(temperature=1.0)
+    for name, value, expected in (
+        ("temperature", 2.0, {"temperature": 2.0}),
+        ("teacher_temperature", 0.5, {"temperature": 2.0, "teacher_temperature": 0.5}),
+        ("scale", "max", {"temperature": 2.0, "teacher_temperature": 0.5, "scale": "max"}),
+        (
+            "normalize",
+            True,
+            {"temperature": 2.0, "teacher_temperature": 0.5, "scale": "max", "normalize": True},
+        ),
+        (
+            "distance",
+            "js",
+            {
+                "temperature": 2.0,
+                "teacher_temperature": 0.5,
+                "scale": "max",
+                "normalize": True,
+                "distance": "js",
+            },
+        ),
+        (
+            "reduction",
+            "sum",
+            {
+                "temperature": 2.0,
+                "teacher_temperature": 0.5,
+                "scale": "max",
+                "normalize": True,
+                "distance": "js",
+                "reduction": "sum",
+            },
+        ),
+    ):
+        setattr(criterion, name, value)
+        torch.testing.assert_close(
+            criterion(student, teacher, labels),
+            consistency_loss(student, teacher, labels, **expected),
+        )
+
+
+@given(
+    st.floats(-0.5, 1.5),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
+)
+def test_consistency_ramp_is_monotone_and_bounded(progress, start, ramp):
+    value = consistency_ramp(progress, start, ramp)
+    assert 0.0 <= value <= 1.0
+    assert consistency_ramp(progress + 0.01, start, ramp) >= value
+    if progress < start:
+        assert value == 0.0
+    if progress >= start + ramp:
+        assert value == 1.0
+
+
+def test_usage_weight_ramps_with_progress():
+    student = torch.randn(2, 4, 5, 5, requires_grad=True)
+    teacher = torch.randn(2, 4, 5, 5)
+    labels = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    criterion = USAGELoss(
+        seedkit.SeedGenerationLoss(2.0),
+        seedkit.ConsistencyLoss(temperature=2.0),
+        consistency_weight=0.5,
+        consistency_start=0.2,
+        consistency_ramp=0.4,
+    )
+    early = criterion(student, labels, teacher, progress=0.1)
+    assert early.weight == 0.0
+    torch.testing.assert_close(early.loss, early.generation)
+    middle = criterion(student, labels, teacher, progress=0.4)
+    assert middle.weight == pytest.approx(0.5 * math.exp(-5 * 0.5**2))
+    torch.testing.assert_close(middle.loss, middle.generation + middle.weight * middle.consistency)
+    assert criterion(student, labels, teacher, progress=0.6).weight == 0.5
+    assert criterion(student, labels, teacher).weight == 0.5  # no progress: the full weight
+    for name in ("consistency_start", "consistency_ramp"):
+        with pytest.raises(InvalidValueError, match=name):
+            setattr(criterion, name, 1.5)
+    with pytest.raises(InvalidValueError, match=r"consistency_weight.*>= 0"):
+        criterion.consistency_weight = -0.1

@@ -18,6 +18,9 @@ from seedkit.engine.pseudo_mask_stage import (
 from seedkit.engine.sampler import ResumableShardSampler
 from seedkit.engine.seed_stage import (
     SeedTrainingState,
+    eval_dataset,
+    evaluate_model_seeds,
+    load_seed_model,
     run_seed_stage,
     train_seed_model,
     write_and_evaluate_seeds,
@@ -41,9 +44,12 @@ __all__ = [
     "SeedTrainingState",
     "SegmentationStageConfig",
     "apply_recipe",
+    "eval_dataset",
+    "evaluate_model_seeds",
     "init_distributed",
     "load_checkpoint",
     "load_config",
+    "load_seed_model",
     "run_pseudo_mask_stage",
     "run_seed_stage",
     "run_segmentation_stage",

@@ -60,7 +60,10 @@ class SeedStageConfig:
     temperature: float | None = None
     scale: str = "raw"
     consistency_weight: float | None = None
-    consistency_warmup_steps: int = 0
+    # The consistency term's ramp, as fractions of the run (None: the preset): weight 0
+    # until ``consistency_start``, then a sigmoid ramp over ``consistency_ramp``.
+    consistency_start: float | None = None
+    consistency_ramp: float | None = None
     teacher_temperature: float | None = None
     consistency_temperature: float | None = None
     consistency_scale: str | None = None
@@ -77,6 +80,9 @@ class SeedStageConfig:
     seed_temperature: float | None = None
     max_threshold: float = 0.59
     num_overlays: int = 4
+    # Score the seeds of the evaluation list every N training steps (one scale + flip;
+    # ``eval`` records in log.jsonl, the teacher's too for USAGE runs); None: never.
+    eval_every: int | None = None
     # run
     out: str = "runs/seed"
     seed: int = 0
@@ -114,6 +120,12 @@ class SeedStageConfig:
         for name in ("student_drop", "teacher_drop"):
             if getattr(self, name) is not None and not 0.0 <= getattr(self, name) < 1.0:
                 raise InvalidValueError(name, "a ratio in [0, 1)", getattr(self, name))
+        for name in ("consistency_start", "consistency_ramp"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise InvalidValueError(name, "a fraction of the run in [0, 1]", value)
+        if self.eval_every is not None and int(self.eval_every) < 1:
+            raise InvalidValueError("eval_every", "an integer >= 1 or None", self.eval_every)
         if not isinstance(self.timm_kwargs, dict) or not all(
             isinstance(key, str) for key in self.timm_kwargs
         ):

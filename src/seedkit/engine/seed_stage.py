@@ -30,7 +30,14 @@ from seedkit.engine.logger import RunLogger
 from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
 from seedkit.errors import DataFileError, InvalidValueError
 
-__all__ = ["SeedTrainingState", "run_seed_stage", "train_seed_model"]
+__all__ = [
+    "SeedTrainingState",
+    "eval_dataset",
+    "evaluate_model_seeds",
+    "load_seed_model",
+    "run_seed_stage",
+    "train_seed_model",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -108,27 +115,19 @@ class SeedTrainingState:
                 schedule=config.ema_schedule,
                 total_steps=self.total_steps,
             )
-            overrides: dict[str, Any] = {"distance": config.distance, "scale": config.scale}
-            if config.temperature is not None:
-                overrides["temperature"] = config.temperature
-                overrides["generation_temperature"] = config.temperature
-            if config.consistency_temperature is not None:  # student temperature of L_REG only
-                overrides["temperature"] = config.consistency_temperature
-            if config.teacher_temperature is not None:
-                overrides["teacher_temperature"] = config.teacher_temperature
-            if config.consistency_weight is not None:
-                overrides["consistency_weight"] = config.consistency_weight
-            overrides["normalize"] = config.normalize_consistency
-            self.criterion = seedkit.USAGELoss.for_backbone(self.model.family, **overrides)
-            if config.consistency_scale not in (None, config.scale):  # L_REG's own scale
-                current = self.criterion.consistency
-                self.criterion.consistency = seedkit.ConsistencyLoss(
-                    config.distance,
-                    current.temperature,
-                    current.teacher_temperature,
-                    scale=config.consistency_scale,
-                    normalize=current.normalize,
-                )
+            self.criterion = seedkit.USAGELoss.for_backbone(
+                self.model.family,
+                generation_temperature=config.temperature,
+                consistency_temperature=config.consistency_temperature,
+                teacher_temperature=config.teacher_temperature,
+                consistency_weight=config.consistency_weight,
+                consistency_start=config.consistency_start,
+                consistency_ramp=config.consistency_ramp,
+                distance=config.distance,
+                scale=config.scale,
+                consistency_scale=config.consistency_scale,
+                normalize=config.normalize_consistency,
+            )
             self.full_weight = self.criterion.consistency_weight
         else:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
@@ -268,6 +267,8 @@ def train_seed_model(
         disable=not (context.is_main and config.progress),
         dynamic_ncols=True,
     )
+    # The masks of the evaluation list, read once, for eval_every (rank 0 only).
+    monitor = eval_dataset(config, voc_root, with_masks=True) if config.eval_every else None
     started = time.time()
     # Testing aid: leave the run as a kill at this step would (checkpoint written, no model.pt).
     stop_after = config.extra.get("stop_after_steps")
@@ -299,6 +300,12 @@ def train_seed_model(
                     **record,
                     elapsed=round(time.time() - started, 2),
                 )
+            if config.eval_every and (
+                state.step % config.eval_every == 0 or state.step == state.total_steps
+            ):
+                if logger is not None:
+                    logger.log("eval", state.step, **_quick_eval(state, monitor))
+                context.barrier()
             if state.step % config.checkpoint_every == 0 or state.step == state.total_steps:
                 if context.is_main:
                     save_checkpoint(checkpoint, state.state_dict())
@@ -333,17 +340,37 @@ def train_seed_model(
     return state
 
 
+def _quick_eval(state: SeedTrainingState, dataset: Any) -> dict[str, Any]:
+    """Seed mIoU / FP / FN of the student (and the teacher, if any) at the current step."""
+    config = state.config
+    record: dict[str, Any] = {}
+    models = {"": state.model}
+    if state.teacher is not None:
+        models["teacher_"] = state.teacher.module
+    for prefix, model in models.items():
+        result = evaluate_model_seeds(
+            model, dataset, config.num_classes, config.max_threshold, device=state.context.device
+        )
+        record.update(
+            {
+                f"{prefix}miou": round(result.best_miou, 4),
+                f"{prefix}threshold": round(result.best_threshold, 4),
+                f"{prefix}fp_rate": round(result.fp_rate, 5),
+                f"{prefix}fn_rate": round(result.fn_rate, 5),
+            }
+        )
+    return record
+
+
 def _train_step(
     state: SeedTrainingState, batch: dict[str, Any], micro_size: int
 ) -> dict[str, float]:
     config, context = state.config, state.context
     model = state.ddp
     model.train()
-    weight = state.full_weight
-    if config.consistency_warmup_steps:
-        weight *= min(1.0, state.step / config.consistency_warmup_steps)
+    weight = 0.0
     if config.method == "usage":
-        state.criterion.consistency_weight = weight
+        weight = state.criterion.weight_at(state.step / state.total_steps)
     totals = {"loss": 0.0, "generation": 0.0, "consistency": 0.0}
     state.optimizer.zero_grad(set_to_none=True)
     images_all = batch["image"].to(context.device, non_blocking=True)
@@ -365,7 +392,9 @@ def _train_step(
                         teacher_cams = state.teacher_view(images).cams
                 cams = state.student_view(images).cams
                 mask = _cam_mask(valid, cams.shape[-2:])
-                out = state.criterion(cams, labels, teacher_cams, mask)
+                out = state.criterion(
+                    cams, labels, teacher_cams, mask, progress=state.step / state.total_steps
+                )
                 loss, generation, consistency = out.loss, out.generation, out.consistency
             else:
                 cams = model(images).cams
@@ -432,6 +461,57 @@ def write_seeds(
     context.barrier()
 
 
+def eval_dataset(config: SeedStageConfig, voc_root: str, with_masks: bool = False) -> Any:
+    """The evaluation list of ``config`` (``eval_split``, first ``eval_limit`` ids), unaugmented."""
+    from seedkit.data import InferenceTransform, VOCSegmentation
+
+    dataset = VOCSegmentation(
+        voc_root,
+        config.eval_split,
+        transform=InferenceTransform(),
+        with_masks=with_masks,
+        class_names=class_names_for(config.num_classes)[1:],
+    )
+    if config.eval_limit is not None:
+        dataset.ids = dataset.ids[: config.eval_limit]
+    return dataset
+
+
+def evaluate_model_seeds(
+    model: torch.nn.Module,
+    dataset: Any,
+    num_classes: int,
+    max_threshold: float = 0.59,
+    scales: tuple[float, ...] = (1.0,),
+    device: torch.device | str = "cpu",
+) -> Any:
+    """Score a model's seeds on a dataset with masks in memory (no files): a ``SweepResult``.
+
+    The quick check of :attr:`SeedStageConfig.eval_every`: seeds from
+    :func:`seedkit.cam.infer_cams` at ``scales`` with flips, swept against the
+    masks as ``seedkit eval-seeds`` does. The model's train / eval mode is restored.
+    """
+    from seedkit.cam import infer_cams
+    from seedkit.metrics import ThresholdSweep
+
+    sweep = ThresholdSweep(num_classes=num_classes + 1, max_threshold=max_threshold)
+    was_training = model.training
+    model.eval()
+    try:
+        for index in range(len(dataset)):
+            item = dataset[index]
+            seeds = infer_cams(
+                model,
+                item["image"][None].to(device),
+                item["labels"][None].to(device),
+                scales=scales,
+            )
+            sweep.update(seeds[0].cpu().numpy(), item["mask"].numpy())
+    finally:
+        model.train(was_training)
+    return sweep.result()
+
+
 def write_and_evaluate_seeds(
     model: torch.nn.Module,
     config: SeedStageConfig,
@@ -443,21 +523,13 @@ def write_and_evaluate_seeds(
     Seed writing is sharded across processes; rank 0 evaluates and returns the
     ``"seeds"`` entry of ``results.json`` (other ranks return ``None``).
     """
-    from seedkit.data import InferenceTransform, VOCSegmentation, read_image
+    from seedkit.data import read_image
     from seedkit.metrics import evaluate_seeds, load_psa_maps
     from seedkit.viz import save_overlay
 
     out = Path(config.out)
     names = class_names_for(config.num_classes)
-    dataset = VOCSegmentation(
-        voc_root,
-        config.eval_split,
-        transform=InferenceTransform(),
-        with_masks=False,
-        class_names=names[1:],
-    )
-    if config.eval_limit is not None:
-        dataset.ids = dataset.ids[: config.eval_limit]
+    dataset = eval_dataset(config, voc_root)
     seeds_dir = out / "seeds"
     write_seeds(model, dataset, seeds_dir, config, context)
     if not context.is_main:

@@ -17,16 +17,18 @@ from seedkit.losses.presets import (
     ACTIVATION_PRESETS,
     ACTIVATION_STATES,
     CONSISTENCY_PRESETS,
+    CONSISTENCY_WEIGHT,
     TEMPERATURE_PRESETS,
     activation_state,
 )
 from seedkit.losses.seed_generation import SeedGenerationLoss, seed_generation_loss
-from seedkit.losses.usage import USAGELoss, USAGELossOutput
+from seedkit.losses.usage import USAGELoss, USAGELossOutput, consistency_ramp
 
 __all__ = [
     "ACTIVATION_PRESETS",
     "ACTIVATION_STATES",
     "CONSISTENCY_PRESETS",
+    "CONSISTENCY_WEIGHT",
     "TEMPERATURE_PRESETS",
     "ConsistencyLoss",
     "JSDivergence",
@@ -37,6 +39,7 @@ __all__ = [
     "USAGELossOutput",
     "activation_state",
     "consistency_loss",
+    "consistency_ramp",
     "global_average_pool",
     "make_distance",
     "seed_generation_loss",

@@ -127,11 +127,14 @@ def consistency_loss(
 class ConsistencyLoss(nn.Module):
     """Module form of :func:`consistency_loss`.
 
+    Every argument is stored as the attribute of the same name and read by
+    :meth:`forward` at each call, so changing one between steps takes effect.
+
     Args:
         distance: ``"kl"`` (default), ``"js"``, ``"l1"`` or a callable
             ``(student, teacher, valid) -> (B, C)``.
         temperature: student temperature.
-        teacher_temperature: teacher temperature (``None``: same as the student).
+        teacher_temperature: teacher temperature (``None``: follows the student's).
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
         scale: ``"raw"`` or ``"max"``.
         normalize: divide the KL / JS by ``log N``.
@@ -158,12 +161,15 @@ class ConsistencyLoss(nn.Module):
     ) -> None:
         super().__init__()
         # Built once here so bad names and temperatures fail at construction.
-        self.distance = make_distance(distance, temperature, teacher_temperature, scale, normalize)
-        self.temperature = temperature
-        self.teacher_temperature = teacher_temperature
+        make_distance(distance, temperature, teacher_temperature, scale, normalize)
+        self.distance = distance
+        self.temperature = float(temperature)
+        self.teacher_temperature = (
+            None if teacher_temperature is None else float(teacher_temperature)
+        )
         self.reduction = check_reduction(reduction)
         self.scale = scale
-        self.normalize = normalize
+        self.normalize = bool(normalize)
 
     def forward(
         self,
@@ -178,9 +184,18 @@ class ConsistencyLoss(nn.Module):
             teacher_cams,
             labels,
             distance=self.distance,
+            temperature=self.temperature,
+            teacher_temperature=self.teacher_temperature,
             mask=mask,
             reduction=self.reduction,
+            scale=self.scale,
+            normalize=self.normalize,
         )
 
     def extra_repr(self) -> str:
-        return f"distance={self.distance!r}, reduction={self.reduction!r}"
+        distance = self.distance if isinstance(self.distance, str) else type(self.distance).__name__
+        return (
+            f"distance={distance!r}, temperature={self.temperature}, "
+            f"teacher_temperature={self.teacher_temperature}, reduction={self.reduction!r}, "
+            f"scale={self.scale!r}, normalize={self.normalize}"
+        )

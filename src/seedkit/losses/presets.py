@@ -80,14 +80,16 @@ ACTIVATION_RATIO = 2.0
 # training; pass ``consistency_weight`` (e.g. 0.1) to train the full objective.
 CONSISTENCY_WEIGHT = 0.0
 
-# The consistency term compares student and teacher at the *same* temperature by
-# default: a sharper (or smoother) teacher feeds its bias back through the EMA and
-# drives the student to ever sharper (or flatter) maps, the collapse DESIGN
-# section 2 records at lambda = 1 with mismatched temperatures.
+# The consistency term's presets per family: ``temperature`` None follows the
+# generation temperature (and the teacher's follows the student's), ``weight`` is
+# ``lambda`` once ramped in, ``start`` / ``ramp`` the fractions of the run before the
+# term starts and over which it ramps in (:func:`seedkit.losses.consistency_ramp`).
 CONSISTENCY_PRESETS = MappingProxyType(
     {
-        family: {"temperature": tau, "teacher_temperature": tau, "weight": CONSISTENCY_WEIGHT}
-        for family, tau in TEMPERATURE_PRESETS.items()
+        family: MappingProxyType(
+            {"temperature": None, "weight": CONSISTENCY_WEIGHT, "start": 0.0, "ramp": 0.0}
+        )
+        for family in TEMPERATURE_PRESETS
     }
 )
 

@@ -1,38 +1,100 @@
-"""The combined USAGE objective ``L = L_GEN + lambda * L_REG``."""
+"""The combined USAGE objective ``L = L_GEN + lambda(t) * L_REG``."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
-from seedkit._checks import check_temperature
 from seedkit._family import resolve_family
 from seedkit.errors import InvalidValueError
-from seedkit.losses.consistency import ConsistencyLoss
-from seedkit.losses.presets import CONSISTENCY_PRESETS, activation_temperature
+from seedkit.losses.consistency import ConsistencyLoss, Distance
+from seedkit.losses.presets import (
+    CONSISTENCY_PRESETS,
+    CONSISTENCY_WEIGHT,
+    TEMPERATURE_PRESETS,
+    activation_temperature,
+)
 from seedkit.losses.seed_generation import SeedGenerationLoss
 
-__all__ = ["USAGELoss", "USAGELossOutput"]
+__all__ = ["USAGELoss", "USAGELossOutput", "consistency_ramp"]
 
 
 class USAGELossOutput(NamedTuple):
-    """What :class:`USAGELoss` returns: the total and its parts, for logging."""
+    """What :class:`USAGELoss` returns: the total and its parts, for logging.
+
+    ``consistency`` is the unweighted term; ``weight`` the ``lambda`` it was
+    multiplied by at this call (0 while the term is off or still ramping in).
+    """
 
     loss: torch.Tensor
     generation: torch.Tensor
     consistency: torch.Tensor
+    weight: float = 0.0
+
+
+def _check_fraction(name: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0.0 <= value <= 1.0
+    ):
+        raise InvalidValueError(name, "a fraction of the run in [0, 1]", value)
+    return float(value)
+
+
+def consistency_ramp(progress: float, start: float = 0.0, ramp: float = 0.0) -> float:
+    """Factor in ``[0, 1]`` of the consistency weight at ``progress`` (fraction of the run).
+
+    0 before ``start``; then the sigmoid-shaped ramp of mean-teacher training,
+    ``exp(-5 (1 - r)^2)`` with ``r`` going from 0 to 1 over the next ``ramp``
+    fraction of the run; 1 afterwards. ``ramp = 0`` switches the term on at
+    ``start``. The student learns from its labels alone until the EMA teacher has
+    something to teach (see the Method page of the docs).
+
+    Args:
+        progress: fraction of the run done, ``step / total_steps``.
+        start: fraction of the run before which the term is off.
+        ramp: fraction of the run over which it ramps in.
+
+    Returns:
+        The factor.
+
+    Example:
+        >>> from seedkit.losses import consistency_ramp
+        >>> [round(consistency_ramp(p, start=0.2, ramp=0.2), 3) for p in (0.1, 0.2, 0.3, 0.4, 0.9)]
+        [0.0, 0.007, 0.287, 1.0, 1.0]
+    """
+    if isinstance(progress, bool) or not isinstance(progress, (int, float)) or progress != progress:
+        raise InvalidValueError("progress", "a number (fraction of the run)", progress)
+    start = _check_fraction("start", start)
+    ramp = _check_fraction("ramp", ramp)
+    if progress < start:
+        return 0.0
+    if ramp == 0.0 or progress >= start + ramp:
+        return 1.0
+    remaining = 1.0 - (progress - start) / ramp
+    return math.exp(-5.0 * remaining * remaining)
 
 
 class USAGELoss(nn.Module):
-    """Generation loss plus weighted consistency loss, with parts returned for logging.
+    """Generation loss plus a weighted, ramped consistency loss, parts returned for logging.
+
+    Every attribute below is read by :meth:`forward` at each call, so changing
+    one between steps takes effect.
 
     Args:
         generation: the generation loss (default: ``SeedGenerationLoss(temperature=1.0)``).
         consistency: the consistency loss (default: ``ConsistencyLoss()``).
-        consistency_weight: ``lambda``; may be changed between steps (e.g. a warm-up
-            that ramps it from 0).
+        consistency_weight: ``lambda`` once ramped in (default: the presets' weight,
+            :data:`seedkit.losses.CONSISTENCY_WEIGHT`).
+        consistency_start: fraction of the run before which the term is off.
+        consistency_ramp: fraction of the run over which it then ramps in
+            (see :func:`consistency_ramp`). Both need ``progress`` in
+            :meth:`forward`; without it the full weight applies.
 
     Example:
         >>> import torch, seedkit
@@ -40,70 +102,175 @@ class USAGELoss(nn.Module):
         >>> student = torch.randn(2, 5, 7, 9, requires_grad=True)
         >>> teacher = torch.randn(2, 5, 7, 9)
         >>> labels = torch.zeros(2, 5); labels[0, 1] = labels[1, 4] = 1
-        >>> out = criterion(student, labels, teacher)
+        >>> out = criterion(student, labels, teacher, progress=0.5)
         >>> out.loss.backward()
         >>> sorted(out._fields)
-        ['consistency', 'generation', 'loss']
+        ['consistency', 'generation', 'loss', 'weight']
     """
 
     def __init__(
         self,
         generation: SeedGenerationLoss | None = None,
         consistency: ConsistencyLoss | None = None,
-        consistency_weight: float = 0.1,
+        consistency_weight: float = CONSISTENCY_WEIGHT,
+        consistency_start: float = 0.0,
+        consistency_ramp: float = 0.0,
     ) -> None:
         super().__init__()
         self.generation = generation if generation is not None else SeedGenerationLoss()
         self.consistency = consistency if consistency is not None else ConsistencyLoss()
         self.consistency_weight = consistency_weight
+        self.consistency_start = consistency_start
+        self.consistency_ramp = consistency_ramp
 
     @property
     def consistency_weight(self) -> float:
-        """The weight ``lambda`` of the consistency term (``>= 0``)."""
+        """The weight ``lambda`` of the consistency term once ramped in (``>= 0``)."""
         return self._consistency_weight
 
     @consistency_weight.setter
     def consistency_weight(self, value: float) -> None:
-        if value != 0:
-            check_temperature("consistency_weight", value)  # finite and > 0
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise InvalidValueError("consistency_weight", "a finite number >= 0", value)
         self._consistency_weight = float(value)
 
+    @property
+    def consistency_start(self) -> float:
+        """Fraction of the run before which the consistency term is off."""
+        return self._consistency_start
+
+    @consistency_start.setter
+    def consistency_start(self, value: float) -> None:
+        self._consistency_start = _check_fraction("consistency_start", value)
+
+    @property
+    def consistency_ramp(self) -> float:
+        """Fraction of the run over which the consistency term ramps in after its start."""
+        return self._consistency_ramp
+
+    @consistency_ramp.setter
+    def consistency_ramp(self, value: float) -> None:
+        self._consistency_ramp = _check_fraction("consistency_ramp", value)
+
+    def weight_at(self, progress: float | None) -> float:
+        """``lambda`` at ``progress`` (fraction of the run); the full weight for ``None``."""
+        if progress is None or self.consistency_weight == 0:
+            return self.consistency_weight
+        factor = consistency_ramp(progress, self.consistency_start, self.consistency_ramp)
+        return self.consistency_weight * factor
+
     @classmethod
-    def for_backbone(cls, model_or_family: object, **kwargs: object) -> USAGELoss:
-        """Build the objective with a family's presets (temperatures and weight).
+    def for_backbone(
+        cls,
+        model_or_family: object,
+        *,
+        generation_temperature: float | None = None,
+        consistency_temperature: float | None = None,
+        teacher_temperature: float | None = None,
+        consistency_weight: float | None = None,
+        consistency_start: float | None = None,
+        consistency_ramp: float | None = None,
+        distance: str | Distance = "kl",
+        scale: str = "raw",
+        consistency_scale: str | None = None,
+        normalize: bool = False,
+        **unknown: object,
+    ) -> USAGELoss:
+        """Build the objective with a family's presets.
+
+        Each temperature follows the one before it unless set: the consistency
+        student's follows the generation temperature, the teacher's follows the
+        consistency student's.
 
         Args:
             model_or_family: ``"cnn"``, ``"vit"``, a ``SeedModel`` or a timm model.
-            **kwargs: overrides: ``consistency_weight``, ``distance``, ``scale``,
-                ``normalize``, ``temperature``, ``teacher_temperature``.
+            generation_temperature: ``tau`` of the generation term (default: the
+                family's preset, :data:`seedkit.losses.TEMPERATURE_PRESETS`).
+            consistency_temperature: the student's temperature in the consistency
+                term (default: ``generation_temperature``).
+            teacher_temperature: the teacher's (default: ``consistency_temperature``).
+            consistency_weight: ``lambda`` (default: the family's preset).
+            consistency_start: fraction of the run with the term off (default: preset).
+            consistency_ramp: fraction of the run it then ramps in over (default: preset).
+            distance: ``"kl"``, ``"js"``, ``"l1"`` or a callable, see
+                :class:`~seedkit.ConsistencyLoss`.
+            scale: ``"raw"`` or ``"max"`` for the generation term (and the
+                consistency term unless ``consistency_scale`` is set).
+            consistency_scale: the consistency term's own scale.
+            normalize: divide the KL / JS by ``log N``.
+            **unknown: rejected with an error that names the argument.
 
         Returns:
             A configured :class:`USAGELoss`.
+
+        Raises:
+            InvalidValueError: an unknown keyword (``temperature`` is one: the
+                objective has three, name the one you mean), or a bad value.
+
+        Example:
+            >>> from seedkit import USAGELoss
+            >>> criterion = USAGELoss.for_backbone("cnn", generation_temperature=5.0)
+            >>> c = criterion.consistency
+            >>> criterion.generation.temperature, c.temperature, c.teacher_temperature
+            (5.0, 5.0, None)
+
+            (A ``teacher_temperature`` of ``None`` follows the student's.)
         """
+        if unknown:
+            name = sorted(unknown)[0]
+            hint = (
+                "generation_temperature=, consistency_temperature= or teacher_temperature="
+                if name == "temperature"
+                else "one of the documented keywords of USAGELoss.for_backbone"
+            )
+            raise InvalidValueError(name, hint, unknown[name])
         family = resolve_family(model_or_family)
-        preset = dict(CONSISTENCY_PRESETS[family])
-        weight = kwargs.pop("consistency_weight", preset.pop("weight"))
-        generation_temperature = kwargs.pop("generation_temperature", None)
-        scale = kwargs.get("scale", "raw")
-        preset.update(kwargs)
-        generation = SeedGenerationLoss.for_backbone(family, scale=scale)
-        if generation_temperature is not None:
-            generation = SeedGenerationLoss(temperature=generation_temperature, scale=scale)  # type: ignore[arg-type]
-        return cls(generation, ConsistencyLoss(**preset), consistency_weight=weight)  # type: ignore[arg-type]
+        preset = CONSISTENCY_PRESETS[family]
+        if generation_temperature is None:
+            generation_temperature = TEMPERATURE_PRESETS[family]
+        if consistency_temperature is None:
+            consistency_temperature = preset["temperature"] or generation_temperature
+        generation = SeedGenerationLoss(temperature=generation_temperature, scale=scale)  # type: ignore[arg-type]
+        consistency = ConsistencyLoss(
+            distance,
+            temperature=consistency_temperature,
+            teacher_temperature=teacher_temperature,
+            scale=consistency_scale or scale,
+            normalize=normalize,
+        )
+        chosen = {
+            "consistency_weight": (consistency_weight, preset["weight"]),
+            "consistency_start": (consistency_start, preset["start"]),
+            "consistency_ramp": (consistency_ramp, preset["ramp"]),
+        }
+        return cls(
+            generation,
+            consistency,
+            **{
+                name: default if value is None else value
+                for name, (value, default) in chosen.items()
+            },
+        )
 
     @classmethod
-    def for_activation(cls, state: str, **kwargs: object) -> USAGELoss:
-        """Build the objective for an activation state of the CAM baseline.
+    def for_activation(
+        cls, state: str, model_or_family: object = "cnn", **kwargs: object
+    ) -> USAGELoss:
+        """Build the objective for the measured activation state of the CAM baseline.
 
-        Like :meth:`for_backbone`, with the generation and both consistency
-        temperatures at the state's preset (see
+        Like :meth:`for_backbone`, with the generation temperature (and so, unless
+        set, both consistency temperatures) at the state's preset (see
         :meth:`SeedGenerationLoss.for_activation`).
 
         Args:
             state: ``"over"``, ``"balanced"`` or ``"under"``.
-            **kwargs: overrides as for :meth:`for_backbone`.
+            model_or_family: supplies the consistency presets (weight, ramp).
+            **kwargs: keywords of :meth:`for_backbone`.
 
         Returns:
             A configured :class:`USAGELoss`.
@@ -111,14 +278,11 @@ class USAGELoss(nn.Module):
         Example:
             >>> from seedkit import USAGELoss
             >>> criterion = USAGELoss.for_activation("over")
-            >>> criterion.generation.temperature, criterion.consistency.teacher_temperature
+            >>> criterion.generation.temperature, criterion.consistency.temperature
             (0.3, 0.3)
         """
-        tau = activation_temperature(state)
-        for name in ("generation_temperature", "temperature", "teacher_temperature"):
-            kwargs.setdefault(name, tau)
-        # Every temperature is set, so the family only supplies the shared weight preset.
-        return cls.for_backbone("cnn", **kwargs)
+        kwargs.setdefault("generation_temperature", activation_temperature(state))
+        return cls.for_backbone(model_or_family, **kwargs)  # type: ignore[arg-type]
 
     def forward(
         self,
@@ -126,8 +290,9 @@ class USAGELoss(nn.Module):
         labels: torch.Tensor,
         teacher_cams: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        progress: float | None = None,
     ) -> USAGELossOutput:
-        """Compute ``L_GEN(student) + lambda * L_REG(student, teacher)``.
+        """Compute ``L_GEN(student) + lambda(progress) * L_REG(student, teacher)``.
 
         Args:
             student_cams: student class activations, :math:`(B, C, H, W)`.
@@ -135,17 +300,23 @@ class USAGELoss(nn.Module):
             teacher_cams: teacher class activations of the same shape, or ``None``
                 to skip the consistency term (the plain generation loss).
             mask: optional validity mask.
+            progress: fraction of the run done (``step / total_steps``), for the
+                ramp of the consistency weight; ``None``: the full weight.
 
         Returns:
-            ``USAGELossOutput(loss, generation, consistency)``.
+            ``USAGELossOutput(loss, generation, consistency, weight)``.
         """
         generation = self.generation(student_cams, labels, mask)
-        if teacher_cams is None or self.consistency_weight == 0:
+        weight = self.weight_at(progress)
+        if teacher_cams is None or weight == 0:
             consistency = generation.new_zeros(())
-            return USAGELossOutput(generation, generation, consistency)
+            return USAGELossOutput(generation, generation, consistency, 0.0)
         consistency = self.consistency(student_cams, teacher_cams, labels, mask)
-        total = generation + self.consistency_weight * consistency
-        return USAGELossOutput(total, generation, consistency)
+        total = generation + weight * consistency
+        return USAGELossOutput(total, generation, consistency, weight)
 
     def extra_repr(self) -> str:
-        return f"consistency_weight={self.consistency_weight}"
+        return (
+            f"consistency_weight={self.consistency_weight}, "
+            f"consistency_start={self.consistency_start}, consistency_ramp={self.consistency_ramp}"
+        )
