@@ -250,3 +250,35 @@ def test_missing_list_file_is_reported(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "no.txt: id list file not found" in err
+
+
+def test_activation_state_and_recommended_temperature(tmp_path, capsys):
+    from seedkit.losses import ACTIVATION_PRESETS, activation_state
+
+    # Four small objects on a large background. Over-activated: every map covers its
+    # object and leaks (0.3-0.69) into as many background pixels; under-activated:
+    # every map covers half of its object.
+    gt = np.zeros((8, 16), np.uint8)
+    over, under = {}, {}
+    for c in range(4):
+        gt[0:2, 4 * c : 4 * c + 2] = c + 1
+        leak = (gt == c + 1).astype(np.float32)
+        leak[4:6, 4 * c : 4 * c + 2] = [[0.3, 0.5], [0.595, 0.69]]
+        over[c] = leak
+        half = (gt == c + 1).astype(np.float32)
+        half[1] = 0.0
+        under[c] = half
+    for expected, maps in (("over", over), ("under", under)):
+        folder = tmp_path / expected
+        folder.mkdir()
+        args = [*_small_case(folder, gt, maps), "--json", str(folder / "r.json")]
+        code, out, _ = _run([*args, "--max-threshold", "0.6"], capsys)
+        doc = json.loads((folder / "r.json").read_text())
+        assert code == 0
+        assert doc["activation"]["state"] == activation_state(doc["fp_rate"], doc["fn_rate"])
+        assert doc["activation"]["state"] == expected
+        assert doc["activation"]["temperature"] == ACTIVATION_PRESETS[expected]
+        # the over-activated maps are best above 0.6: the state was read at the edge
+        assert doc["activation"]["at_edge"] is (expected == "over")
+        assert f"activation: {expected}-activated" in out
+        assert f"for_activation('{expected}')" in out

@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         print(result.format_table())
     else:
         print(f"best threshold {result.best_threshold:.2f} mIoU {result.best_miou:.2f}")
+        activation = result.format_table().splitlines()[-1]
+        if activation.startswith("activation:"):
+            print(activation)
     for message in result.warnings:
         print(f"seedkit eval-seeds: warning: {message}", file=sys.stderr)
     if args.json:

@@ -558,6 +558,8 @@ def write_and_evaluate_seeds(
         "threshold": result.best_threshold,
         "fp_rate": result.fp_rate,
         "fn_rate": result.fn_rate,
+        "activation_state": result.activation_state,
+        "recommended_temperature": result.recommended_temperature,
         "iou": [None if math.isnan(v) else float(v) for v in result.iou],
         "num_images": result.num_images,
         "warnings": list(result.warnings),

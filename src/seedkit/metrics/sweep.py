@@ -101,6 +101,32 @@ class SweepResult:
         return float(self.miou_curve[self.best_index])
 
     @property
+    def at_edge(self) -> bool:
+        """Whether the best threshold is the largest of a sweep of several thresholds."""
+        return self.thresholds.size > 1 and self.best_index == self.thresholds.size - 1
+
+    @property
+    def activation_state(self) -> str | None:
+        """``"over"``, ``"balanced"`` or ``"under"`` from FP and FN at the best threshold.
+
+        See :func:`seedkit.losses.activation_state`; ``None`` for perfect seeds.
+        Read off a truncated curve when :attr:`at_edge` is true.
+        """
+        from seedkit.losses import activation_state
+
+        if not (self.fp_rate > 0 or self.fn_rate > 0):
+            return None
+        return activation_state(self.fp_rate, self.fn_rate)
+
+    @property
+    def recommended_temperature(self) -> float | None:
+        """The ``SeedGenerationLoss.for_activation`` temperature of :attr:`activation_state`."""
+        from seedkit.losses import ACTIVATION_PRESETS
+
+        state = self.activation_state
+        return None if state is None else ACTIVATION_PRESETS[state]
+
+    @property
     def curve(self) -> list[tuple[float, float]]:
         """``[(threshold, mIoU percent), ...]``."""
         return [(float(t), float(m)) for t, m in zip(self.thresholds, self.miou_curve, strict=True)]
@@ -111,7 +137,10 @@ class SweepResult:
         Keys: ``best`` (``threshold``, ``miou``, ``iou``), ``curve``,
         ``fp_rate`` and ``fn_rate`` (means, percent), ``fp_rate_per_class``,
         ``fn_rate_per_class``, ``fp_pixels``, ``fn_pixels``, ``class_names``,
-        ``num_images``, ``thresholds`` and ``warnings``.
+        ``num_images``, ``warnings`` and ``activation`` (``state``,
+        ``temperature``: the ``for_activation`` preset it recommends, and
+        ``at_edge``: the best threshold is the sweep's largest, so the state was
+        read off a truncated curve).
         """
         cm = self.confusion
         tp = np.diag(cm)
@@ -131,6 +160,11 @@ class SweepResult:
             "class_names": list(self.class_names),
             "num_images": int(self.num_images),
             "warnings": list(self.warnings),
+            "activation": {
+                "state": self.activation_state,
+                "temperature": self.recommended_temperature,
+                "at_edge": self.at_edge,
+            },
         }
 
     def format_table(self) -> str:
@@ -159,6 +193,17 @@ class SweepResult:
             f"best threshold {self.best_threshold:.2f}: mIoU {_fmt(self.best_miou)} "
             f"(FP {_fmt(self.fp_rate)}, FN {_fmt(self.fn_rate)}; {self.num_images} images)"
         )
+        if self.activation_state is not None:
+            note = (
+                " (read at the edge of the sweep: widen --max-threshold first)"
+                if self.at_edge
+                else ""
+            )
+            lines.append(
+                f"activation: {self.activation_state}-activated seeds{note}; for their training, "
+                f"SeedGenerationLoss.for_activation({self.activation_state!r}) "
+                f"uses temperature {self.recommended_temperature:g}"
+            )
         return "\n".join(lines)
 
 
