@@ -17,7 +17,8 @@ enough to run in milliseconds:
   ``drop_path`` module for both branches, a 3x3 conv head on the patch tokens
   pooled into patch logits;
 - :class:`ToCoNet`: ToCo: a timm ViT encoder whose patch tokens go through
-  global max pooling and a 1x1 bias-free classifier.
+  global max pooling and a 1x1 bias-free classifier; ``forward`` returns the
+  logits and the patch-token map (ToCo's ``cls`` and ``fmap``).
 
 Widths and depths are tiny; the recipes never depend on them.
 """
@@ -237,7 +238,7 @@ class MCTformerV2(nn.Module):
 
 
 class ToCoNet(nn.Module):
-    """ToCo's classification branch as it ships: GMP of patch tokens, a 1x1 classifier."""
+    """ToCo's classification branch as it ships: ``(logits, patch-token map)``."""
 
     def __init__(self, dim: int = 32, depth: int = 2, patch: int = 8) -> None:
         super().__init__()
@@ -253,6 +254,7 @@ class ToCoNet(nn.Module):
         tokens = self.encoder.forward_features(x)[:, self.encoder.num_prefix_tokens :]
         return tokens.transpose(1, 2).reshape(x.shape[0], -1, height, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = F.adaptive_max_pool2d(self.patch_features(x), 1)
-        return self.classifier(pooled).flatten(1)  # (B, 20) pooled logits
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fmap = self.patch_features(x)
+        pooled = F.adaptive_max_pool2d(fmap, 1)
+        return self.classifier(pooled).flatten(1), fmap  # (B, 20) GMP logits, (B, D, h, w)
