@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"seed mIoU: {result['seeds']['miou']:.2f} "
                     f"at threshold {result['seeds']['threshold']:.2f}"
                 )
+                for message in result["seeds"]["warnings"]:
+                    print(f"train_coco.py: warning: {message}", file=sys.stderr)
         if 2 in stages or 3 in stages:
             run_later_stages(args, stages, False, out, config, context, str(view), args.resume)
         if context.is_main:

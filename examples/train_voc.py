@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cam-scales", type=float, nargs="+", help="inference scales (default 1.0 0.5 1.5 2.0)"
     )
+    parser.add_argument(
+        "--seed-format",
+        choices=["psa", "irn"],
+        help="seed files: psa dicts (psa / SEAM / MCTformer; default) or IRN's "
+        "{keys, cam, high_res} for IRN's later steps",
+    )
     parser.add_argument("--out", help="output directory")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--seed", type=int)
@@ -126,6 +132,7 @@ FLAG_FIELDS = (
     "eval_split", "eval_limit", "num_workers", "checkpoint_every", "log_every", "out", "seed",
     "tensorboard", "output_stride", "timm_kwargs", "consistency_temperature",
     "teacher_temperature", "consistency_start", "consistency_ramp", "eval_every", "max_threshold",
+    "seed_format",
 )  # fmt: skip
 
 
@@ -219,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             if result is not None:
                 results[method] = result
                 print((run_out / "seeds_table.txt").read_text())
+                for message in result["seeds"]["warnings"]:
+                    print(f"train_voc.py: warning [{method}]: {message}", file=sys.stderr)
         if context.is_main and results:
             if len(results) > 1:
                 summary = {"methods": results, "seeds": results["usage"]["seeds"]}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seedkit.cam import cams_of, infer_cams, write_cams
+from seedkit.cam import cams_of, infer_cams, save_seeds, write_cams
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.metrics import load_psa_cam
 
@@ -199,3 +200,82 @@ def test_channels_last_gives_the_same_seeds():
         atol=1e-5,
         rtol=1e-4,
     )
+
+
+def test_write_cams_irn_format_loads_as_irn_reads_it(tmp_path):
+    dataset = DictDataset([(18, 26), (16, 24)])
+    valid = torch.zeros(16, 24, dtype=torch.bool)
+    valid[:13, :21] = True  # a padded image: files hold the unpadded 13 x 21 region
+    dataset.items[1]["valid"] = valid
+    model = TinyCamNet()
+    write_cams(model, dataset, tmp_path / "psa", progress=False)
+    write_cams(model, dataset, tmp_path / "irn", progress=False, format="irn")
+    for item, size in zip(dataset.items, [(18, 26), (13, 21)], strict=True):
+        path = tmp_path / "irn" / f"{item['id']}.npy"
+        cam_dict = np.load(path, allow_pickle=True).item()
+        assert sorted(cam_dict) == ["cam", "high_res", "keys"]
+        keys = cam_dict["keys"]
+        assert keys.tolist() == torch.nonzero(item["labels"]).flatten().tolist()
+        high_res = cam_dict["high_res"]
+        assert high_res.shape == (len(keys), *size) and high_res.dtype == np.float32
+        strided = cam_dict["cam"]  # IRN's random walk calls .cuda() on it: a tensor
+        assert isinstance(strided, torch.Tensor) and strided.dtype == torch.float32
+        assert tuple(strided.shape) == (len(keys), -(-size[0] // 4), -(-size[1] // 4))
+        assert float(strided.max()) < 1.0 and float(strided.amax(dim=(1, 2)).min()) > 0.99
+        # IRN's eval / cam_to_ir_label: background plane at t, argmax, index into keys + 1.
+        psa = np.load(tmp_path / "psa" / f"{item['id']}.npy", allow_pickle=True).item()
+        for t in (0.05, 0.3):
+            padded = np.pad(high_res, ((1, 0), (0, 0), (0, 0)), constant_values=t)
+            labels = np.pad(keys + 1, (1, 0))[np.argmax(padded, axis=0)]
+            stack = np.zeros((NUM_CLASSES + 1, *size), np.float32)
+            for key, value in psa.items():
+                stack[key + 1] = value
+            stack[0] = t
+            np.testing.assert_array_equal(labels, np.argmax(stack, axis=0))
+        np.testing.assert_array_equal(
+            load_psa_cam(path, NUM_CLASSES), load_psa_cam(tmp_path / "psa" / path.name, NUM_CLASSES)
+        )
+
+
+def test_save_seeds_checks_its_input(tmp_path):
+    path = tmp_path / "a.npy"
+    ok = np.zeros((4, 6), np.float32)
+    for maps, fmt, match in [
+        ({0: ok}, "png", "format"),
+        ({"person": ok}, "psa", "class indices"),
+        ({-1: ok}, "psa", "class indices"),
+        ({0: np.zeros((2, 4, 6), np.float32)}, "psa", r"maps\[0\]"),
+        ({0: ok, 3: np.zeros((6, 4), np.float32)}, "irn", r"maps\[3\]"),
+        ({0: np.full((4, 6), np.nan, np.float32)}, "irn", "NaN"),
+        ({0: np.zeros((4, 6), np.int64)}, "psa", "floating-point"),
+        ({}, "irn", "size"),
+    ]:
+        with pytest.raises((InvalidValueError, ShapeError), match=match):
+            save_seeds(maps, path, format=fmt)
+    assert not path.exists() and not list(tmp_path.iterdir())
+    save_seeds({}, path, format="irn", size=(5, 7))
+    empty = np.load(path, allow_pickle=True).item()
+    assert empty["high_res"].shape == (0, 5, 7) and tuple(empty["cam"].shape) == (0, 2, 2)
+    assert load_psa_cam(path, NUM_CLASSES, shape=(5, 7)).sum() == 0
+    save_seeds({2: torch.ones(4, 6)}, path)  # tensors are saved as numpy arrays
+    assert isinstance(np.load(path, allow_pickle=True).item()[2], np.ndarray)
+
+
+class NegativeCamNet(nn.Module):
+    """CAMs below zero everywhere: every max-normalised seed map is zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, NUM_CLASSES, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -1.0 - self.head(x).abs()
+
+
+def test_write_cams_warns_when_every_seed_map_is_zero(tmp_path):
+    dataset = DictDataset([(16, 20), (16, 20)])
+    with pytest.warns(RuntimeWarning, match="every seed map of the 2 images"):
+        write_cams(NegativeCamNet(), dataset, tmp_path, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_cams(TinyCamNet(), dataset, tmp_path / "ok", progress=False)

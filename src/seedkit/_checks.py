@@ -96,7 +96,12 @@ def check_labels(argument: str, labels: object, cams: torch.Tensor) -> torch.Ten
         binary = (labels == 0) | (labels == 1)
         if not bool(binary.all()):
             bad = labels[~binary].flatten()[:3].tolist()
-            raise InvalidValueError(argument, "multi-hot values in {0, 1}", f"values such as {bad}")
+            raise InvalidValueError(
+                argument,
+                "multi-hot values in {0, 1} (for soft labels, turn this check off with "
+                "seedkit.input_checks(False))",
+                f"values such as {bad}",
+            )
     return labels
 
 

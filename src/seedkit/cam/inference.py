@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,7 @@ def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def infer_cams(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Callable[[torch.Tensor], object],
     images: torch.Tensor,
     labels: torch.Tensor,
     scales: Sequence[float] = DEFAULT_SCALES,
@@ -78,7 +78,8 @@ def infer_cams(
     ``torch.inference_mode``.
 
     Args:
-        model: callable returning CAMs ``(B, C, h, w)`` or an object with ``.cams``.
+        model: callable returning CAMs ``(B, C, h, w)`` or an object with ``.cams``
+            (a module, or e.g. ``lambda x: model(x)[1]`` for a model returning a tuple).
         images: normalised images.
         labels: multi-hot image labels.
         scales: input scales (psa / IRN: ``(1.0, 0.5, 1.5, 2.0)``).

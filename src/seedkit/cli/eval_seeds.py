@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Sweep the background threshold 0.00 .. --max-threshold (step 0.01) over "
             "psa / SEAM / MCTformer / IRN seed files and report mIoU per threshold, the "
             "best threshold, per-class IoU and the false-positive / false-negative split. "
-            "Prediction at t: argmax over [t, map_1, ..., map_C], background wins ties."
+            "Prediction at t: argmax over [t, map_1, ..., map_C], background wins ties. "
+            "The mIoU divides by all classes (--mean-over all, as SEAM / MCTformer / psa "
+            "report it) unless --mean-over present."
         ),
     )
     parser.add_argument("--cams", required=True, help="directory of <id>.npy seed files")
@@ -37,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--class-names",
         default=None,
         help="file with one class name per line (foreground only, or with background first)",
+    )
+    parser.add_argument(
+        "--mean-over",
+        choices=("all", "present"),
+        default="all",
+        help="classes the mIoU averages over: all (default; a class with no pixel counts 0, "
+        "as SEAM / MCTformer / psa) or present (classes in the ground truth or the "
+        "prediction, as IRN); equal on full VOC",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     parser.set_defaults(func=run)
@@ -79,11 +89,15 @@ def run(args: argparse.Namespace) -> int:
         step=args.step,
         progress=not args.quiet,
         class_names=names,
+        mean_over=args.mean_over,
     )
     if not args.quiet:
         print(result.format_table())
     else:
-        print(f"best threshold {result.best_threshold:.2f} mIoU {result.best_miou:.2f}")
+        print(
+            f"best threshold {result.best_threshold:.2f} mIoU {result.best_miou:.2f} "
+            f"(mean over {result.mean_over}: {result.mean_classes} classes)"
+        )
         activation = result.format_table().splitlines()[-1]
         if activation.startswith("activation:"):
             print(activation)

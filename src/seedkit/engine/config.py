@@ -78,6 +78,7 @@ class SeedStageConfig:
     # inference and evaluation
     cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     seed_temperature: float | None = None
+    seed_format: str = "psa"  # "psa" (psa / SEAM / MCTformer) or "irn" (IRN's dict)
     max_threshold: float = 0.59
     num_overlays: int = 4
     # Score the seeds of the evaluation list every N training steps (one scale + flip;
@@ -105,6 +106,7 @@ class SeedStageConfig:
             "scale": ("raw", "max"),
             "consistency_scale": (None, "raw", "max"),
             "distance": ("kl", "js", "l1"),
+            "seed_format": ("psa", "irn"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -443,7 +443,7 @@ def write_seeds(
     config: SeedStageConfig,
     context: DistributedContext,
 ) -> None:
-    """Write psa-format seeds of ``dataset`` with the config's scales, sharded by rank."""
+    """Write seeds of ``dataset`` (``config.seed_format``) with the config's scales, by rank."""
     from seedkit.cam import write_cams
 
     model.eval()
@@ -457,6 +457,7 @@ def write_seeds(
         progress=context.is_main and config.progress,
         rank=context.rank,
         world_size=context.world_size,
+        format=config.seed_format,
     )
     context.barrier()
 
@@ -560,6 +561,7 @@ def write_and_evaluate_seeds(
         "fn_rate": result.fn_rate,
         "activation_state": result.activation_state,
         "recommended_temperature": result.recommended_temperature,
+        "mean_over": result.mean_over,
         "iou": [None if math.isnan(v) else float(v) for v in result.iou],
         "num_images": result.num_images,
         "warnings": list(result.warnings),
