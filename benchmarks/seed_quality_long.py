@@ -99,7 +99,7 @@ class Budget:
     pretrain_steps: int
 
 
-FULL = Budget(600, 1000, 8, 64, 100, (0, 1, 2), 1500, 2000)
+FULL = Budget(600, 1000, 8, 64, 100, (0, 1, 2), 1500, 1200)
 QUICK = Budget(120, 60, 8, 16, 20, (0,), 200, 60)
 
 
@@ -258,6 +258,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(job.get("threads", 1))
     run_dir = Path(job["out"]) / "runs" / job["name"]
+    same = job.get("same_as")
+    if same and (Path(job["out"]) / "runs" / same / "results.json").is_file():
+        # The same configuration already ran in another phase (the sweep).
+        run_dir = Path(job["out"]) / "runs" / same
     if not (run_dir / "results.json").is_file():
         from seedkit.engine import DistributedContext, run_seed_stage
 
@@ -297,15 +301,17 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- phases
 
-SWEEP_TEMPERATURES: dict[str, tuple[float, ...]] = {
-    "raw": (0.3, 1.0, 3.0, 10.0),
-    "max": (0.1, 0.3),
-}
+SWEEP_TEMPERATURES: dict[str, tuple[float, ...]] = {"raw": (0.3, 1.0, 3.0, 10.0)}
+# The scale-free form (maps divided by their detached maximum), with --scale-free.
+SCALE_FREE_TEMPERATURES: tuple[float, ...] = (0.1, 0.3)
 # The generation term alone: no network-adjusted views, no consistency term.
 PLAIN: dict[str, Any] = {"consistency_weight": 0.0, "student_drop": 0.0, "teacher_drop": 0.0}
 
 
-def sweep_jobs(families: list[str]) -> list[dict[str, Any]]:
+def sweep_jobs(families: list[str], scale_free: bool = False) -> list[dict[str, Any]]:
+    temperatures = dict(SWEEP_TEMPERATURES)
+    if scale_free:
+        temperatures["max"] = SCALE_FREE_TEMPERATURES
     jobs = []
     for family in families:
         jobs.append(
@@ -318,8 +324,8 @@ def sweep_jobs(families: list[str]) -> list[dict[str, Any]]:
                 "overrides": {"method": "cam"},
             }
         )
-        for scale, temperatures in SWEEP_TEMPERATURES.items():
-            for tau in temperatures:
+        for scale, values in temperatures.items():
+            for tau in values:
                 suffix = "" if scale == "raw" else "_max"
                 jobs.append(
                     {
@@ -340,15 +346,19 @@ def sweep_jobs(families: list[str]) -> list[dict[str, Any]]:
 
 
 def consistency_variants(tau: float) -> dict[str, dict[str, Any]]:
-    """The consistency term on top of the generation term at ``tau``; one change each."""
+    """The consistency term on top of the generation term at ``tau``; one change each.
+
+    ``w0.1_ramp`` is mean-teacher practice (the term off for the first 20 % of the
+    run, a sigmoid ramp over the next 30 %, the network-adjusted views on); the others
+    change one thing: no start / ramp, a larger but ``log N``-normalised weight, no
+    network adjustment.
+    """
     base = {"method": "usage", "temperature": tau}
     ramp = {"consistency_start": 0.2, "consistency_ramp": 0.3}
     return {
         "w0.1_ramp": {**base, **ramp, "consistency_weight": 0.1},
-        "w1_ramp": {**base, **ramp, "consistency_weight": 1.0},
-        "w1_ramp_norm": {**base, **ramp, "consistency_weight": 1.0, "normalize_consistency": True},
         "w0.1_nostart": {**base, "consistency_weight": 0.1},
-        "w0.1_ramp_ema0.999": {**base, **ramp, "consistency_weight": 0.1, "ema_momentum": 0.999},
+        "w1_ramp_norm": {**base, **ramp, "consistency_weight": 1.0, "normalize_consistency": True},
         "w0.1_ramp_nodrop": {
             **base,
             **ramp,
@@ -356,7 +366,6 @@ def consistency_variants(tau: float) -> dict[str, dict[str, Any]]:
             "student_drop": 0.0,
             "teacher_drop": 0.0,
         },
-        "l1_w1_ramp": {**base, **ramp, "consistency_weight": 1.0, "distance": "l1"},
     }
 
 
@@ -374,8 +383,13 @@ def consistency_jobs(families: list[str], taus: dict[str, float]) -> list[dict[s
     ]
 
 
-def compare_jobs(families: list[str], seeds: tuple[int, ...]) -> list[dict[str, Any]]:
-    """cam, usage_gen (the generation preset alone) and usage (every preset) over seeds."""
+def compare_jobs(
+    families: list[str], seeds: tuple[int, ...], taus: dict[str, float]
+) -> list[dict[str, Any]]:
+    """cam, usage_gen (the generation preset alone) and usage (every preset) over seeds.
+
+    Seed 0 of ``cam`` and ``usage_gen`` is the sweep's run of the same configuration.
+    """
     jobs = []
     for family in families:
         for seed in seeds:
@@ -384,9 +398,15 @@ def compare_jobs(families: list[str], seeds: tuple[int, ...]) -> list[dict[str, 
                 ("usage_gen", {"method": "usage", **PLAIN}),
                 ("usage", {"method": "usage"}),
             ):
+                same = None
+                if seed == 0 and method == "cam":
+                    same = f"sweep_{family}_gap"
+                elif seed == 0 and method == "usage_gen":
+                    same = f"sweep_{family}_t{taus[family]:g}"
                 jobs.append(
                     {
                         "name": f"compare_{family}_{method}_s{seed}",
+                        "same_as": same,
                         "family": family,
                         "method": method,
                         "seed": seed,
@@ -581,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--names", nargs="+", help="run only the jobs with these names")
     parser.add_argument("--steps", type=int, help="override the fine-tuning steps")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the compare seeds")
+    parser.add_argument(
+        "--scale-free", action="store_true", help="also sweep the scale-free temperature"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -615,12 +638,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     phase_jobs: dict[str, list[dict[str, Any]]] = {}
     if "sweep" in args.phases:
-        phase_jobs["sweep"] = sweep_jobs(families)
+        phase_jobs["sweep"] = sweep_jobs(families, args.scale_free)
+    taus = {family: TEMPERATURE_PRESETS[family] for family in families}
     if "consistency" in args.phases:
-        taus = {family: TEMPERATURE_PRESETS[family] for family in families}
         phase_jobs["consistency"] = consistency_jobs(families, taus)
     if "compare" in args.phases:
-        phase_jobs["compare"] = compare_jobs(families, budget.seeds)
+        phase_jobs["compare"] = compare_jobs(families, budget.seeds, taus)
     results: dict[str, Any] = {}
     for phase in ("sweep", "consistency", "compare"):
         path = out / f"phase_{phase}.json"
