@@ -604,6 +604,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-free", action="store_true", help="also sweep the scale-free temperature"
     )
+    parser.add_argument(
+        "--generation-temperature",
+        nargs="+",
+        default=[],
+        metavar="FAMILY=TAU",
+        help="the consistency phase's generation temperature (default: the library preset)",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -640,6 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     if "sweep" in args.phases:
         phase_jobs["sweep"] = sweep_jobs(families, args.scale_free)
     taus = {family: TEMPERATURE_PRESETS[family] for family in families}
+    for item in args.generation_temperature:
+        family, _, tau = item.partition("=")
+        taus[family] = float(tau)
     if "consistency" in args.phases:
         phase_jobs["consistency"] = consistency_jobs(families, taus)
     if "compare" in args.phases:
