@@ -98,11 +98,6 @@ def input_checks_enabled() -> bool:
     return _MODE is not None
 
 
-def input_checks_mode() -> str | None:
-    """Return the mode of the value checks (one of ``CHECK_MODES``), ``None`` when off."""
-    return _MODE
-
-
 @contextlib.contextmanager
 def input_checks(enabled: bool | str) -> Iterator[None]:
     """Context manager that sets value checks on, off or to a mode and restores the old state.
@@ -176,8 +171,11 @@ def flush_input_checks(wait: bool = True) -> None:
             record.event.synchronize()  # type: ignore[union-attr]
         _PENDING.popleft()
         if bool(record.flag):
-            _PENDING.clear()
-            _explain(record)
+            try:
+                _explain(record)
+            except SeedkitError:
+                _PENDING.clear()  # one error at a time: the rest came after it
+                raise
 
 
 def verify(

@@ -4,9 +4,9 @@
 One program per ``(b, c)`` row, looping over the ``N`` positions in blocks with
 an online (per-lane) maximum and sum, so nothing of size ``(B, C, N)`` is
 written except the gradient. Used automatically for CUDA tensors when
-``triton`` imports; under ``TRITON_INTERPRET=1`` (set before ``triton`` is
-imported) they also run on CPU tensors, which is how the test-suite checks
-them without a GPU. The launchers mirror the functions of
+``triton`` imports and the self-check passed; under ``TRITON_INTERPRET=1``
+(set before ``triton`` is imported) they also run on CPU tensors, which is how
+the test-suite checks them without a GPU. The launchers mirror the functions of
 :mod:`seedkit.kernels._math`, with the boolean mask, per-row divisors and
 temperatures (built by ``pool_inputs`` / ``kl_inputs``) in place of the
 additive mask and per-row inverse.

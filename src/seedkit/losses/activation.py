@@ -264,10 +264,13 @@ def temperature_pool(
     to a class map and ignores the order of positions.
 
     Dispatches through :mod:`seedkit.kernels`: the Triton kernels for CUDA
-    tensors (they keep no ``(B, C, H*W)`` softmax for backward), the plain
-    :func:`temperature_pool_reference` on the CPU unless
-    ``seedkit.kernels.set_backend("fused")``; ``set_backend("reference")`` or
-    ``SEEDKIT_KERNELS=reference`` forces the reference everywhere.
+    tensors (once they passed their self-check there), the compiled fused path
+    for CPU maps of at least ``seedkit.kernels.AUTO_MIN_NUMEL_CPU`` elements
+    (both keep no ``(B, C, H*W)`` softmax for backward), the plain
+    :func:`temperature_pool_reference` otherwise; ``set_backend("reference")``
+    or ``SEEDKIT_KERNELS=reference`` forces the reference everywhere. The value
+    checks read the ``(B, C)`` result, not the map (see
+    :func:`seedkit.set_input_checks`).
 
     Args:
         cams: class activations (CAM logits).
