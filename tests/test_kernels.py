@@ -388,3 +388,14 @@ def test_a_broken_triton_kernel_is_caught_and_training_continues():
     np.testing.assert_allclose(mismatch["losses"], report["reference64"]["losses"], rtol=1e-10)
     assert report["checks"]["triton cpu float64"].startswith("pool forward differs")
     assert report["checks"]["triton cpu float32"].startswith("InterpreterError")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the script runs for minutes")
+def test_bench_gpu_says_there_is_no_gpu_and_exits_0():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no CUDA device here" in result.stdout
