@@ -50,7 +50,7 @@ def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def _present_cams(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Callable[[torch.Tensor], object],
     x: torch.Tensor,
     num_classes: int,
     present: torch.Tensor,
