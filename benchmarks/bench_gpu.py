@@ -263,6 +263,8 @@ def section_kernels(bench: Bench) -> dict[str, Any]:
                     except Exception as error:
                         row[name] = {"error": f"{type(error).__name__}: {error}"}
                 if "triton" in variants:
+                    # What "triton" ran on: itself, or its fallback after a failed self-check.
+                    row["triton_ran_as"] = kernels.resolve_backend(leaf, "triton")
                     row["triton_vs_reference"] = triton_differences(variants, leaf)
                 rows.append(row)
                 print_kernel_row(row)
@@ -290,7 +292,7 @@ def print_kernel_row(row: dict[str, Any]) -> None:
     naive = row.get("naive", {}).get("ms")
     parts = []
     for name, value in row.items():
-        if not isinstance(value, dict) or name == "triton_vs_reference":
+        if not isinstance(value, dict) or name.startswith("triton_"):
             continue
         if "error" in value:
             parts.append(f"{name}: {value['error'][:80]}")
@@ -301,7 +303,10 @@ def print_kernel_row(row: dict[str, Any]) -> None:
         parts.append(f"{name} {value['ms']:.3f} ms{ratio}{memory}")
     print(f"  {row['op']} {tuple(row['shape'])} {row['dtype']}: " + "; ".join(parts))
     if "triton_vs_reference" in row:
-        print(f"    triton vs naive (relative): {row['triton_vs_reference']}")
+        print(
+            f"    triton (ran as {row['triton_ran_as']!r}) vs naive, largest relative "
+            f"difference: {row['triton_vs_reference']}"
+        )
 
 
 # --------------------------------------------------------------------------------------
