@@ -101,6 +101,28 @@ def test_scales_flip_and_output_size():
     assert expected.shape[-2:] == (20, 28) and seeds.shape[-2:] == (40, 56)
 
 
+@pytest.mark.parametrize("temperature", [None, 0.5])
+def test_max_pixels_bounds_each_forward_and_keeps_the_seeds(temperature):
+    model = TinyCamNet().eval()
+    torch.manual_seed(3)
+    images = torch.randn(3, 3, 20, 28)
+    labels = torch.tensor([[1, 0, 1, 0, 0], [0, 0, 0, 0, 1], [0, 1, 1, 0, 0]], dtype=torch.float32)
+    unbounded = infer_cams(model, images, labels, temperature=temperature)
+    sizes = []
+    model.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape))
+    # 2 views at scale 1.0 (20 x 28 = 560 px); a 10 x 14 view at 0.5; one view at 1.5 and 2.0.
+    bounded = infer_cams(model, images, labels, temperature=temperature, max_pixels=1200)
+    per_scale = [(s[0], s[2], s[3]) for s in sizes]
+    assert per_scale == [(2, 20, 28)] * 3 + [(6, 10, 14)] + [(1, 30, 42)] * 6 + [(1, 40, 56)] * 6
+    assert all(n * h * w <= 1200 or n == 1 for n, h, w in per_scale)
+    # The same seeds, up to the float rounding of the model on batches of another size.
+    torch.testing.assert_close(bounded, unbounded, atol=1e-6, rtol=0)
+    sizes.clear()
+    one_view = infer_cams(model, images, labels, temperature=temperature, max_pixels=1)
+    assert len(sizes) == 4 * 6 and {s[0] for s in sizes} == {1}  # one view per forward
+    torch.testing.assert_close(one_view, unbounded, atol=1e-6, rtol=0)
+
+
 def test_bad_model_output_and_arguments():
     images = torch.randn(1, 3, 8, 8)
     labels = torch.ones(1, NUM_CLASSES)
@@ -112,6 +134,9 @@ def test_bad_model_output_and_arguments():
         infer_cams(TinyCamNet(), images, labels, scales=(0.0,))
     with pytest.raises(ShapeError, match="labels"):
         infer_cams(TinyCamNet(), images, torch.ones(2, NUM_CLASSES))
+    for bad in (0, 2.5, True):
+        with pytest.raises(InvalidValueError, match="max_pixels"):
+            infer_cams(TinyCamNet(), images, labels, max_pixels=bad)
 
 
 class DictDataset(torch.utils.data.Dataset):
