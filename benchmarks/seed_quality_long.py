@@ -83,6 +83,10 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
         "head_lr_mult": 10.0,
     },
 }
+# The second pretrained ViT: the same network, its patch tokens distilled from the
+# pretrained CNN's stride-16 features (see ``pretrain_vit_distilled``).
+FAMILY_SETTINGS["vit_distill"] = dict(FAMILY_SETTINGS["vit"])
+FAMILIES = tuple(FAMILY_SETTINGS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +104,7 @@ class Budget:
 
 
 FULL = Budget(600, 1000, 8, 64, 100, (0, 1, 2), 1500, 1200)
-QUICK = Budget(120, 60, 8, 16, 20, (0,), 200, 60)
+QUICK = Budget(120, 60, 8, 16, 20, (0,), 200, 20)
 
 
 # ---------------------------------------------------------------- weights
@@ -222,6 +226,100 @@ def pretrain_vit(out: Path, budget: Budget, data_root: Path) -> str:
     return str(target)
 
 
+def pretrain_vit_distilled(out: Path, budget: Budget, data_root: Path, cnn: str) -> str:
+    """The ViT's patch tokens distilled from the pretrained CNN's features (cached).
+
+    No labels: on the same disjoint demo images as :func:`pretrain_vit`, a linear
+    map of the ViT's last patch tokens (2 x 2-pooled to stride 16) regresses the
+    ImageNet-pretrained ``tf_efficientnet_lite0``'s stride-16 feature map
+    (normalised per position), so the tokens learn the CNN's local features while
+    attention mixes them globally, the way an ImageNet ViT's tokens carry both.
+    """
+    import timm
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from seedkit.data import TrainTransform, VOCSegmentation, collate, make_demo_data
+
+    target = out / "vit_distilled.pth"
+    if target.is_file():
+        return str(target)
+    torch.manual_seed(0)
+    root = data_root / "pretrain" / "VOCdevkit" / "VOC2012"
+    if not (root / "ImageSets").is_dir():
+        root = make_demo_data(data_root / "pretrain", num_images=budget.pretrain_images, seed=1)
+    dataset = VOCSegmentation(
+        root,
+        "trainval",
+        transform=TrainTransform(112, resize_long=(96, 160)),
+        with_masks=False,
+        seed=1,
+    )
+    teacher = timm.create_model(
+        PRETRAINED_CNN, pretrained=False, features_only=True, out_indices=(3,)
+    )
+    missing, _ = teacher.load_state_dict(torch.load(cnn, weights_only=True), strict=False)
+    if [k for k in missing if "num_batches_tracked" not in k]:
+        raise SystemExit(f"error: {cnn}: the CNN's feature weights are incomplete")
+    teacher.eval().requires_grad_(False)
+    student = timm.create_model(
+        VIT, pretrained=False, num_classes=0, img_size=112, dynamic_img_size=True, **VIT_KWARGS
+    )
+    width = teacher.feature_info.channels()[-1]
+    projection = torch.nn.Linear(student.num_features, width)
+    parameters = [*student.parameters(), *projection.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=5e-4, weight_decay=0.05)
+    total, warmup = budget.pretrain_steps, max(1, budget.pretrain_steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    step, started, log = 0, time.time(), []
+    generator = torch.Generator().manual_seed(0)
+    prefix = student.num_prefix_tokens
+    while step < total:
+        loader = DataLoader(
+            dataset,
+            batch_size=32,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=collate,
+            generator=generator,
+        )
+        dataset.epoch = step
+        for batch in loader:
+            images = batch["image"]
+            with torch.no_grad():
+                goal = teacher(images)[-1]  # (B, C, H/16, W/16)
+                goal = F.layer_norm(goal.permute(0, 2, 3, 1), (width,))
+            tokens = student.forward_features(images)[:, prefix:]
+            grid = (images.shape[-2] // 8, images.shape[-1] // 8)
+            tokens = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+            pooled = F.adaptive_avg_pool2d(tokens, goal.shape[1:3]).permute(0, 2, 3, 1)
+            loss = F.mse_loss(projection(pooled), goal)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step % 50 == 0 or step == total:
+                log.append({"step": step, "loss": loss.item()})
+                print(
+                    f"  distil vit {step}/{total} loss {loss.item():.4f} "
+                    f"({time.time() - started:.0f} s)",
+                    flush=True,
+                )
+            if step >= total:
+                break
+    torch.save(student.state_dict(), target)
+    (out / "vit_distill_log.json").write_text(json.dumps(log, indent=1))
+    return str(target)
+
+
 # ---------------------------------------------------------------- one run
 
 
@@ -301,7 +399,7 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- phases
 
-SWEEP_TEMPERATURES: dict[str, tuple[float, ...]] = {"raw": (0.3, 1.0, 3.0, 10.0)}
+SWEEP_TEMPERATURES: dict[str, tuple[float, ...]] = {"raw": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)}
 # The scale-free form (maps divided by their detached maximum), with --scale-free.
 SCALE_FREE_TEMPERATURES: tuple[float, ...] = (0.1, 0.3)
 # The generation term alone: no network-adjusted views, no consistency term.
@@ -592,7 +690,9 @@ def main(argv: list[str] | None = None) -> int:
         default=["pretrain", "sweep", "consistency", "compare"],
         choices=["pretrain", "sweep", "consistency", "compare"],
     )
-    parser.add_argument("--families", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
+    parser.add_argument(
+        "--families", nargs="+", default=["cnn", "vit", "vit_distill"], choices=FAMILIES
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each)")
     parser.add_argument("--quick", action="store_true", help="tiny budget: a smoke test only")
     parser.add_argument("--out", default="runs/seed_quality_long")
@@ -636,6 +736,11 @@ def main(argv: list[str] | None = None) -> int:
         vit_path = out / "vit_pretrained.pth"
         if "pretrain" in args.phases or vit_path.is_file():
             checkpoints["vit"] = pretrain_vit(out, budget, data_root)
+    if "vit_distill" in args.families:
+        vit_path = out / "vit_distilled.pth"
+        if "pretrain" in args.phases or vit_path.is_file():
+            cnn = pretrained_cnn_checkpoint(out)
+            checkpoints["vit_distill"] = pretrain_vit_distilled(out, budget, data_root, cnn)
     families = [f for f in args.families if f in checkpoints]
     common = {
         "out": str(out),
@@ -646,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     phase_jobs: dict[str, list[dict[str, Any]]] = {}
     if "sweep" in args.phases:
         phase_jobs["sweep"] = sweep_jobs(families, args.scale_free)
-    taus = {family: TEMPERATURE_PRESETS[family] for family in families}
+    taus = {f: TEMPERATURE_PRESETS["vit" if f.startswith("vit") else "cnn"] for f in families}
     for item in args.generation_temperature:
         family, _, tau = item.partition("=")
         taus[family] = float(tau)
