@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from seedkit._files import atomic_write
 from seedkit.cam.inference import DEFAULT_SCALES, infer_cams
 from seedkit.errors import InvalidValueError
 
@@ -29,16 +29,7 @@ def save_psa_maps(maps: dict[int, np.ndarray], path: str | os.PathLike) -> None:
         >>> sorted(np.load(path, allow_pickle=True).item())
         [0]
     """
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, maps, allow_pickle=True)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    atomic_write(path, lambda stream: np.save(stream, maps, allow_pickle=True))
 
 
 def _item_ids(dataset: Any) -> list[str] | None:
