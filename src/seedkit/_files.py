@@ -27,6 +27,7 @@ __all__ = [
     "TEMPORARY_SUFFIX",
     "atomic_write",
     "ensure_directory",
+    "ensure_writable_directory",
     "file_digest",
     "remove_stale_temporaries",
 ]
@@ -77,6 +78,22 @@ def ensure_directory(path: str | os.PathLike) -> Path:
         raise OutputError(path, error) from error
     if not path.is_dir():
         raise OutputError(path, "it exists and is not a folder")
+    return path
+
+
+def ensure_writable_directory(path: str | os.PathLike) -> Path:
+    """:func:`ensure_directory`, then create and remove a file in it: fail now, naming ``path``.
+
+    Raises:
+        OutputError: ``path`` is not a folder, cannot be created, or is read-only.
+    """
+    path = ensure_directory(path)
+    probe = path / f".write-probe.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(path, error) from error
     return path
 
 
