@@ -37,7 +37,7 @@ from seedkit._files import (
 )
 from seedkit.engine.config import StageConfig
 from seedkit.engine.distributed import DistributedContext
-from seedkit.errors import DataError, InvalidValueError, RunConflictError
+from seedkit.errors import DataError, DataFileError, InvalidValueError, RunConflictError
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -170,7 +170,9 @@ class RunFolder:
             *owned,
         )
         self.inputs = dict(inputs)
-        if config.checkpoint_path and Path(config.checkpoint_path).is_file():
+        if config.checkpoint_path:
+            if not Path(config.checkpoint_path).is_file():
+                raise DataFileError(config.checkpoint_path, "checkpoint_path file")
             self.inputs["checkpoint_path"] = file_digest(config.checkpoint_path)[:16]
         self.total_steps = int(total_steps)
         self.record: dict[str, Any] = {}
@@ -265,6 +267,8 @@ class RunFolder:
                     hint="run without `resume` to start it",
                 )
             return RunPlan(train=True, resume=False)
+        if not resume and self._never_trained(prior):
+            return RunPlan(train=True, resume=False)  # a start that failed: nothing to keep
         if prior.get("format") != RECORD_FORMAT:
             raise RunConflictError(
                 self.out,
@@ -330,6 +334,15 @@ class RunFolder:
             )
             raise RunConflictError(self.out, problem, hint="pass `overwrite` to start over")
         return RunPlan(train=True, resume=True, changes=everything)
+
+    def _never_trained(self, prior: dict[str, Any]) -> bool:
+        """A run that stopped before its first step (e.g. a backbone name timm does not know)."""
+        if prior.get("format") != RECORD_FORMAT or prior.get("status") != "training":
+            return False
+        if self.checkpoint_path.exists() or self.model_path.exists():
+            return False
+        log = self.out / "log.jsonl"
+        return not (log.is_file() and '"event": "train"' in log.read_text())
 
     # ------------------------------------------------------------------ records
 
