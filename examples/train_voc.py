@@ -165,6 +165,8 @@ def resolve_config(args: argparse.Namespace, demo: bool) -> SeedStageConfig:
         config = apply_recipe(config, recipe)
     if args.config:
         config = load_config(args.config)
+        if not isinstance(config, SeedStageConfig):
+            raise InvalidValueError("--config", "a seed-stage config.json", config.STAGE)
     overrides = {
         name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None
     }

@@ -239,6 +239,16 @@ def test_train_voc_runs_three_stages_and_each_stage_alone(tmp_path: Path) -> Non
     assert (out / "pseudo_masks" / "masks").is_dir() and (
         out / "segmentation" / "segmentation.pt"
     ).is_file()
+    # another stage-3 setting into the finished stage-3 folder: refused, naming the flag
+    other = subprocess.run(
+        [*command, "--stages", "3", "--seg-lr", "0.1"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "holds a different run (--seg-lr 0.0005 -> 0.1)" in other.stderr
     # stage 3 alone reads stage 2's files and retrains from them (--overwrite: the finished
     # stage-3 run of these settings would otherwise be reused)
     stamp = (out / "segmentation" / "segmentation.pt").stat().st_mtime_ns

@@ -19,8 +19,7 @@ micro-batch. :class:`Trainer` owns everything around it:
 - ``log.jsonl`` (and TensorBoard), a progress bar, periodic evaluation records.
 
 Example:
-    >>> import torch
-    >>> from seedkit.engine import OptimizationFields, Trainer, lr_schedule
+    >>> from seedkit.engine import lr_schedule
     >>> [round(lr_schedule("cosine", 2, 10)(s), 3) for s in (0, 1, 2, 10)]
     [0.5, 1.0, 1.0, 0.0]
 """
