@@ -107,21 +107,20 @@ def build_voc_view(
     marker = view / "cls_labels.npy"
     record_path = view / "view.json"
     wanted = {"coco_root": str(coco_root.resolve()), "limit_images": limit}
-    if marker.is_file() and not overwrite:
-        recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
-        differences = [
-            (flag, recorded.get(key), wanted[key])
-            for key, flag in (("coco_root", "--coco-root"), ("limit_images", "--limit-images"))
-            if recorded.get(key) != wanted[key]
-        ]
-        if differences:
-            raise RunConflictError(
-                view,
-                "holds a COCO view of other settings",
-                differences,
-                "pass --overwrite to write it again (and retrain), or choose another --out",
-            )
-    if is_main and overwrite and view.exists():
+    recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    differences = [
+        (flag, recorded.get(key), wanted[key])
+        for key, flag in (("coco_root", "--coco-root"), ("limit_images", "--limit-images"))
+        if recorded.get(key) != wanted[key]
+    ]
+    if marker.is_file() and differences and not overwrite:
+        raise RunConflictError(
+            view,
+            "holds a COCO view of other settings",
+            differences,
+            "pass --overwrite to write it again (and retrain), or choose another --out",
+        )
+    if is_main and differences and view.exists():
         shutil.rmtree(view)
     if is_main and not marker.is_file():
         labels = {}

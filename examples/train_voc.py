@@ -214,28 +214,27 @@ def demo_root(out: Path, num_images: int, seed: int, overwrite: bool, context) -
     marker = root / "VOCdevkit" / "VOC2012" / "cls_labels.npy"
     record_path = root / "demo.json"
     wanted = {"num_images": num_images, "seed": seed}
-    if marker.is_file() and not overwrite:
-        recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
-        differences = [
-            (flag, recorded.get(key), wanted[key])
-            for key, flag in (("num_images", "--demo-images"), ("seed", "--seed"))
-            if recorded.get(key) != wanted[key]
-        ]
-        if differences:
-            raise RunConflictError(
-                root,
-                "holds demo data of other settings",
-                differences,
-                "pass --overwrite to write it again (and retrain), or choose another --out",
-            )
-    if context.is_main and (overwrite or not marker.is_file()):
+    recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    differences = [
+        (flag, recorded.get(key), wanted[key])
+        for key, flag in (("num_images", "--demo-images"), ("seed", "--seed"))
+        if recorded.get(key) != wanted[key]
+    ]
+    if marker.is_file() and differences and not overwrite:
+        raise RunConflictError(
+            root,
+            "holds demo data of other settings",
+            differences,
+            "pass --overwrite to write it again (and retrain), or choose another --out",
+        )
+    if context.is_main and (differences or not marker.is_file()):
         if root.exists():
             import shutil
 
             shutil.rmtree(root)
         print(f"writing {num_images} demo images to {root}", flush=True)
-        make_demo_data(root, num_images=num_images, seed=seed)
         atomic_write_bytes(record_path, (json.dumps(wanted) + "\n").encode())
+        make_demo_data(root, num_images=num_images, seed=seed)  # its label file last
     context.barrier()
     return str(root / "VOCdevkit" / "VOC2012")
 
