@@ -361,3 +361,20 @@ def test_a_step_hook_drives_the_one_training_loop(tmp_path):
     assert seen == [(0, 0, 2, 2), (0, 1, 2, 2), (1, 0, 2, 2), (1, 1, 2, 2)]
     first, second = hooked.model.state_dict(), plain.model.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_benchmarks_and_examples_use_public_engine_names_only():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("benchmarks/*.py"), *root.glob("examples/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("seedkit"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+                assert not any(p.startswith("_") for p in node.module.split(".")), path.name
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("seedkit"):
+                        assert not any(p.startswith("_") for p in alias.name.split(".")), path.name
