@@ -65,6 +65,28 @@ def _main(capsys, voc: Path, out: Path, *extra: str) -> tuple[int, str]:
     return code, lines[-1] if lines else ""
 
 
+@pytest.fixture(scope="module")
+def finished(voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 3-step run; tests work on copies of it."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert train_voc.main(_args(voc, out, "--max-steps", "3")) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 4-step run, for the interrupted ones to match."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert train_voc.main(_args(voc, out, "--max-steps", "4")) == 0
+    return out
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
 def _train_log(out: Path) -> list[tuple[int, float]]:
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss"]) for r in records if r["event"] == "train"]
@@ -80,9 +102,8 @@ def _same_weights(a: Path, b: Path) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_rerun_reuses_only_its_own_run_and_refuses_another(tmp_path, voc, capsys):
-    out, fresh = tmp_path / "run", tmp_path / "fresh"
-    assert _main(capsys, voc, out, "--max-steps", "3") == (0, "")
+def test_rerun_reuses_only_its_own_run_and_refuses_another(tmp_path, voc, finished, capsys):
+    out, fresh = _copy_run(finished, tmp_path), tmp_path / "fresh"
     first = _seeds(out)
     stamp = (out / "model.pt").stat().st_mtime_ns
     # the same command again: the finished model is reused, the numbers are the same
@@ -102,13 +123,12 @@ def test_rerun_reuses_only_its_own_run_and_refuses_another(tmp_path, voc, capsys
     assert [step for step, _ in _train_log(out)] == [1, 2]
 
 
-def test_resume_refuses_training_changes_and_extends_truthfully(tmp_path, voc, capsys):
-    out = tmp_path / "run"
-    assert _main(capsys, voc, out / "empty", "--max-steps", "3", "--resume")[1].endswith(
+def test_resume_refuses_training_changes_and_extends_truthfully(tmp_path, voc, finished, capsys):
+    assert _main(capsys, voc, tmp_path / "empty", "--max-steps", "3", "--resume")[1].endswith(
         "nothing to resume: no run has started here (no checkpoint.pt, no run.json); "
         "run without --resume to start it"
     )
-    assert _main(capsys, voc, out, "--max-steps", "3") == (0, "")
+    out = _copy_run(finished, tmp_path)
     for flag, value, shown in (
         ("--lr", "0.5", "--lr 0.001 -> 0.5"),
         ("--backbone", "resnet34", "--backbone 'resnet18' -> 'resnet34'"),
@@ -181,9 +201,10 @@ runpy.run_path(script, run_name="__main__")
 
 
 @pytest.mark.parametrize("moment", ["training", "checkpoint write"])
-def test_kill_9_then_resume_is_bit_exact_without_duplicate_records(tmp_path, voc, capsys, moment):
-    reference, out = tmp_path / "reference", tmp_path / "killed"
-    assert _main(capsys, voc, reference, "--max-steps", "4") == (0, "")
+def test_kill_9_then_resume_is_bit_exact_without_duplicate_records(
+    tmp_path, voc, reference, capsys, moment
+):
+    out = tmp_path / "killed"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     # the threads of this process: float sums, hence losses, depend on their number
@@ -250,7 +271,7 @@ def test_missing_or_broken_data_stops_before_the_first_step(tmp_path, voc, capsy
 
 
 def test_full_disk_and_unwritable_out_name_the_path_and_keep_the_last_checkpoint(
-    tmp_path, voc, capsys, monkeypatch
+    tmp_path, voc, reference, capsys, monkeypatch
 ):
     out = tmp_path / "run"
     write, seen = os.write, set()
@@ -274,7 +295,7 @@ def test_full_disk_and_unwritable_out_name_the_path_and_keep_the_last_checkpoint
     assert not list(out.glob(".*.seedkit-tmp"))
     monkeypatch.setattr(os, "write", write)
     assert _main(capsys, voc, out, "--max-steps", "4", "--resume") == (0, "")
-    assert [step for step, _ in _train_log(out)] == [1, 2, 3, 4]
+    assert _train_log(out) == _train_log(reference)
     # every file of the run has the process's usual mode, like the log
     umask = os.umask(0)
     os.umask(umask)
