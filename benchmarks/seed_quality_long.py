@@ -365,7 +365,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
         started = time.time()
         config = _config(job)
-        run_seed_stage(config, DistributedContext(), job["voc_root"])
+        # no results.json: a run left in the folder was interrupted; start it over
+        run_seed_stage(config, DistributedContext(), job["voc_root"], overwrite=True)
         seconds = time.time() - started
         (run_dir / "seconds.txt").write_text(f"{seconds:.1f}\n")
     row = {**job, **summarise_run(run_dir, job)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from seedkit._files import atomic_write
 from seedkit.cam.inference import DEFAULT_SCALES, infer_cams
 from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
 
@@ -134,15 +134,7 @@ def save_seeds(
             )
         document = _irn_document(checked, shape)
     path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, document, allow_pickle=True)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    atomic_write(path, lambda stream: np.save(stream, document, allow_pickle=True))
 
 
 def save_psa_maps(maps: Mapping[int, Any], path: str | os.PathLike) -> None:

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 __all__ = ["register", "run", "write_json_atomic"]
@@ -53,20 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def write_json_atomic(document: object, path: str | os.PathLike) -> None:
-    """Write ``document`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    """Write ``document`` as indented JSON to ``path``, atomically."""
+    from seedkit._files import atomic_write
+
+    atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
 
 
 def run(args: argparse.Namespace) -> int:

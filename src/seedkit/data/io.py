@@ -8,18 +8,17 @@ destination folder and renames it, so an interrupted run never leaves half a fil
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from seedkit._files import atomic_write
 from seedkit.data.constants import VOC_PALETTE
 from seedkit.errors import DataError, DataFileError, InvalidValueError
 
@@ -46,26 +45,8 @@ _VOC_SUBDIRS = (
 )
 
 
-@contextlib.contextmanager
-def _atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        yield temp
-        os.replace(temp, target)
-    finally:
-        if temp.exists():
-            temp.unlink()
-
-
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file, then rename).
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, then rename).
 
     Args:
         path: Destination file; missing parent folders are created.
@@ -73,10 +54,12 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
     Returns:
         The destination path.
+
+    Raises:
+        OutputError: The file cannot be written (full disk, read-only folder...);
+            the message names it, and a previous file at ``path`` is untouched.
     """
-    with _atomic_path(path) as temp:
-        temp.write_bytes(data)
-    return Path(path)
+    return atomic_write(path, data)
 
 
 def _open_image(path: PathLike, what: str) -> Image.Image:
