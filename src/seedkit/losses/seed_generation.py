@@ -22,8 +22,9 @@ from seedkit._checks import (
 )
 from seedkit._family import resolve_family
 from seedkit.losses._reduction import Reduction, check_reduction
-from seedkit.losses.activation import ActivationScale, _average, _pool, upcast
+from seedkit.losses.activation import ActivationScale, _average, _pool
 from seedkit.losses.presets import TEMPERATURE_PRESETS, activation_temperature
+from seedkit.reference import upcast
 
 __all__ = ["SeedGenerationLoss", "seed_generation_loss"]
 
