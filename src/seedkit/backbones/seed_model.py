@@ -7,8 +7,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from seedkit._family import Family
-from seedkit.backbones.family import detect_family
+from seedkit.backbones.family import Family, detect_family
 from seedkit.errors import BackboneError, InvalidValueError, ShapeError
 
 __all__ = ["SeedModel", "SeedModelOutput"]

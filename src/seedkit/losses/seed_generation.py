@@ -20,7 +20,7 @@ from seedkit._checks import (
     scan_mask,
     verify,
 )
-from seedkit._family import resolve_family
+from seedkit.backbones.family import resolve_family
 from seedkit.losses._reduction import Reduction, check_reduction
 from seedkit.losses.activation import ActivationScale, _average, _pool
 from seedkit.losses.presets import TEMPERATURE_PRESETS, activation_temperature
