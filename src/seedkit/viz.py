@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from seedkit._files import atomic_write
-from seedkit._voc_names import class_names_for
+from seedkit.data import class_names_for
 from seedkit.errors import InvalidValueError, ShapeError
+from seedkit.files import atomic_write
 
 __all__ = ["overlay_panel", "save_overlay", "seed_labels"]
 
@@ -103,7 +103,7 @@ def overlay_panel(
         if array.shape != shape:
             raise ShapeError(f"maps[{key}]", f"the image size {shape}", array.shape)
     num_classes = max([len(class_names) if class_names else 21, *(k + 2 for k in maps)])
-    names = class_names_for(num_classes, None if class_names is None else list(class_names))
+    names = class_names_for(num_classes - 1, class_names)
     font = max(10, min(shape) // 18)
     tiles = [imgviz.draw.text_in_rectangle(image, "lt", "image", font, (255, 255, 255))]
     for key in sorted(maps):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from seedkit._checks import check_tensor
+from seedkit.checks import check_tensor
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.losses import seeds_from_cams
 

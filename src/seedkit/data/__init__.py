@@ -19,6 +19,7 @@ from seedkit.data.constants import (
     IMAGENET_STD,
     VOC_CLASSES,
     VOC_PALETTE,
+    class_names_for,
     voc_palette,
 )
 from seedkit.data.demo import DEMO_CLASSES, make_demo_data
@@ -51,6 +52,7 @@ __all__ = [
     "TrainTransform",
     "VOCSegmentation",
     "atomic_write_bytes",
+    "class_names_for",
     "coco_category_map",
     "collate",
     "labels_from_mask",

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from seedkit._files import atomic_write
 from seedkit.data.constants import VOC_PALETTE
 from seedkit.errors import DataError, DataFileError, InvalidValueError
+from seedkit.files import atomic_write
 
 __all__ = [
     "KEY_TYPES",

@@ -471,7 +471,7 @@ def _stage_classes() -> dict[str, type[StageConfig]]:
 
 def save_config(config: StageConfig, path: str | os.PathLike) -> Path:
     """Write a stage config as indented JSON with its ``"stage"`` (atomically)."""
-    from seedkit._files import atomic_write
+    from seedkit.files import atomic_write
 
     document = {"stage": config.STAGE, **config.to_dict()}
     return atomic_write(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-from seedkit._checks import check_choice
+from seedkit.checks import check_choice
 from seedkit.errors import InvalidValueError
 
 __all__ = [

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from seedkit._checks import check_choice, check_temperature
+from seedkit.checks import check_choice, check_temperature
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.kernels._dispatch import resolve_backend
 from seedkit.kernels._functions import KLConsistencyFunction, TemperaturePoolFunction

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from seedkit._checks import (
+from seedkit.checks import (
     check_cams,
     check_choice,
     check_labels,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from seedkit._checks import (
+from seedkit.checks import (
     check_cams,
     check_choice,
     check_labels,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seedkit._checks import check_temperature
+from seedkit.checks import check_temperature
 from seedkit.kernels import fused_kl_consistency, resolve_backend
 from seedkit.reference import kl_divergence, log_distribution, max_normalize
 

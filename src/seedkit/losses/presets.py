@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from types import MappingProxyType
 
-from seedkit._checks import check_choice
+from seedkit.checks import check_choice
 from seedkit.errors import InvalidValueError
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from seedkit._voc_names import class_names_for
+from seedkit.data import class_names_for
 from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
 from seedkit.metrics.confusion import _check_num_classes, check_mean_over, fp_fn_rates
 
@@ -335,9 +335,7 @@ class ThresholdSweep:
             self.thresholds = values
         self._thresholds32 = self.thresholds.astype(np.float32)
         self.ignore_index = int(ignore_index)
-        self.class_names = class_names_for(
-            self.num_classes, None if class_names is None else list(class_names)
-        )
+        self.class_names = class_names_for(self.num_classes - 1, class_names)
         if len(self.class_names) != self.num_classes:
             raise InvalidValueError(
                 "class_names",

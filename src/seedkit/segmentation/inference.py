@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from seedkit.data import class_names_for
 from seedkit.errors import InvalidValueError, ShapeError
 
 __all__ = ["SegmentationResult", "evaluate_segmentation", "predict_probs"]
@@ -124,7 +125,8 @@ def evaluate_segmentation(
         crf: refine the probabilities with :func:`~seedkit.refine.dense_crf`.
         crf_params: CRF parameters.
         device: where the model runs.
-        class_names: names for the table (default ``class_k``).
+        class_names: names for the table (default
+            :func:`seedkit.data.class_names_for`).
         progress: progress bar.
         pred_dir: also write the predictions as palette PNGs there.
 
@@ -133,9 +135,7 @@ def evaluate_segmentation(
     """
     from seedkit.metrics import confusion_matrix, iou_from_confusion
 
-    names = (
-        list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_classes)]
-    )
+    names = list(class_names) if class_names is not None else class_names_for(num_classes - 1)
     if len(names) != num_classes:
         raise InvalidValueError("class_names", f"{num_classes} names", len(names))
     was_training = model.training
