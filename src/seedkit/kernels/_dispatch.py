@@ -34,6 +34,7 @@ __all__ = [
     "use_backend",
 ]
 
+#: The backends :func:`set_backend` accepts.
 BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "triton")
 # Below this many elements "auto" keeps the reference path on CUDA: a fused call's
 # fixed cost (dispatch, mask and per-row buffers) outweighs what it saves on tiny maps.

@@ -66,8 +66,10 @@ __all__ = [
     "activation_temperature",
 ]
 
+#: Generation temperature per backbone family (``SeedGenerationLoss.for_backbone``).
 TEMPERATURE_PRESETS = MappingProxyType({"cnn": 30.0, "vit": 0.3})
 
+#: The activation states of a CAM baseline and the temperature each calls for.
 ACTIVATION_STATES: tuple[str, ...] = ("over", "balanced", "under")
 ACTIVATION_PRESETS = MappingProxyType({"over": 0.3, "balanced": 2.0, "under": 20.0})
 # FP / FN ratio beyond which a CAM baseline counts as over- (or, inverted, under-)
