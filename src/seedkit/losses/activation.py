@@ -287,7 +287,8 @@ def seeds_from_cams(
       psa / IRN / MCTformer, ``relu(A) / (max relu(A) + 1e-5)``.
     - ``temperature=tau``: the temperature form ``exp((A - max A) / tau)``,
       i.e. ``alpha / max alpha``. In seedkit's first measurement it made worse
-      seeds than the max-normalised form (DESIGN section 2), so it is opt-in.
+      seeds than the max-normalised form (the Seeds section of the Method page),
+      so it is opt-in.
 
     Args:
         cams: class activations.
