@@ -329,3 +329,37 @@ def test_examples_and_benchmarks_import_no_private_name() -> None:
                 if any(_private(n) for n in names):
                     offending.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offending, "\n".join(offending)
+
+
+#: The writer itself, and the append-only run log (one line per record, see docs/pipeline.rst).
+WRITERS = {"src/seedkit/files.py", "src/seedkit/engine/logger.py"}
+
+
+def test_files_are_written_only_through_the_atomic_writer() -> None:
+    offending = []
+    for folder in ("src/seedkit", "examples"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            name = str(path.relative_to(ROOT))
+            if name in WRITERS:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), name)):
+                if not isinstance(node, ast.Call):
+                    continue
+                function = node.func
+                called = getattr(function, "attr", getattr(function, "id", ""))
+                mode = node.args[1] if len(node.args) > 1 else None
+                for keyword in node.keywords:
+                    if keyword.arg == "mode":
+                        mode = keyword.value
+                writes = isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+")
+                owner = getattr(getattr(function, "value", None), "id", "")
+                moves = owner in {"os", "shutil"} and called in {"replace", "rename", "move"}
+                copies = owner == "shutil" and called.startswith("copy")
+                if (
+                    called in {"write_text", "write_bytes"}
+                    or moves
+                    or copies
+                    or (called == "open" and writes)
+                ):
+                    offending.append(f"{name}:{node.lineno} calls {called}")
+    assert not offending, "write through seedkit.files.atomic_write:\n" + "\n".join(offending)
