@@ -560,12 +560,15 @@ class ThresholdSweep:
         return warnings
 
 
-def as_seed_maps(maps: Mapping[int, np.ndarray] | np.ndarray) -> dict[int, np.ndarray]:
+def as_seed_maps(
+    maps: Mapping[int, np.ndarray] | np.ndarray, argument: str = "maps"
+) -> dict[int, np.ndarray]:
     """Return seed maps as a psa dict ``{fg class index: float32 HxW map}``.
 
     Args:
         maps: a psa dict, or a ``(C_fg, H, W)`` stack whose all-zero maps
             (absent classes) are left out.
+        argument: the name a shape error gives the maps.
 
     Returns:
         The dict, keys as given.
@@ -574,7 +577,7 @@ def as_seed_maps(maps: Mapping[int, np.ndarray] | np.ndarray) -> dict[int, np.nd
         return {int(k): np.asarray(v, dtype=np.float32) for k, v in maps.items()}
     stack = np.asarray(maps, dtype=np.float32)
     if stack.ndim != 3:
-        raise ShapeError("maps", "(C_fg, H, W) or a dict {class_index: HxW map}", stack.shape)
+        raise ShapeError(argument, "(C_fg, H, W) or a dict {class_index: HxW map}", stack.shape)
     return {index: stack[index] for index in range(stack.shape[0]) if np.any(stack[index] != 0)}
 
 
