@@ -17,6 +17,7 @@ CHANGELOG entry that announces it.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import types
@@ -210,6 +211,7 @@ def test_every_public_package_is_in_the_snapshot() -> None:
     assert public == set(PUBLIC_API)
 
 
+@functools.cache
 def _documented_constants() -> set[str]:
     """Module-level names with a comment right above their assignment (or its group)."""
     names: set[str] = set()
@@ -363,3 +365,25 @@ def test_files_are_written_only_through_the_atomic_writer() -> None:
                 ):
                     offending.append(f"{name}:{node.lineno} calls {called}")
     assert not offending, "write through seedkit.files.atomic_write:\n" + "\n".join(offending)
+
+
+#: Import name of each distribution whose import name differs from its own.
+IMPORT_NAMES = {"pillow": "PIL"}
+
+
+def test_every_declared_dependency_is_imported() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    imported = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                imported.add((node.module or "").split(".")[0])
+    unused = []
+    for requirement in project["dependencies"]:
+        name = requirement.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower()
+        if IMPORT_NAMES.get(name, name.replace("-", "_")) not in imported:
+            unused.append(name)
+    assert not unused, f"declared but never imported by src/seedkit: {unused}"
