@@ -335,15 +335,18 @@ class ThresholdSweep:
             self.thresholds = values
         self._thresholds32 = self.thresholds.astype(np.float32)
         self.ignore_index = int(ignore_index)
-        self.class_names = class_names_for(
-            self.num_classes, None if class_names is None else list(class_names)
-        )
-        if len(self.class_names) != self.num_classes:
+        if class_names is not None and len(class_names) not in (
+            self.num_classes,
+            self.num_classes - 1,
+        ):
             raise InvalidValueError(
                 "class_names",
                 f"{self.num_classes} or {self.num_classes - 1} names",
-                len(class_names or []),
+                f"{len(class_names)} names",
             )
+        self.class_names = class_names_for(
+            self.num_classes, None if class_names is None else list(class_names)
+        )
         self.reset()
 
     def reset(self) -> None:
