@@ -227,6 +227,15 @@ def verify(
         flush_input_checks(wait=False)
 
 
+def flags_read_now(tensor: torch.Tensor) -> bool:
+    """Whether reading a flag of ``tensor`` costs no host synchronisation worth avoiding.
+
+    True for CPU tensors and in ``"immediate"`` mode; a CUDA tensor in the other
+    modes is read only where a deferred check reads it.
+    """
+    return not tensor.is_cuda or _MODE == "immediate"
+
+
 def nonfinite_flag(tensor: torch.Tensor) -> torch.Tensor | None:
     """Device flag: does ``tensor`` hold a NaN or an infinity? ``None`` when checks are off."""
     if _MODE is None or not tensor.is_floating_point():
@@ -285,6 +294,9 @@ def check_cams(argument: str, cams: object, values: bool = True) -> torch.Tensor
         raise InvalidValueError(argument, "a floating-point tensor", str(cams.dtype))
     if cams.shape[2] * cams.shape[3] == 0:
         raise ShapeError(argument, "(B, C, H, W) with H*W > 0", tuple(cams.shape))
+    if cams.shape[0] == 0 or cams.shape[1] == 0:
+        # A mean over no image or no class is NaN: refuse it rather than train on it.
+        raise ShapeError(argument, "(B, C, H, W) with B >= 1 and C >= 1", tuple(cams.shape))
     if values:
         check_finite(argument, cams)
     return cams
