@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InvalidValueError("--limit-images", "an integer >= 1", args.limit_images)
         stages = parse_stages(args.stages)
         out = Path(args.out)
+        seed_config(args, out, str(out / "coco_voc"))  # every flag checked before any file
         if context.is_main:
             ensure_writable_directory(out)
         view = build_voc_view(

@@ -227,6 +227,15 @@ def verify(
         flush_input_checks(wait=False)
 
 
+def flags_read_now(tensor: torch.Tensor) -> bool:
+    """Whether reading a flag of ``tensor`` costs no host synchronisation worth avoiding.
+
+    True for CPU tensors and in ``"immediate"`` mode; a CUDA tensor in the other
+    modes is read only where a deferred check reads it.
+    """
+    return not tensor.is_cuda or _MODE == "immediate"
+
+
 def nonfinite_flag(tensor: torch.Tensor) -> torch.Tensor | None:
     """Device flag: does ``tensor`` hold a NaN or an infinity? ``None`` when checks are off."""
     if _MODE is None or not tensor.is_floating_point():
@@ -285,6 +294,9 @@ def check_cams(argument: str, cams: object, values: bool = True) -> torch.Tensor
         raise InvalidValueError(argument, "a floating-point tensor", str(cams.dtype))
     if cams.shape[2] * cams.shape[3] == 0:
         raise ShapeError(argument, "(B, C, H, W) with H*W > 0", tuple(cams.shape))
+    if cams.shape[0] == 0 or cams.shape[1] == 0:
+        # A mean over no image or no class is NaN: refuse it rather than train on it.
+        raise ShapeError(argument, "(B, C, H, W) with B >= 1 and C >= 1", tuple(cams.shape))
     if values:
         check_finite(argument, cams)
     return cams
@@ -391,3 +403,54 @@ def check_choice(argument: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InvalidValueError(argument, "one of " + ", ".join(repr(c) for c in choices), value)
     return str(value)
+
+
+def check_int(argument: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an integer in ``[minimum, maximum]``; else name ``argument``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        expected = (
+            f"an integer >= {minimum}"
+            if maximum is None
+            else f"an integer in [{minimum}, {maximum}]"
+        )
+        raise InvalidValueError(argument, expected, value)
+    return int(value)
+
+
+def check_number(
+    argument: str,
+    value: object,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    strict_minimum: bool = False,
+) -> float:
+    """Return ``value`` as a float if it is finite and in range; else name ``argument``.
+
+    The range is ``[minimum, maximum]`` (``(minimum, maximum]`` with
+    ``strict_minimum``); ``None`` leaves that side open.
+    """
+    if minimum is not None and maximum is not None:
+        left = "(" if strict_minimum else "["
+        expected = f"a finite number in {left}{minimum}, {maximum}]"
+    elif minimum is not None:
+        expected = f"a finite number {'>' if strict_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        expected = f"a finite number <= {maximum}"
+    else:
+        expected = "a finite number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidValueError(argument, expected, value)
+    number = float(value)
+    if (
+        not math.isfinite(number)
+        or (minimum is not None and (number <= minimum if strict_minimum else number < minimum))
+        or (maximum is not None and number > maximum)
+    ):
+        raise InvalidValueError(argument, expected, value)
+    return number

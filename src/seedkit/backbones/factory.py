@@ -16,6 +16,9 @@ from seedkit.errors import BackboneError, DataFileError, InvalidValueError
 
 __all__ = ["create_seed_model", "with_output_stride"]
 
+#: The output strides timm's dilated CNNs support.
+OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
+
 
 def _create_timm(name: str, **kwargs: Any) -> nn.Module:
     import timm
@@ -28,9 +31,10 @@ def _create_timm(name: str, **kwargs: Any) -> nn.Module:
                 f"name: timm has no model {name!r}; see timm.list_models() for the names"
             ) from error
         raise
-    except TypeError as error:
+    except (TypeError, AssertionError) as error:  # timm asserts on some values
+        reason = str(error) or "an assertion in its constructor failed"
         raise BackboneError(
-            f"{name}: timm rejected the keyword arguments {sorted(kwargs)}: {error}"
+            f"{name}: timm rejected the keyword arguments {kwargs}: {reason}"
         ) from error
 
 
@@ -148,6 +152,13 @@ def create_seed_model(
         )
     if checkpoint_path is not None and not os.path.isfile(checkpoint_path):
         raise DataFileError(checkpoint_path, "checkpoint file")
+    output_stride = timm_kwargs.get("output_stride")
+    if output_stride is not None and (
+        isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES
+    ):
+        raise InvalidValueError(
+            "output_stride", "8, 16 or 32 (None: the model's own)", output_stride
+        )
 
     # A parameter-free probe on the meta device tells the family before the real build.
     with torch.device("meta"):

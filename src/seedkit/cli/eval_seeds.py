@@ -6,9 +6,14 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
-__all__ = ["register", "run", "write_json_atomic"]
+from seedkit.checks import check_int, check_number
+from seedkit.cli._args import check_output_file, read_class_names
+
+__all__ = ["MIN_STEP", "register", "run", "write_json_atomic"]
+
+#: The finest threshold spacing ``--step`` accepts.
+MIN_STEP = 0.001
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-threshold", type=float, default=0.59, help="last threshold of the sweep (0.59)"
     )
-    parser.add_argument("--step", type=float, default=0.01, help="threshold spacing (0.01)")
+    parser.add_argument(
+        "--step", type=float, default=0.01, help=f"threshold spacing (0.01; >= {MIN_STEP})"
+    )
     parser.add_argument(
         "--class-names",
         default=None,
@@ -63,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
     from seedkit.data import read_id_list
     from seedkit.metrics import evaluate_seeds
 
+    check_int("--num-classes", args.num_classes, 2)
+    check_number("--max-threshold", args.max_threshold, 0.0, 1.0)
+    # The sweep scores every threshold on every pixel: 0.001 gives 1000 thresholds per unit.
+    check_number("--step", args.step, MIN_STEP, 1.0)
+    json_path = None if args.json is None else check_output_file("--json", args.json)
     ids = read_id_list(None, args.list)
     names = None
     if args.class_names:
-        names = [
-            line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()
-        ]
+        names = read_class_names("--class-names", args.class_names, args.num_classes)
     result = evaluate_seeds(
         args.cams,
         args.gt,
@@ -92,6 +102,6 @@ def run(args: argparse.Namespace) -> int:
             print(activation)
     for message in result.warnings:
         print(f"seedkit eval-seeds: warning: {message}", file=sys.stderr)
-    if args.json:
-        write_json_atomic(result.to_json_dict(), args.json)
+    if json_path is not None:
+        write_json_atomic(result.to_json_dict(), json_path)
     return 0

@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from seedkit.cli._args import check_output_file
+from seedkit.errors import DataError
+
 __all__ = ["register", "run"]
 
 
@@ -50,12 +53,21 @@ def run(args: argparse.Namespace) -> int:
     """Build the label table and write it."""
     from seedkit.data import make_cls_labels, make_coco_cls_labels, read_id_list, save_cls_labels
 
+    check_output_file("--out", args.out)
     if args.coco_json is not None:
         ids = None if args.list == "train_aug" else read_id_list(None, args.list)
         labels = make_coco_cls_labels(args.coco_json, ids=ids, skip_empty=ids is None)
     else:
         ids = read_id_list(args.voc_root, args.list)
         labels = make_cls_labels(args.voc_root, ids, source=args.source)
+    if not labels:
+        source = args.coco_json if args.coco_json is not None else args.voc_root
+        raise DataError(
+            source,
+            "at least one image with a class label"
+            + (" among the ids of --list" if args.list != "train_aug" else ""),
+            "none; nothing written",
+        )
     path = save_cls_labels(args.out, labels, key_type=args.key_type)
     counts = np.stack(list(labels.values())).sum(axis=0) if labels else np.zeros(0)
     print(f"wrote {len(labels)} labels ({int(counts.sum())} image-class pairs) to {path}")

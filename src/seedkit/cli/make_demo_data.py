@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from seedkit.checks import check_int
+from seedkit.cli._args import check_output_folder
+
 __all__ = ["register", "run"]
 
 
@@ -42,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     """Write the dataset."""
     from seedkit.data import make_demo_data
 
+    check_int("--num-images", args.num_images, 1)
+    check_int("--seed", args.seed, 0)
+    for side in args.image_size:
+        check_int("--image-size", side, 32)
+    check_output_folder("root", args.root)
     voc = make_demo_data(
         args.root,
         num_images=args.num_images,

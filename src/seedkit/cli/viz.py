@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seedkit.errors import DataFileError
+from seedkit.checks import check_int, check_number
+from seedkit.cli._args import check_output_folder, read_class_names
+from seedkit.errors import DataError, DataFileError, InvalidValueError
 
 __all__ = ["register", "run"]
 
@@ -53,29 +55,43 @@ def _find_image(directory: Path, image_id: str) -> Path:
     raise DataFileError(directory / f"{image_id}.jpg", "image", "looked for .jpg, .jpeg and .png")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Write one overlay PNG per id."""
+def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
+    try:
+        with Image.open(path) as handle:
+            return np.asarray(handle.convert("RGB"))
+    except OSError as error:  # truncated or not an image (PIL raises OSError subclasses)
+        reason = f"unreadable file ({error})"
+        raise DataError(path, "a readable JPEG or PNG image", reason) from error
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write one overlay PNG per id."""
     from seedkit.data import read_id_list
     from seedkit.metrics import load_psa_maps
     from seedkit.viz import save_overlay
 
-    ids = list(args.ids) if args.ids else read_id_list(None, args.list)
+    check_number("--threshold", args.threshold, 0.0, 1.0)
+    check_int("--num-classes", args.num_classes, 2)
     if args.max_images is not None:
-        ids = ids[: max(0, args.max_images)]
+        check_int("--max-images", args.max_images, 1)
+    if args.ids:
+        ids = list(args.ids)
+        repeated = sorted({image_id for image_id in ids if ids.count(image_id) > 1})
+        if repeated:
+            raise InvalidValueError("--ids", "distinct image ids", f"{repeated[0]} more than once")
+    else:
+        ids = read_id_list(None, args.list)
+    if args.max_images is not None:
+        ids = ids[: args.max_images]
     names = None
     if args.class_names:
-        names = [
-            line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()
-        ]
-        if len(names) == args.num_classes - 1:
-            names = ["background", *names]
-    out = Path(args.out)
+        names = read_class_names("--class-names", args.class_names, args.num_classes)
+    out = check_output_folder("--out", args.out)
     image_dir, cam_dir = Path(args.image_dir), Path(args.cams)
     for image_id in ids:
-        with Image.open(_find_image(image_dir, image_id)) as handle:
-            image = np.asarray(handle.convert("RGB"))
+        image = _read_image(_find_image(image_dir, image_id))
         maps = load_psa_maps(
             cam_dir / f"{image_id}.npy", args.num_classes - 1, shape=image.shape[:2]
         )

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seedkit.errors import InvalidValueError
+
 __all__ = [
     "COCO_CLASSES",
     "IGNORE_INDEX",
@@ -70,8 +72,8 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 def class_names_for(num_fg_classes: int, names: Sequence[str] | None = None) -> list[str]:
     """Display names ``["background", *classes]``, index = mask value.
 
-    Given ``names`` are used when they fit (``num_fg_classes`` foreground names,
-    or ``num_fg_classes + 1`` with background first); otherwise VOC's names for
+    Given ``names`` must fit (``num_fg_classes`` foreground names, or
+    ``num_fg_classes + 1`` with background first); without them, VOC's names for
     20 classes, COCO's for 80, else ``class_k`` for foreground index ``k``
     (0-based, the key of the class in a psa seed file).
 
@@ -94,6 +96,9 @@ def class_names_for(num_fg_classes: int, names: Sequence[str] | None = None) -> 
             return ["background", *given]
         if len(given) == num_fg_classes + 1:
             return given
+        raise InvalidValueError(
+            "names", f"{num_fg_classes} or {num_fg_classes + 1} names", f"{len(given)} names"
+        )
     classes = {len(VOC_CLASSES): VOC_CLASSES, len(COCO_CLASSES): COCO_CLASSES}.get(
         num_fg_classes, tuple(f"class_{k}" for k in range(num_fg_classes))
     )

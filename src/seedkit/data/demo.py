@@ -355,6 +355,8 @@ def make_demo_data(
     """
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise InvalidValueError("num_images", "an int >= 1", num_images)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidValueError("seed", "an int >= 0", seed)
     if len(image_size) != 2 or min(int(s) for s in image_size) < 32:
         raise InvalidValueError("image_size", "(height, width), each >= 32", image_size)
     if not 0 <= val_fraction < 1:

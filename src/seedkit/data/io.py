@@ -282,7 +282,7 @@ def read_id_list(voc_root: PathLike | None, list_name_or_path: PathLike) -> list
 
     Raises:
         DataFileError: The list cannot be found; the message names the paths tried.
-        DataError: The list is empty.
+        DataError: The list is empty or holds an id twice.
     """
     direct = Path(list_name_or_path).expanduser()
     name = str(list_name_or_path)
@@ -327,12 +327,22 @@ def _parse_id_list(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(path, "a UTF-8 text file with one image id per line", str(error)) from error
     ids = []
-    for line in text.splitlines():
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
         first = tokens[0]
-        ids.append(Path(first).stem if ("/" in first or "." in Path(first).name) else first)
+        image_id = Path(first).stem if ("/" in first or "." in Path(first).name) else first
+        if image_id in first_line:
+            # A repeated id would count its image twice in every score.
+            raise DataError(
+                path,
+                "each image id once",
+                f"{image_id} on lines {first_line[image_id]} and {number}",
+            )
+        first_line[image_id] = number
+        ids.append(image_id)
     if not ids:
         raise DataError(path, "at least one image id", "an empty list")
     return ids

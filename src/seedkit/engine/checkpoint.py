@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,22 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    required: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Load a checkpoint dict with ``torch.load(..., weights_only=True)``.
 
+    Args:
+        path: the checkpoint file.
+        map_location: where its tensors go.
+        required: keys the caller reads (e.g. ``("model",)``); a missing one is
+            an error naming the file and the key.
+
     Raises:
         DataFileError: the file does not exist.
-        DataError: the file is not a readable checkpoint, or it is a pickle that
-            holds code (which is never run).
+        DataError: the file is not a readable checkpoint, it is a pickle that
+            holds code (which is never run), or it lacks a ``required`` key.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,6 +89,13 @@ def load_checkpoint(
         ) from error
     if not isinstance(state, dict):
         raise DataError(path, "a checkpoint dict", type(state).__name__)
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise DataError(
+            path,
+            "a checkpoint with the entries " + ", ".join(repr(key) for key in required),
+            "no " + ", ".join(repr(key) for key in missing),
+        )
     return state
 
 

@@ -44,7 +44,7 @@ from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.logger import RunLogger
 from seedkit.engine.run import RunFolder
 from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
-from seedkit.errors import InvalidValueError, RunConflictError
+from seedkit.errors import DataError, InvalidValueError, RunConflictError
 
 __all__ = [
     "StepFunction",
@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 TRAINING_FORMAT = "seedkit.training"
+# What a resume reads from a training checkpoint (see Trainer.state_dict).
+TRAINING_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "rng", "state")
 MODEL_FORMAT = "seedkit.model"
 
 
@@ -373,6 +375,13 @@ class Trainer:
                     run.checkpoint_path,
                     "belongs to another run than the run record of its folder",
                     hint="pass `overwrite` to start over",
+                )
+            missing = [key for key in TRAINING_KEYS if key not in state]
+            if missing:
+                raise DataError(
+                    run.checkpoint_path,
+                    "a training checkpoint with " + ", ".join(TRAINING_KEYS),
+                    "no " + ", ".join(missing),
                 )
             self.load_state_dict(state)
             log_offset = state.get("log_offset")

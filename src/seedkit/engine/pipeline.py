@@ -106,7 +106,11 @@ def name_flags(error: SeedkitError, names: dict[str, str], stage: str = "") -> S
         return RunConflictError(error.path, error.problem, renamed, hint)
     if type(error) is InvalidValueError:
         parts = [name(part.strip()) for part in error.argument.split("/")]
-        return InvalidValueError(" / ".join(parts), error.expected, error.actual)
+        expected = error.expected
+        if all(part.startswith("--") for part in parts):
+            # A flag left out is the None of the setting; a flag cannot pass None.
+            expected = expected.removesuffix(" or None")
+        return InvalidValueError(" / ".join(parts), expected, error.actual)
     return error
 
 

@@ -244,7 +244,7 @@ def _affinity_step(
 
 
 def _load_model_file(model: torch.nn.Module, run: RunFolder, device: torch.device) -> None:
-    state = load_checkpoint(run.model_path, map_location=device)
+    state = load_checkpoint(run.model_path, map_location=device, required=("model",))
     if state.get("format") != MODEL_FORMAT:
         raise RunConflictError(
             run.model_path, "is not a model file of this seedkit", hint="pass `overwrite`"

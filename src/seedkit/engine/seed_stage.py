@@ -360,7 +360,7 @@ def load_seed_model(config: SeedStageConfig, device: torch.device) -> torch.nn.M
     path = Path(config.out) / MODEL_NAME
     if not path.is_file():
         raise DataFileError(path, "stage-1 model", "run stage 1 first (--stages 1)")
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, required=("model",))
     recorded = state.get("run", {}).get("fields") if isinstance(state.get("run"), dict) else None
     if recorded is None:
         raise RunConflictError(path, "has no record of the settings that trained it")

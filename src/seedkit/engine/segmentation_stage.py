@@ -188,7 +188,7 @@ def run_segmentation_stage(
         trainer.save_model(run)
     else:
         model = model.to(context.device)
-        state = load_checkpoint(run.model_path, map_location=context.device)
+        state = load_checkpoint(run.model_path, map_location=context.device, required=("model",))
         if state.get("format") != MODEL_FORMAT:
             raise RunConflictError(
                 run.model_path, "is not a model file of this seedkit", hint="pass `overwrite`"

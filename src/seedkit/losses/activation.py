@@ -16,6 +16,8 @@ functions stay finite under float16 / bfloat16 autocast.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -26,6 +28,7 @@ from seedkit.checks import (
     check_labels,
     check_mask,
     check_temperature,
+    flags_read_now,
     mask_flag,
     nonfinite_flag,
     scan_finite,
@@ -154,7 +157,7 @@ def global_average_pool(cams: torch.Tensor, mask: torch.Tensor | None = None) ->
     cams = check_cams("cams", cams, values=False)
     given = mask
     mask = check_mask("mask", mask, cams, values=False)
-    pooled = _average(cams, mask)
+    pooled = _safe_average(cams, mask)
     flags = (nonfinite_flag(pooled), mask_flag(given, mask))
     verify("seedkit.losses.global_average_pool", flags, _diagnose_cams, cams, given)
     return pooled
@@ -168,6 +171,89 @@ def _average(cams: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     weights = valid.to(flat.dtype)
     pooled = (flat * weights).sum(dim=2) / weights.sum(dim=2).clamp_min(1.0)
     return pooled.to(cams.dtype)
+
+
+def _times_power_of_two(tensor: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``tensor * 2**exponent``, exact (barring subnormals), in two factors that stay finite."""
+    half = exponent // 2
+    return tensor * math.ldexp(1.0, half) * math.ldexp(1.0, exponent - half)
+
+
+def _overflow_safe(
+    pool: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    cams: torch.Tensor,
+    mask: torch.Tensor | None,
+    pool_row: Callable[[torch.Tensor, torch.Tensor | None, int], torch.Tensor],
+) -> torch.Tensor:
+    """``pool(cams, mask)``, with the ``(b, c)`` scores that overflowed from a finite map redone.
+
+    Pooling is homogeneous: ``pool(A) = s * pool(A / s)`` (with ``tau / s`` for the
+    raw temperature), so such a map is pooled as ``A / 2**e`` with ``|A| < 2**e``
+    by ``pool_row(row, row_mask, e)`` and the result scaled back: the finite value
+    of the formula where ``A / tau`` or a sum overflowed. A non-finite map or a
+    fully masked row stays non-finite for the value checks. CUDA results are
+    looked at only in ``"immediate"`` mode (no host synchronisation otherwise).
+    """
+    pooled = pool(cams, mask)
+    if not flags_read_now(pooled):
+        return pooled
+    overflowed = ~torch.isfinite(pooled)
+    if not bool(overflowed.any()):
+        return pooled
+    redo = []
+    for b, c in overflowed.nonzero().tolist():
+        row_mask = None if mask is None else mask[b : b + 1]
+        finite = bool(torch.isfinite(cams[b, c]).all())
+        if finite and (row_mask is None or bool(row_mask.any())):
+            redo.append((b, c))
+    if not redo:
+        return pooled
+    # Pool again with those maps zeroed, so no overflow is left in the graph (its
+    # backward would turn the zero gradient of a replaced score into NaN).
+    zeroed = torch.zeros_like(overflowed)
+    for b, c in redo:
+        zeroed[b, c] = True
+    pooled = pool(cams.masked_fill(zeroed[:, :, None, None], 0.0), mask).clone()
+    for b, c in redo:
+        row = cams[b : b + 1, c : c + 1]
+        exponent = int(torch.frexp(row.detach().abs().amax().double()).exponent)
+        row_mask = None if mask is None else mask[b : b + 1]
+        # Values through the scaled map; gradients as they are, d pool(A) / dA being
+        # d pool(a) / da (pooling is homogeneous of degree 1): scaling the gradient by
+        # 2**e and back would overflow it.
+        scaled_row = _times_power_of_two(row.detach(), -exponent) + (row - row.detach())
+        value = pool_row(scaled_row, row_mask, exponent).reshape(())
+        back = _times_power_of_two(value.detach(), exponent) + (value - value.detach())
+        pooled[b, c] = back.to(pooled.dtype)
+    return pooled
+
+
+def _rescaled_temperature(temperature: float, exponent: int, scale: str) -> float:
+    """The temperature of a map divided by ``2**exponent``, kept where ``A / tau`` is finite."""
+    if scale != "max":  # "max" divides by max|A| itself: its temperature stays
+        temperature = math.ldexp(temperature, -exponent)
+    # Below 1e-30 (relative to |A| <= 1) the softmax is already one-hot at the maximum:
+    # values near it differ by at least one ulp, far more than 1e-30.
+    return max(temperature, 1e-30)
+
+
+def _safe_average(cams: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """:func:`_average` with overflowed rows redone (see :func:`_overflow_safe`)."""
+    return _overflow_safe(_average, cams, mask, lambda row, row_mask, _: _average(row, row_mask))
+
+
+def _safe_pool(
+    cams: torch.Tensor, temperature: float, mask: torch.Tensor | None, scale: str
+) -> torch.Tensor:
+    """:func:`_pool` with overflowed rows redone (see :func:`_overflow_safe`)."""
+
+    def pool(maps: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        return _pool(maps, temperature, valid, scale)
+
+    def pool_row(row: torch.Tensor, row_mask: torch.Tensor | None, exponent: int) -> torch.Tensor:
+        return _pool(row, _rescaled_temperature(temperature, exponent, scale), row_mask, scale)
+
+    return _overflow_safe(pool, cams, mask, pool_row)
 
 
 def temperature_pool_reference(
@@ -185,7 +271,14 @@ def temperature_pool_reference(
     check_choice("scale", scale, _SCALES)
     given = mask
     mask = check_mask("mask", mask, cams, values=False)
-    pooled = _pool_reference(cams, temperature, mask, scale)
+    pooled = _overflow_safe(
+        lambda maps, valid: _pool_reference(maps, temperature, valid, scale),
+        cams,
+        mask,
+        lambda row, row_mask, exponent: _pool_reference(
+            row, _rescaled_temperature(temperature, exponent, scale), row_mask, scale
+        ),
+    )
     flags = (nonfinite_flag(pooled), mask_flag(given, mask))
     verify("seedkit.losses.temperature_pool_reference", flags, _diagnose_cams, cams, given)
     return pooled
@@ -266,7 +359,7 @@ def temperature_pool(
     check_choice("scale", scale, _SCALES)
     given = mask
     mask = check_mask("mask", mask, cams, values=False)
-    pooled = _pool(cams, temperature, mask, scale)
+    pooled = _safe_pool(cams, temperature, mask, scale)
     # One flag from the (B, C) result instead of a pass over the map (see _pool).
     flags = (nonfinite_flag(pooled), mask_flag(given, mask))
     verify("seedkit.temperature_pool", flags, _diagnose_cams, cams, given)

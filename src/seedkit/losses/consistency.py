@@ -20,7 +20,7 @@ from seedkit.checks import (
     scan_mask,
     verify,
 )
-from seedkit.errors import ShapeError
+from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.losses._reduction import Reduction, check_reduction
 from seedkit.losses.distances import (
     JSDivergence,
@@ -140,6 +140,16 @@ def consistency_loss(
     per_class = measure(
         upcast(student_cams).flatten(2), upcast(teacher_cams.detach()).flatten(2), valid
     )
+    if not isinstance(per_class, torch.Tensor):
+        raise InvalidValueError(
+            "distance", "a callable returning a (B, C) tensor", type(per_class).__name__
+        )
+    if per_class.shape != labels.shape:
+        raise ShapeError(
+            "distance",
+            f"(B, C) = {tuple(labels.shape)} from the distance callable",
+            tuple(per_class.shape),
+        )
     if _propagates_nonfinite(measure, student_cams):
         # The fused KL's (B, C) result is non-finite wherever either map holds NaN / inf.
         flags = [nonfinite_flag(per_class)]

@@ -22,7 +22,7 @@ from seedkit.checks import (
     verify,
 )
 from seedkit.losses._reduction import Reduction, check_reduction
-from seedkit.losses.activation import ActivationScale, _average, _pool
+from seedkit.losses.activation import ActivationScale, _safe_average, _safe_pool
 from seedkit.losses.presets import TEMPERATURE_PRESETS, activation_temperature
 from seedkit.reference import upcast
 
@@ -80,10 +80,10 @@ def seed_generation_loss(
     given = mask
     mask = check_mask("mask", mask, cams, values=False)
     if temperature is None:
-        scores = _average(cams, mask)
+        scores = _safe_average(cams, mask)
     else:
         check_choice("scale", scale, ("raw", "max"))
-        scores = _pool(cams, check_temperature("temperature", temperature), mask, scale)
+        scores = _safe_pool(cams, check_temperature("temperature", temperature), mask, scale)
     # The (B, C) scores are non-finite wherever the map holds NaN / inf: one flag for
     # all value checks, read without a pass over the map (see the Performance page).
     flags = (nonfinite_flag(scores), labels_flag(labels), mask_flag(given, mask))

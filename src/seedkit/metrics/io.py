@@ -22,7 +22,7 @@ def load_psa_maps(
 
     Accepted layouts (``np.save`` of a dict, read with ``allow_pickle=True``):
 
-    - psa / SEAM / MCTformer: ``{class_index: HxW map}`` with 0-based
+    - psa / SEAM / MCTformer: ``{class_index: HxW map in [0, 1]}`` with 0-based
       foreground indices (no background);
     - IRN: ``{"keys": indices, "high_res": (N, H, W), ...}`` (``"cam"`` is used
       when ``"high_res"`` is absent); a background row is not expected.
@@ -39,7 +39,8 @@ def load_psa_maps(
         DataFileError: the file does not exist.
         DataError: unreadable file, not a dict, a class index outside
             ``[0, num_fg_classes)``, maps that are not 2-D, of different or
-            unexpected size, or non-finite; the message names the file.
+            unexpected size, non-finite or outside ``[0, 1]``; the message
+            names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,6 +92,13 @@ def load_psa_maps(
         array = array.astype(np.float32, copy=False)
         if not np.isfinite(array).all():
             raise DataError(path, f"finite values in the map of class {key}", "NaN or inf")
+        if array.size and (array.min() < 0.0 or array.max() > 1.0):
+            # psa / SEAM / MCTformer and IRN's high_res all store max-normalised maps.
+            raise DataError(
+                path,
+                f"values in [0, 1] in the map of class {key} (max-normalised seeds)",
+                f"values in [{array.min():.4g}, {array.max():.4g}]",
+            )
         maps[key] = array
     return maps
 

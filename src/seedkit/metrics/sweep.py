@@ -16,6 +16,10 @@ from seedkit.metrics.confusion import _check_num_classes, check_mean_over, fp_fn
 __all__ = ["SweepResult", "ThresholdSweep", "as_seed_maps", "default_thresholds", "seed_labels"]
 
 
+#: The most thresholds :func:`default_thresholds` returns (0.001 apart over [0, 1]).
+MAX_THRESHOLDS = 1001
+
+
 def default_thresholds(max_threshold: float = 0.59, step: float = 0.01) -> np.ndarray:
     """Return the thresholds ``0, step, 2*step, ..., max_threshold`` as exact decimals.
 
@@ -25,7 +29,7 @@ def default_thresholds(max_threshold: float = 0.59, step: float = 0.01) -> np.nd
 
     Args:
         max_threshold: the last threshold (inclusive), ``>= 0``.
-        step: the spacing, ``> 0``.
+        step: the spacing, ``> 0``, giving at most 1001 thresholds.
 
     Returns:
         float64 array of thresholds.
@@ -48,6 +52,14 @@ def default_thresholds(max_threshold: float = 0.59, step: float = 0.01) -> np.nd
     if max_threshold < 0:
         raise InvalidValueError("max_threshold", "a number >= 0", max_threshold)
     count = math.floor(max_threshold / step + 1e-9) + 1
+    if count > MAX_THRESHOLDS:
+        # Every threshold costs a pass over every pixel (and a confusion matrix).
+        raise InvalidValueError(
+            "step",
+            f"a spacing that gives at most {MAX_THRESHOLDS} thresholds up to "
+            f"max_threshold={max_threshold}",
+            step,
+        )
     return np.array([round(i * step, 12) for i in range(count)], dtype=np.float64)
 
 
@@ -335,13 +347,16 @@ class ThresholdSweep:
             self.thresholds = values
         self._thresholds32 = self.thresholds.astype(np.float32)
         self.ignore_index = int(ignore_index)
-        self.class_names = class_names_for(self.num_classes - 1, class_names)
-        if len(self.class_names) != self.num_classes:
+        if class_names is not None and len(class_names) not in (
+            self.num_classes,
+            self.num_classes - 1,
+        ):
             raise InvalidValueError(
                 "class_names",
                 f"{self.num_classes} or {self.num_classes - 1} names",
-                len(class_names or []),
+                f"{len(class_names)} names",
             )
+        self.class_names = class_names_for(self.num_classes - 1, class_names)
         self.reset()
 
     def reset(self) -> None:
