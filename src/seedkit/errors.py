@@ -15,6 +15,7 @@ __all__ = [
     "DataFileError",
     "InvalidValueError",
     "NonFiniteError",
+    "PretrainedWeightsError",
     "SeedkitError",
     "ShapeError",
 ]
@@ -92,3 +93,11 @@ class DataFileError(SeedkitError, FileNotFoundError):
 
 class BackboneError(SeedkitError, ValueError):
     """A model cannot be built, wrapped or adjusted as requested."""
+
+
+class PretrainedWeightsError(BackboneError):
+    """A model's pretrained weights cannot be fetched (offline, no cache) or do not load.
+
+    Command-line tools catch it to name their own way out (``--no-pretrained``,
+    ``--checkpoint-path``).
+    """
