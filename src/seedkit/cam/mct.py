@@ -123,6 +123,14 @@ def localization_maps(output: Any, kind: str = "fused", refine: bool = True) -> 
         refine: propagate the maps along ``output.affinity``
             (:func:`refine_with_affinity`).
 
+    The class attention enters in units of uniform attention (multiplied by
+    the number of patches ``h * w``): a patch that gets ``1 / (h w)`` of every
+    row scores 1 per block. At one input size this factor cancels in the
+    max-normalised seeds; across the scales of multi-scale inference it puts
+    the views on one scale (raw attention shrinks with the token count, so the
+    smallest scale would dominate the sum). This factor is seedkit's choice;
+    MCTformer's published seeds use one scale.
+
     Returns:
         Non-negative maps :math:`(B, K, h, w)`, not normalised (the seed
         functions normalise each class by its maximum).
@@ -141,10 +149,15 @@ def localization_maps(output: Any, kind: str = "fused", refine: bool = True) -> 
             raise InvalidValueError(
                 "output", "an MCTSeedModelOutput (cams, class_attention, affinity)", output
             )
+    if kind != "patch_cam":
+        attention = _check_maps("class_attention", output.class_attention)
+        # In units of uniform attention: one patch of N gets 1/N of a row, so without this
+        # factor the smallest input scale would dominate a multi-scale sum.
+        attention = attention * (attention.shape[-2] * attention.shape[-1])
     if kind == "fused":
-        maps = fuse_attention_cams(output.class_attention, output.cams.float())
+        maps = fuse_attention_cams(attention, output.cams.float())
     elif kind == "class_attention":
-        maps = _check_maps("class_attention", output.class_attention)
+        maps = attention
     else:
         maps = F.relu(_check_maps("cams", output.cams))
     if refine:
@@ -190,7 +203,7 @@ class MCTLocalizationMaps(nn.Module):
         >>> model = create_seed_model("deit_tiny_patch16_224", 3, head="mct", depth=1, img_size=32)
         >>> seeds = infer_cams(MCTLocalizationMaps(model).eval(), torch.randn(1, 3, 64, 96),
         ...                    torch.tensor([[1.0, 0.0, 1.0]]), scales=(1.0, 0.5))
-        >>> tuple(seeds.shape), float(seeds[0, 1].abs().sum()), float(seeds[0, 0].max())
+        >>> tuple(seeds.shape), float(seeds[0, 1].abs().sum()), round(float(seeds[0, 0].max()), 2)
         ((1, 3, 64, 96), 0.0, 1.0)
     """
 
