@@ -11,6 +11,10 @@ ones on an existing OUT:
 Several processes (DDP; gloo on CPU, NCCL on GPU):
     torchrun --nproc_per_node=4 examples/train_voc.py --voc-root ... --recipe mctformer-deit-s
 
+MCTformer-V2 (one class token per class; docs/mctformer.rst), its own losses or with USAGE:
+    python examples/train_voc.py --voc-root ... --recipe mctformer-v2 --out runs/mct
+    python examples/train_voc.py --voc-root ... --recipe mctformer-v2-usage --out runs/mct-usage
+
 Without --voc-root it writes the demo dataset (real VOC layout) and trains the
 CAM baseline and USAGE with the same model, data, schedule and seed, then prints
 their seed mIoU side by side. Every run writes OUT/config.json (the resolved
@@ -40,7 +44,7 @@ from seedkit.engine import (
     run_seed_stage,
 )
 from seedkit.engine.pipeline import add_pipeline_arguments, parse_stages, run_later_stages
-from seedkit.errors import SeedkitError
+from seedkit.errors import PretrainedWeightsError, SeedkitError
 
 DEMO_IMAGES = 160
 
@@ -56,9 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="named reference settings")
     parser.add_argument("--config", help="a config.json of an earlier run (flags override it)")
     parser.add_argument("--backbone", help="any timm CNN or ViT name")
+    parser.add_argument(
+        "--head",
+        choices=["cam", "mct"],
+        help="seed-model head: 1x1-conv CAMs, or one class token per class (MCTformer-V2, ViTs)",
+    )
     pretrained = parser.add_mutually_exclusive_group()
     pretrained.add_argument("--pretrained", action="store_true", default=None, help="timm weights")
-    pretrained.add_argument("--checkpoint-path", help="local weights file for the backbone")
+    pretrained.add_argument(
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_false",
+        default=None,
+        help="random initialisation, also when the recipe loads timm weights",
+    )
+    pretrained.add_argument(
+        "--checkpoint-path", help="local weights file for the backbone (instead of timm's)"
+    )
     parser.add_argument("--output-stride", type=int, choices=[8, 16, 32], help="CNN output stride")
     parser.add_argument(
         "--timm-kwargs",
@@ -122,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 FLAG_FIELDS = (
     "method", "backbone", "pretrained", "checkpoint_path", "image_size", "batch_size", "epochs",
-    "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split",
+    "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split", "head",
     "eval_split", "eval_limit", "num_workers", "checkpoint_every", "log_every", "out", "seed",
     "tensorboard", "output_stride", "timm_kwargs", "consistency_temperature",
     "teacher_temperature", "consistency_start", "consistency_ramp", "eval_every", "max_threshold",
@@ -140,6 +158,8 @@ def resolve_config(args: argparse.Namespace, demo: bool) -> SeedStageConfig:
     overrides = {
         name: getattr(args, name) for name in FLAG_FIELDS if getattr(args, name) is not None
     }
+    if args.checkpoint_path is not None:
+        overrides["pretrained"] = False  # the local file replaces the recipe's timm weights
     if "epochs" in overrides:
         overrides["max_steps"] = None
     if "max_steps" in overrides:
@@ -235,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
                 else Path(run_configs[methods[0]].out) / "results.json"
             )
             print(f"\nresults: {summary_path}")
+    except PretrainedWeightsError as error:
+        print(
+            f"train_voc.py: error: {error.model_name}: could not load timm's pretrained weights "
+            f"({error.reason}); run with --no-pretrained (random initialisation) or "
+            "--checkpoint-path FILE (local weights), or point HF_HOME at a cache that has them",
+            file=sys.stderr,
+        )
+        return 2
     except SeedkitError as error:
         print(f"train_voc.py: error: {error}", file=sys.stderr)
         return 2

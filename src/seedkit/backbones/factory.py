@@ -188,12 +188,7 @@ def create_seed_model(
     except Exception as error:
         if not pretrained:
             raise
-        raise PretrainedWeightsError(
-            f"{name}: could not load timm's pretrained weights ({type(error).__name__}: "
-            f"{error}). Offline? Download the weights elsewhere and pass "
-            f"create_seed_model({name!r}, num_classes, checkpoint_path='/path/to/weights.pth' "
-            "or '.safetensors') with pretrained=False, or point HF_HOME at a cache that has them"
-        ) from error
+        raise PretrainedWeightsError(name, f"{type(error).__name__}: {error}") from error
 
     state_dict = None
     whole_model = False

@@ -181,6 +181,7 @@ class MCTSeedModel(SeedModel):
         self,
         encoder: nn.Module,
         num_classes: int,
+        *,
         attention_blocks: int | None = None,
         affinity_blocks: int | None = None,
         class_token_init: str = "copy",

@@ -214,6 +214,7 @@ class MCTLocalizationMaps(nn.Module):
         self.model = model
         self.kind = check_choice("kind", kind, MAP_KINDS)
         self.refine = bool(refine)
+        self.training = model.training  # so wrapping leaves the model's mode as it is
 
     def forward(self, x: torch.Tensor) -> Any:
         """Return the model's output with ``cams`` replaced by the localisation maps."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -32,6 +33,9 @@ class SeedStageConfig:
     # model
     method: str = "usage"
     backbone: str = "resnet18"
+    # The seed model's head (create_seed_model's ``head``): "cam" (1x1-conv CAM classifier)
+    # or "mct" (one class token per class + patch-CAM head, MCTformer-V2; ViTs only).
+    head: str = "cam"
     pretrained: bool = False
     checkpoint_path: str | None = None
     output_stride: int | None = None
@@ -99,6 +103,7 @@ class SeedStageConfig:
         """Check choices and ranges; return ``self``."""
         choices = {
             "method": ("usage", "cam"),
+            "head": ("cam", "mct"),
             "optimizer": ("sgd", "adamw"),
             "schedule": ("poly", "cosine", "constant"),
             "amp": ("auto", "on", "off"),
@@ -144,6 +149,28 @@ class SeedStageConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
+# MCTformer-V2: its DeiT-S with one class token per class and a patch-CAM head
+# (docs/mctformer.rst). Seeds: class attention x patch CAM, refined by attention
+# affinity, at scale 1.0 + flip (MCTformer's published command). Stochastic depth 0.1
+# is MCTformer's default; padding lets images of any size through the 16-pixel patches.
+_MCTFORMER_V2: dict[str, Any] = {
+    "head": "mct",
+    "backbone": "deit_small_patch16_224",
+    "timm_kwargs": {"drop_path_rate": 0.1, "dynamic_img_pad": True},
+    "optimizer": "adamw",
+    "lr": 5e-4 * 64 / 512,
+    "weight_decay": 0.05,
+    "schedule": "cosine",
+    "warmup_epochs": 5,
+    "epochs": 60,
+    "batch_size": 64,
+    "image_size": 224,
+    "resize_long": (224, 448),
+    "head_lr_mult": 1.0,
+    "cam_scales": (1.0,),
+    "pretrained": True,
+}
+
 # Reference settings (DESIGN section 5). Learning rates scale with the batch as the
 # codebases do; `lr` here is the value at the recipe's own batch size.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -162,6 +189,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "head_lr_mult": 1.0,
         "pretrained": True,
     },
+    # MCTformer-V2 (docs/mctformer.rst): MCTformer's own losses (class tokens + patch CAMs).
+    "mctformer-v2": {**_MCTFORMER_V2, "method": "cam"},
+    # The same with USAGE's terms (the ViT presets) on the patch CAMs; class-token loss kept.
+    "mctformer-v2-usage": {**_MCTFORMER_V2, "method": "usage"},
     # IRN / psa style ResNet-50: SGD poly, output stride 16, 512 crops, 5 epochs.
     "irn-resnet50": {
         "backbone": "resnet50",
@@ -219,7 +250,7 @@ def apply_recipe(config: SeedStageConfig, recipe: str) -> SeedStageConfig:
     """Return a copy of ``config`` with a named recipe's values applied."""
     if recipe not in RECIPES:
         raise InvalidValueError("recipe", "one of " + ", ".join(RECIPES), recipe)
-    values = dict(RECIPES[recipe])
+    values = copy.deepcopy(RECIPES[recipe])
     warmup_epochs = values.pop("warmup_epochs", None)
     if "max_steps" in values:
         values.setdefault("epochs", None)

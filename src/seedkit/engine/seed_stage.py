@@ -36,6 +36,7 @@ __all__ = [
     "evaluate_model_seeds",
     "load_seed_model",
     "run_seed_stage",
+    "token_classification_loss",
     "train_seed_model",
 ]
 
@@ -85,6 +86,7 @@ class SeedTrainingState:
             num_classes=config.num_classes,
             pretrained=config.pretrained,
             checkpoint_path=config.checkpoint_path,
+            head=config.head,
             **backbone_kwargs(config),
         ).to(context.device)
         self.total_steps = config.max_steps or config.epochs * steps_per_epoch  # type: ignore[operator]
@@ -362,6 +364,22 @@ def _quick_eval(state: SeedTrainingState, dataset: Any) -> dict[str, Any]:
     return record
 
 
+def token_classification_loss(output: Any, labels: torch.Tensor) -> torch.Tensor | None:
+    """The classification loss of a model output's class-token scores, if it has any.
+
+    The hook by which a seed model adds its own classification term: an output
+    with a ``token_logits`` field (:class:`seedkit.backbones.MCTSeedModelOutput`,
+    one score per class token) adds MCTformer's multi-label soft margin loss on
+    them to the seed-stage loss (``L = L_patch-CAM + L_token``, MCTformer-V2; with
+    USAGE, ``L_GEN + lambda L_REG`` on the patch CAMs plus ``L_token``). Other
+    outputs add nothing (``None``).
+    """
+    scores = getattr(output, "token_logits", None)
+    if scores is None:
+        return None
+    return F.multilabel_soft_margin_loss(scores.float(), labels.float())
+
+
 def _train_step(
     state: SeedTrainingState, batch: dict[str, Any], micro_size: int
 ) -> dict[str, float]:
@@ -390,21 +408,30 @@ def _train_step(
                 if weight > 0:
                     with torch.no_grad():
                         teacher_cams = state.teacher_view(images).cams
-                cams = state.student_view(images).cams
+                output = state.student_view(images)
+                cams = output.cams
                 mask = _cam_mask(valid, cams.shape[-2:])
                 out = state.criterion(
                     cams, labels, teacher_cams, mask, progress=state.step / state.total_steps
                 )
                 loss, generation, consistency = out.loss, out.generation, out.consistency
             else:
-                cams = model(images).cams
+                output = model(images)
+                cams = output.cams
                 mask = _cam_mask(valid, cams.shape[-2:])
                 loss = generation = state.criterion(cams, labels, mask)
                 consistency = loss.new_zeros(())
+            token = token_classification_loss(output, labels)
+            if token is not None:
+                loss = loss + token
             state.scaler.scale(loss / config.grad_accum).backward()
         totals["loss"] += float(context.mean(loss)) / config.grad_accum
         totals["generation"] += float(context.mean(generation)) / config.grad_accum
         totals["consistency"] += float(context.mean(consistency)) / config.grad_accum
+        if token is not None:
+            totals["token"] = (
+                totals.get("token", 0.0) + float(context.mean(token)) / config.grad_accum
+            )
     if config.grad_clip:
         state.scaler.unscale_(state.optimizer)
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip)
@@ -430,7 +457,7 @@ def load_seed_model(config: SeedStageConfig, device: torch.device) -> torch.nn.M
     if not path.is_file():
         raise DataFileError(path, "stage-1 model", "run stage 1 first (--stages 1)")
     model = create_seed_model(
-        config.backbone, num_classes=config.num_classes, **backbone_kwargs(config)
+        config.backbone, num_classes=config.num_classes, head=config.head, **backbone_kwargs(config)
     )
     model.load_state_dict(load_checkpoint(path)["model"])
     return model.to(device)
@@ -444,11 +471,11 @@ def write_seeds(
     context: DistributedContext,
 ) -> None:
     """Write psa-format seeds of ``dataset`` with the config's scales, sharded by rank."""
-    from seedkit.cam import write_cams
+    from seedkit.cam import as_seed_map_model, write_cams
 
     model.eval()
     write_cams(
-        model,
+        as_seed_map_model(model),  # MCT models: their localisation maps; others: CAMs
         dataset,
         seeds_dir,
         scales=config.cam_scales,
@@ -491,17 +518,18 @@ def evaluate_model_seeds(
     :func:`seedkit.cam.infer_cams` at ``scales`` with flips, swept against the
     masks as ``seedkit eval-seeds`` does. The model's train / eval mode is restored.
     """
-    from seedkit.cam import infer_cams
+    from seedkit.cam import as_seed_map_model, infer_cams
     from seedkit.metrics import ThresholdSweep
 
     sweep = ThresholdSweep(num_classes=num_classes + 1, max_threshold=max_threshold)
     was_training = model.training
     model.eval()
+    seed_maps = as_seed_map_model(model)
     try:
         for index in range(len(dataset)):
             item = dataset[index]
             seeds = infer_cams(
-                model,
+                seed_maps,
                 item["image"][None].to(device),
                 item["labels"][None].to(device),
                 scales=scales,
