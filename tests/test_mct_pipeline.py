@@ -19,9 +19,16 @@ from seedkit.backbones import create_seed_model
 from seedkit.cam import as_seed_map_model, infer_cams
 from seedkit.cli import main as seedkit_main
 from seedkit.data import make_demo_data
-from seedkit.engine import RECIPES, SeedStageConfig, apply_recipe, run_seed_stage
-from seedkit.engine.distributed import DistributedContext
-from seedkit.engine.seed_stage import eval_dataset, load_seed_model, token_classification_loss
+from seedkit.engine import (
+    RECIPES,
+    DistributedContext,
+    SeedStageConfig,
+    apply_recipe,
+    eval_dataset,
+    load_seed_model,
+    run_seed_stage,
+    token_classification_loss,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

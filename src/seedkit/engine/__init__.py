@@ -22,6 +22,7 @@ from seedkit.engine.seed_stage import (
     evaluate_model_seeds,
     load_seed_model,
     run_seed_stage,
+    token_classification_loss,
     train_seed_model,
     write_and_evaluate_seeds,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "run_segmentation_stage",
     "save_checkpoint",
     "save_config",
+    "token_classification_loss",
     "train_seed_model",
     "write_and_evaluate_seeds",
 ]
