@@ -1,4 +1,4 @@
-"""The maps of a multi-class-token model on demo images: docs/_static/mct_maps.{png,json}.
+"""The maps of a multi-class-token model on demo images: docs/_static/mct_maps.{jpg,json}.
 
 Trains a small MCTSeedModel (DeiT-tiny layout, 6 blocks, 8-pixel patches, random
 init) with MCTformer-V2's losses on the seedkit demo data through the seed stage,
@@ -7,7 +7,10 @@ attention, the patch CAM, their fusion and the affinity-refined fused map, and
 scores each kind as seeds (scale 1.0 + flip, best background threshold) on the
 evaluation list. CPU only; run from the repository root:
 
-    python docs/_static/mct_maps.py [--steps 400]
+    python docs/_static/mct_maps.py [--steps 300]
+
+``--reuse-run DIR`` draws from a finished run of this script (its ``run`` folder,
+printed at the start) instead of training again.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ import torch
 
 from seedkit.cam import MCTLocalizationMaps, infer_cams
 from seedkit.data import VOC_CLASSES, make_demo_data, read_image
-from seedkit.engine import SeedStageConfig
-from seedkit.engine.distributed import DistributedContext
-from seedkit.engine.seed_stage import eval_dataset, train_seed_model
+from seedkit.engine import (
+    DistributedContext,
+    SeedStageConfig,
+    eval_dataset,
+    load_config,
+    load_seed_model,
+    train_seed_model,
+)
 from seedkit.metrics import ThresholdSweep
 
 KINDS = [
@@ -42,12 +50,29 @@ OUT = Path("docs/_static")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--images", type=int, default=160)
     parser.add_argument("--eval-limit", type=int, default=48)
+    parser.add_argument("--reuse-run", type=Path, help="a finished run folder of this script")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.reuse_run is not None:
+        config = load_config(args.reuse_run / "config.json")
+        voc = Path(config.voc_root)
+        model = load_seed_model(config, torch.device("cpu")).eval()
+        log = (args.reuse_run / "log.jsonl").read_text().splitlines()
+        train_seconds = [json.loads(line) for line in log][-1]["elapsed"]
+        args.steps, args.eval_limit = config.max_steps, config.eval_limit
+        args.images = len(list((voc / "JPEGImages").glob("*.jpg")))
+    else:
+        model, config, voc, train_seconds = train(args)
+    render(args, model, config, voc, train_seconds)
+
+
+def train(args: argparse.Namespace) -> tuple[torch.nn.Module, SeedStageConfig, Path, float]:
+    """Write the demo data and train the model; return it, its config, the data, seconds."""
     work = Path(tempfile.mkdtemp(prefix="mct_maps_"))
+    print(f"run folder: {work / 'run'}", flush=True)
     voc = make_demo_data(work / "demo", num_images=args.images, seed=0)
     config = SeedStageConfig(
         voc_root=str(voc),
@@ -75,7 +100,17 @@ def main() -> None:
     )
     started = time.time()
     model = train_seed_model(config, DistributedContext(), str(voc)).model.eval()
-    train_seconds = time.time() - started
+    return model, config, voc, time.time() - started
+
+
+def render(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    config: SeedStageConfig,
+    voc: Path,
+    train_seconds: float,
+) -> None:
+    """Draw the figure and score each kind of map on the evaluation list."""
     dataset = eval_dataset(config, str(voc), with_masks=True)
     sweeps = {label: ThresholdSweep(num_classes=21) for _, _, label in KINDS}
     panels = []
@@ -106,7 +141,7 @@ def main() -> None:
         image = read_image(dataset.image_path(image_id))
         row_axes[0].imshow(image)
         row_axes[0].contour(mask == cls + 1, levels=[0.5], colors="white", linewidths=1.2)
-        row_axes[0].set_title(f"{image_id}: {VOC_CLASSES[cls + 1]} (outline)", fontsize=9)
+        row_axes[0].set_title(f"{image_id}: {VOC_CLASSES[cls]} (outline)", fontsize=9)
         for axis, (_, _, label) in zip(row_axes[1:], KINDS, strict=True):
             axis.imshow(image)
             axis.imshow(row[label][cls], cmap="jet", alpha=0.55, vmin=0.0, vmax=1.0)
@@ -119,7 +154,7 @@ def main() -> None:
         fontsize=9,
     )
     figure.tight_layout()
-    figure.savefig(OUT / "mct_maps.png")
+    figure.savefig(OUT / "mct_maps.jpg", pil_kwargs={"quality": 85})  # noisy textures: JPEG
     record = {
         "command": "python docs/_static/mct_maps.py "
         + f"--steps {args.steps} --images {args.images} --eval-limit {args.eval_limit}",
