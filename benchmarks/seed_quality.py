@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seedkit.engine.seed_stage import STRONG_DROP, WEAK_DROP
+from seedkit.engine import STRONG_DROP, WEAK_DROP
 
 FAMILIES = {"cnn": "resnet18", "vit": "deit_tiny_patch16_224"}
 PRETRAINED_CNN = "tf_efficientnet_lite0"
@@ -168,7 +168,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         result_path.parent.mkdir(parents=True, exist_ok=True)
         source = out / "runs" / job["model_from"] / "model.pt"
         shutil.copyfile(source, result_path.parent / "model.pt")
-    results = run_seed_stage(config, DistributedContext(), job["voc_root"], resume=resume)
+    # Not cached: a run left in the folder was interrupted; start it over (a model_from run
+    # reuses the copied model, the same training settings).
+    results = run_seed_stage(
+        config, DistributedContext(), job["voc_root"], resume=resume, overwrite=not resume
+    )
     assert results is not None
     summary = _summary(results, result_path.parent)
     print(
@@ -203,14 +207,14 @@ def _summary(results: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def collapse_run(job: dict[str, Any]) -> dict[str, Any]:
-    """Train USAGE with diagnostics: loss terms, gradient norms w.r.t. the CAMs, map contrast."""
-    import torch
-    from torch.utils.data import DataLoader
+    """Train USAGE with diagnostics: loss terms, gradient norms w.r.t. the CAMs, map contrast.
 
-    from seedkit.data import collate
-    from seedkit.engine import DistributedContext
-    from seedkit.engine import seed_stage as engine
-    from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
+    The engine's training loop runs it; a step hook computes both terms (the teacher
+    runs even at lambda = 0, to measure the term) and records the diagnostics.
+    """
+    import torch
+
+    from seedkit.engine import DistributedContext, StepOutput, cam_validity_mask, run_seed_stage
 
     torch.set_num_threads(1)
     out = Path(job["out"])
@@ -227,65 +231,53 @@ def collapse_run(job: dict[str, Any]) -> dict[str, Any]:
         max_steps=budget.vit_steps if vit else budget.collapse_steps,
         **job["overrides"],
     )
-    context = DistributedContext()
-    torch.manual_seed(config.seed)
-    dataset = engine._train_dataset(config, job["voc_root"])
-    sampler = ResumableShardSampler(len(dataset), config.batch_size, 0, 1, seed=config.seed)
-    state = engine.SeedTrainingState(config, context, sampler.steps_per_epoch)
-    loader = DataLoader(
-        EpochIndexedDataset(dataset),
-        batch_size=config.batch_size,
-        sampler=EpochIndexedDataset.sampler(sampler),
-        num_workers=0,
-        collate_fn=collate,
-        drop_last=True,
-    )
-    criterion = state.criterion
     trace = []
-    epoch = 0
-    while state.step < state.total_steps:
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            images, labels, valid = batch["image"], batch["labels"], batch["valid"]
-            state.model.train()
-            generator = engine._view_generator(config, state.step, 0)
-            state.teacher_view.generator = state.student_view.generator = generator
-            with torch.no_grad():
-                teacher_cams = state.teacher_view(images).cams
-            cams = state.student_view(images).cams
-            mask = engine._cam_mask(valid, cams.shape[-2:])
-            generation = criterion.generation(cams, labels, mask)
-            consistency = criterion.consistency(cams, teacher_cams, labels, mask)
-            weight = criterion.weight_at(state.step / state.total_steps)
-            (g_gen,) = torch.autograd.grad(generation, cams, retain_graph=True)
-            (g_reg,) = torch.autograd.grad(weight * consistency, cams, retain_graph=True)
-            state.optimizer.zero_grad(set_to_none=True)
-            (generation + weight * consistency).backward()
-            state.optimizer.step()
-            state.scheduler.step()
-            state.teacher.update(state.model, step=state.step)
-            present = labels > 0
-            flat_s = cams.detach().flatten(2)[present]
-            flat_t = teacher_cams.flatten(2)[present]
-            if state.step % 10 == 0 or state.step == state.total_steps - 1:
-                trace.append(
-                    {
-                        "step": state.step,
-                        "generation": float(generation.detach()),
-                        "consistency": float(consistency.detach()),
-                        "grad_generation": float(g_gen.norm()),
-                        "grad_consistency": float(g_reg.norm()),
-                        "student_contrast": float(flat_s.std(dim=1).mean()),
-                        "teacher_contrast": float(flat_t.std(dim=1).mean()),
-                        "present_mean": float(flat_s.mean()),
-                        "present_positive": float((flat_s > 0).float().mean()),
-                    }
-                )
-            state.step += 1
-            if state.step >= state.total_steps:
-                break
-        epoch += 1
-    seeds = engine.write_and_evaluate_seeds(state.model, config, context, job["voc_root"])
+
+    def diagnose(state, batch, info):
+        criterion = state.criterion
+        images, labels, valid = batch["image"], batch["labels"], batch["valid"]
+        state.seed_views(info)
+        with torch.no_grad():
+            teacher_cams = state.teacher_view(images).cams
+        cams = state.student_view(images).cams
+        mask = cam_validity_mask(valid, cams.shape[-2:])
+        generation = criterion.generation(cams, labels, mask)
+        consistency = criterion.consistency(cams, teacher_cams, labels, mask)
+        weight = criterion.weight_at(info.progress)
+        (g_gen,) = torch.autograd.grad(generation, cams, retain_graph=True)
+        (g_reg,) = torch.autograd.grad(weight * consistency, cams, retain_graph=True)
+        present = labels > 0
+        flat_s = cams.detach().flatten(2)[present]
+        flat_t = teacher_cams.flatten(2)[present]
+        if info.step % 10 == 0 or info.step == info.total_steps - 1:
+            trace.append(
+                {
+                    "step": info.step,
+                    "generation": float(generation.detach()),
+                    "consistency": float(consistency.detach()),
+                    "grad_generation": float(g_gen.norm()),
+                    "grad_consistency": float(g_reg.norm()),
+                    "student_contrast": float(flat_s.std(dim=1).mean()),
+                    "teacher_contrast": float(flat_t.std(dim=1).mean()),
+                    "present_mean": float(flat_s.mean()),
+                    "present_positive": float((flat_s > 0).float().mean()),
+                }
+            )
+        return StepOutput(
+            generation + weight * consistency,
+            {
+                "generation": generation.detach(),
+                "consistency": consistency.detach(),
+                "consistency_weight": weight,
+            },
+        )
+
+    # overwrite: a run without its collapse.json is an interrupted one; the trace needs
+    # the whole run
+    results = run_seed_stage(
+        config, DistributedContext(), job["voc_root"], overwrite=True, step=diagnose
+    )
+    seeds = results["seeds"]
     result = {
         "name": job["name"],
         "overrides": job["overrides"],

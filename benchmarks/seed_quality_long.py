@@ -83,6 +83,10 @@ FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
         "head_lr_mult": 10.0,
     },
 }
+# The second pretrained ViT: the same network, its patch tokens distilled from the
+# pretrained CNN's stride-16 features (see ``pretrain_vit_distilled``).
+FAMILY_SETTINGS["vit_distill"] = dict(FAMILY_SETTINGS["vit"])
+FAMILIES = tuple(FAMILY_SETTINGS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +103,8 @@ class Budget:
     pretrain_steps: int
 
 
-FULL = Budget(600, 1000, 8, 64, 100, (0, 1, 2), 1500, 2000)
-QUICK = Budget(120, 60, 8, 16, 20, (0,), 200, 60)
+FULL = Budget(600, 1000, 8, 64, 100, (0, 1, 2), 1500, 1200)
+QUICK = Budget(120, 60, 8, 16, 20, (0,), 200, 20)
 
 
 # ---------------------------------------------------------------- weights
@@ -222,6 +226,100 @@ def pretrain_vit(out: Path, budget: Budget, data_root: Path) -> str:
     return str(target)
 
 
+def pretrain_vit_distilled(out: Path, budget: Budget, data_root: Path, cnn: str) -> str:
+    """The ViT's patch tokens distilled from the pretrained CNN's features (cached).
+
+    No labels: on the same disjoint demo images as :func:`pretrain_vit`, a linear
+    map of the ViT's last patch tokens (2 x 2-pooled to stride 16) regresses the
+    ImageNet-pretrained ``tf_efficientnet_lite0``'s stride-16 feature map
+    (normalised per position), so the tokens learn the CNN's local features while
+    attention mixes them globally, the way an ImageNet ViT's tokens carry both.
+    """
+    import timm
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from seedkit.data import TrainTransform, VOCSegmentation, collate, make_demo_data
+
+    target = out / "vit_distilled.pth"
+    if target.is_file():
+        return str(target)
+    torch.manual_seed(0)
+    root = data_root / "pretrain" / "VOCdevkit" / "VOC2012"
+    if not (root / "ImageSets").is_dir():
+        root = make_demo_data(data_root / "pretrain", num_images=budget.pretrain_images, seed=1)
+    dataset = VOCSegmentation(
+        root,
+        "trainval",
+        transform=TrainTransform(112, resize_long=(96, 160)),
+        with_masks=False,
+        seed=1,
+    )
+    teacher = timm.create_model(
+        PRETRAINED_CNN, pretrained=False, features_only=True, out_indices=(3,)
+    )
+    missing, _ = teacher.load_state_dict(torch.load(cnn, weights_only=True), strict=False)
+    if [k for k in missing if "num_batches_tracked" not in k]:
+        raise SystemExit(f"error: {cnn}: the CNN's feature weights are incomplete")
+    teacher.eval().requires_grad_(False)
+    student = timm.create_model(
+        VIT, pretrained=False, num_classes=0, img_size=112, dynamic_img_size=True, **VIT_KWARGS
+    )
+    width = teacher.feature_info.channels()[-1]
+    projection = torch.nn.Linear(student.num_features, width)
+    parameters = [*student.parameters(), *projection.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=5e-4, weight_decay=0.05)
+    total, warmup = budget.pretrain_steps, max(1, budget.pretrain_steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    step, started, log = 0, time.time(), []
+    generator = torch.Generator().manual_seed(0)
+    prefix = student.num_prefix_tokens
+    while step < total:
+        loader = DataLoader(
+            dataset,
+            batch_size=32,
+            shuffle=True,
+            drop_last=True,
+            collate_fn=collate,
+            generator=generator,
+        )
+        dataset.epoch = step
+        for batch in loader:
+            images = batch["image"]
+            with torch.no_grad():
+                goal = teacher(images)[-1]  # (B, C, H/16, W/16)
+                goal = F.layer_norm(goal.permute(0, 2, 3, 1), (width,))
+            tokens = student.forward_features(images)[:, prefix:]
+            grid = (images.shape[-2] // 8, images.shape[-1] // 8)
+            tokens = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+            pooled = F.adaptive_avg_pool2d(tokens, goal.shape[1:3]).permute(0, 2, 3, 1)
+            loss = F.mse_loss(projection(pooled), goal)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step % 50 == 0 or step == total:
+                log.append({"step": step, "loss": loss.item()})
+                print(
+                    f"  distil vit {step}/{total} loss {loss.item():.4f} "
+                    f"({time.time() - started:.0f} s)",
+                    flush=True,
+                )
+            if step >= total:
+                break
+    torch.save(student.state_dict(), target)
+    (out / "vit_distill_log.json").write_text(json.dumps(log, indent=1))
+    return str(target)
+
+
 # ---------------------------------------------------------------- one run
 
 
@@ -258,15 +356,20 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(job.get("threads", 1))
     run_dir = Path(job["out"]) / "runs" / job["name"]
+    same = job.get("same_as")
+    if same and (Path(job["out"]) / "runs" / same / "results.json").is_file():
+        # The same configuration already ran in another phase (the sweep).
+        run_dir = Path(job["out"]) / "runs" / same
     if not (run_dir / "results.json").is_file():
         from seedkit.engine import DistributedContext, run_seed_stage
 
         started = time.time()
         config = _config(job)
-        run_seed_stage(config, DistributedContext(), job["voc_root"])
+        # no results.json: a run left in the folder was interrupted; start it over
+        run_seed_stage(config, DistributedContext(), job["voc_root"], overwrite=True)
         seconds = time.time() - started
         (run_dir / "seconds.txt").write_text(f"{seconds:.1f}\n")
-    row = {**job, **summarise_run(run_dir)}
+    row = {**job, **summarise_run(run_dir, job)}
     print(
         f"  {job['name']}: mIoU {row['miou']:.1f} at t={row['threshold']:.2f} "
         f"FP {row['fp_rate']:.1f} FN {row['fn_rate']:.1f} ({row['seconds']:.0f} s)",
@@ -275,10 +378,25 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def summarise_run(run_dir: Path) -> dict[str, Any]:
-    """Final seeds (multi-scale) and the eval curve of one run."""
+# The widest sweep: when a run's best threshold sits at ``--max-threshold``, its seeds
+# are scored again up to this one, so no table reads FP / FN off a truncated curve.
+WIDEST_THRESHOLD = 0.99
+
+
+def summarise_run(run_dir: Path, job: dict[str, Any]) -> dict[str, Any]:
+    """Final seeds (multi-scale) and the eval curve of one run.
+
+    A best threshold at the edge of the run's sweep is re-scored on the written seeds
+    up to :data:`WIDEST_THRESHOLD` (``widened``); the row then holds the wider sweep.
+    """
     results = json.loads((run_dir / "results.json").read_text())
     seeds = results["seeds"]
+    row = {k: seeds[k] for k in ("miou", "threshold", "fp_rate", "fn_rate")}
+    row["max_threshold"] = job["max_threshold"]
+    at_edge = row["threshold"] >= job["max_threshold"] - 1e-9
+    if at_edge and job["max_threshold"] < WIDEST_THRESHOLD:
+        row.update(widen(run_dir, job), max_threshold=WIDEST_THRESHOLD)
+        row["widened_from"] = seeds["threshold"]
     curve = []
     for line in (run_dir / "log.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -286,26 +404,53 @@ def summarise_run(run_dir: Path) -> dict[str, Any]:
             curve.append({k: v for k, v in record.items() if k not in ("event", "time")})
     seconds_file = run_dir / "seconds.txt"
     return {
-        "miou": seeds["miou"],
-        "threshold": seeds["threshold"],
-        "fp_rate": seeds["fp_rate"],
-        "fn_rate": seeds["fn_rate"],
+        **row,
         "curve": curve,
         "seconds": float(seconds_file.read_text()) if seconds_file.is_file() else math.nan,
     }
 
 
+def widen(run_dir: Path, job: dict[str, Any]) -> dict[str, float]:
+    """Score a run's seed files again with the sweep up to WIDEST_THRESHOLD (cached)."""
+    cached = run_dir / "widened.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    from seedkit.data import read_id_list
+    from seedkit.metrics import evaluate_seeds
+
+    root = Path(job["voc_root"])
+    ids = read_id_list(root, "train")[: job["budget"]["eval_limit"]]
+    result = evaluate_seeds(
+        run_dir / "seeds",
+        root / "SegmentationClass",
+        ids,
+        num_classes=21,
+        max_threshold=WIDEST_THRESHOLD,
+        progress=False,
+    )
+    row = {
+        "miou": result.best_miou,
+        "threshold": result.best_threshold,
+        "fp_rate": result.fp_rate,
+        "fn_rate": result.fn_rate,
+    }
+    cached.write_text(json.dumps(row))
+    return row
+
+
 # ---------------------------------------------------------------- phases
 
-SWEEP_TEMPERATURES: dict[str, tuple[float, ...]] = {
-    "raw": (0.3, 1.0, 3.0, 10.0),
-    "max": (0.1, 0.3),
-}
+SWEEP_TEMPERATURES: dict[str, tuple[float, ...]] = {"raw": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)}
+# The scale-free form (maps divided by their detached maximum), with --scale-free.
+SCALE_FREE_TEMPERATURES: tuple[float, ...] = (0.1, 0.3)
 # The generation term alone: no network-adjusted views, no consistency term.
 PLAIN: dict[str, Any] = {"consistency_weight": 0.0, "student_drop": 0.0, "teacher_drop": 0.0}
 
 
-def sweep_jobs(families: list[str]) -> list[dict[str, Any]]:
+def sweep_jobs(families: list[str], scale_free: bool = False) -> list[dict[str, Any]]:
+    temperatures = dict(SWEEP_TEMPERATURES)
+    if scale_free:
+        temperatures["max"] = SCALE_FREE_TEMPERATURES
     jobs = []
     for family in families:
         jobs.append(
@@ -318,8 +463,8 @@ def sweep_jobs(families: list[str]) -> list[dict[str, Any]]:
                 "overrides": {"method": "cam"},
             }
         )
-        for scale, temperatures in SWEEP_TEMPERATURES.items():
-            for tau in temperatures:
+        for scale, values in temperatures.items():
+            for tau in values:
                 suffix = "" if scale == "raw" else "_max"
                 jobs.append(
                     {
@@ -340,15 +485,19 @@ def sweep_jobs(families: list[str]) -> list[dict[str, Any]]:
 
 
 def consistency_variants(tau: float) -> dict[str, dict[str, Any]]:
-    """The consistency term on top of the generation term at ``tau``; one change each."""
+    """The consistency term on top of the generation term at ``tau``; one change each.
+
+    ``w0.1_ramp`` is mean-teacher practice (the term off for the first 20 % of the
+    run, a sigmoid ramp over the next 30 %, the network-adjusted views on); the others
+    change one thing: no start / ramp, a larger but ``log N``-normalised weight, no
+    network adjustment.
+    """
     base = {"method": "usage", "temperature": tau}
     ramp = {"consistency_start": 0.2, "consistency_ramp": 0.3}
     return {
         "w0.1_ramp": {**base, **ramp, "consistency_weight": 0.1},
-        "w1_ramp": {**base, **ramp, "consistency_weight": 1.0},
-        "w1_ramp_norm": {**base, **ramp, "consistency_weight": 1.0, "normalize_consistency": True},
         "w0.1_nostart": {**base, "consistency_weight": 0.1},
-        "w0.1_ramp_ema0.999": {**base, **ramp, "consistency_weight": 0.1, "ema_momentum": 0.999},
+        "w1_ramp_norm": {**base, **ramp, "consistency_weight": 1.0, "normalize_consistency": True},
         "w0.1_ramp_nodrop": {
             **base,
             **ramp,
@@ -356,7 +505,6 @@ def consistency_variants(tau: float) -> dict[str, dict[str, Any]]:
             "student_drop": 0.0,
             "teacher_drop": 0.0,
         },
-        "l1_w1_ramp": {**base, **ramp, "consistency_weight": 1.0, "distance": "l1"},
     }
 
 
@@ -374,19 +522,42 @@ def consistency_jobs(families: list[str], taus: dict[str, float]) -> list[dict[s
     ]
 
 
-def compare_jobs(families: list[str], seeds: tuple[int, ...]) -> list[dict[str, Any]]:
-    """cam, usage_gen (the generation preset alone) and usage (every preset) over seeds."""
+# The consistency term of the compare phase's ``usage_full``: weight 0.1 with the
+# network-adjusted views, EMA teacher from the pretrained student (the best variant of
+# the consistency phase on the CNN, seed 0).
+FULL_CONSISTENCY: dict[str, Any] = {"consistency_weight": 0.1}
+
+
+def compare_jobs(
+    families: list[str], seeds: tuple[int, ...], taus: dict[str, float]
+) -> list[dict[str, Any]]:
+    """cam, usage (the library's presets) and usage_full (with the consistency term) over seeds.
+
+    Seed 0 of ``cam`` and ``usage`` is the sweep's run of the same configuration
+    (while the presets leave the consistency term off).
+    """
+    from seedkit.losses import CONSISTENCY_PRESETS
+
     jobs = []
     for family in families:
+        preset_off = (
+            CONSISTENCY_PRESETS["vit" if family.startswith("vit") else "cnn"]["weight"] == 0
+        )
         for seed in seeds:
             for method, overrides in (
                 ("cam", {"method": "cam"}),
-                ("usage_gen", {"method": "usage", **PLAIN}),
                 ("usage", {"method": "usage"}),
+                ("usage_full", {"method": "usage", **FULL_CONSISTENCY}),
             ):
+                same = None
+                if seed == 0 and method == "cam":
+                    same = f"sweep_{family}_gap"
+                elif seed == 0 and method == "usage" and preset_off:
+                    same = f"sweep_{family}_t{taus[family]:g}"
                 jobs.append(
                     {
                         "name": f"compare_{family}_{method}_s{seed}",
+                        "same_as": same,
                         "family": family,
                         "method": method,
                         "seed": seed,
@@ -394,6 +565,15 @@ def compare_jobs(families: list[str], seeds: tuple[int, ...]) -> list[dict[str, 
                     }
                 )
     return jobs
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    runs = Path(job["out"]) / "runs"
+    return any(
+        (runs / name / "results.json").is_file()
+        for name in (job["name"], job.get("same_as"))
+        if name
+    )
 
 
 def run_jobs(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
@@ -514,7 +694,7 @@ def plot_curves(results: dict[str, Any], folder: Path) -> list[str]:
         return []
     fig, axes = plt.subplots(1, len(families), figsize=(4.6 * len(families), 3.4), squeeze=False)
     for axis, family in zip(axes[0], families, strict=True):
-        for index, method in enumerate(("cam", "usage_gen", "usage")):
+        for index, method in enumerate(("cam", "usage", "usage_full")):
             runs = [r for r in rows if r["family"] == family and r["method"] == method]
             if not runs or not runs[0]["curve"]:
                 continue
@@ -524,12 +704,12 @@ def plot_curves(results: dict[str, Any], folder: Path) -> list[str]:
                 for i in range(len(steps))
             ]
             axis.plot(steps, mean, "o-", ms=3, color=f"C{index}", label=method)
-            if method == "usage" and "teacher_miou" in runs[0]["curve"][0]:
+            if method == "usage_full" and "teacher_miou" in runs[0]["curve"][0]:
                 teacher = [
                     statistics.fmean(r["curve"][i]["teacher_miou"] for r in runs)
                     for i in range(len(steps))
                 ]
-                axis.plot(steps, teacher, ":", color=f"C{index}", label="usage EMA teacher")
+                axis.plot(steps, teacher, ":", color=f"C{index}", label="usage_full EMA teacher")
         axis.set_title(family)
         axis.set_xlabel("training step")
         axis.set_ylabel("seed mIoU (%), one scale")
@@ -572,15 +752,32 @@ def main(argv: list[str] | None = None) -> int:
         default=["pretrain", "sweep", "consistency", "compare"],
         choices=["pretrain", "sweep", "consistency", "compare"],
     )
-    parser.add_argument("--families", nargs="+", default=["cnn", "vit"], choices=["cnn", "vit"])
+    parser.add_argument(
+        "--families", nargs="+", default=["cnn", "vit", "vit_distill"], choices=FAMILIES
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each)")
     parser.add_argument("--quick", action="store_true", help="tiny budget: a smoke test only")
     parser.add_argument("--out", default="runs/seed_quality_long")
     parser.add_argument("--plots", default="docs/_static")
     parser.add_argument("--max-threshold", type=float, default=0.95)
     parser.add_argument("--names", nargs="+", help="run only the jobs with these names")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="start no run: compose the tables and plots from the finished runs",
+    )
     parser.add_argument("--steps", type=int, help="override the fine-tuning steps")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the compare seeds")
+    parser.add_argument(
+        "--scale-free", action="store_true", help="also sweep the scale-free temperature"
+    )
+    parser.add_argument(
+        "--generation-temperature",
+        nargs="+",
+        default=[],
+        metavar="FAMILY=TAU",
+        help="the consistency phase's generation temperature (default: the library preset)",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -606,6 +803,11 @@ def main(argv: list[str] | None = None) -> int:
         vit_path = out / "vit_pretrained.pth"
         if "pretrain" in args.phases or vit_path.is_file():
             checkpoints["vit"] = pretrain_vit(out, budget, data_root)
+    if "vit_distill" in args.families:
+        vit_path = out / "vit_distilled.pth"
+        if "pretrain" in args.phases or vit_path.is_file():
+            cnn = pretrained_cnn_checkpoint(out)
+            checkpoints["vit_distill"] = pretrain_vit_distilled(out, budget, data_root, cnn)
     families = [f for f in args.families if f in checkpoints]
     common = {
         "out": str(out),
@@ -615,12 +817,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     phase_jobs: dict[str, list[dict[str, Any]]] = {}
     if "sweep" in args.phases:
-        phase_jobs["sweep"] = sweep_jobs(families)
+        phase_jobs["sweep"] = sweep_jobs(families, args.scale_free)
+    taus = {f: TEMPERATURE_PRESETS["vit" if f.startswith("vit") else "cnn"] for f in families}
+    for item in args.generation_temperature:
+        family, _, tau = item.partition("=")
+        taus[family] = float(tau)
     if "consistency" in args.phases:
-        taus = {family: TEMPERATURE_PRESETS[family] for family in families}
         phase_jobs["consistency"] = consistency_jobs(families, taus)
     if "compare" in args.phases:
-        phase_jobs["compare"] = compare_jobs(families, budget.seeds)
+        phase_jobs["compare"] = compare_jobs(families, budget.seeds, taus)
     results: dict[str, Any] = {}
     for phase in ("sweep", "consistency", "compare"):
         path = out / f"phase_{phase}.json"
@@ -632,8 +837,10 @@ def main(argv: list[str] | None = None) -> int:
             for job in jobs
             if not args.names or job["name"] in args.names
         ]
+        if args.report_only:
+            jobs = [job for job in jobs if _finished(job)]
         print(f"{phase}: {len(jobs)} runs", flush=True)
-        rows = run_jobs(jobs, args.jobs)
+        rows = run_jobs(jobs, 1 if args.report_only else args.jobs)
         for row in rows:
             row.pop("budget", None)
         results[phase] = _merge(out / f"phase_{phase}.json", rows)

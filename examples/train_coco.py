@@ -29,9 +29,29 @@ import sys
 from pathlib import Path
 
 import seedkit
-from seedkit.engine import RECIPES, SeedStageConfig, apply_recipe, init_distributed, run_seed_stage
-from seedkit.engine.pipeline import add_pipeline_arguments, parse_stages, run_later_stages
-from seedkit.errors import DataFileError, PretrainedWeightsError, SeedkitError
+from seedkit.engine import (
+    RECIPES,
+    SeedStageConfig,
+    apply_recipe,
+    ensure_writable_directory,
+    has_run,
+    init_distributed,
+    run_seed_stage,
+)
+from seedkit.engine.pipeline import (
+    add_pipeline_arguments,
+    name_flags,
+    parse_stages,
+    prepare_later_stages,
+    run_later_stages,
+)
+from seedkit.errors import (
+    DataFileError,
+    InvalidValueError,
+    PretrainedWeightsError,
+    RunConflictError,
+    SeedkitError,
+)
 
 SPLITS = {"train": "train2014", "val": "val2014"}
 
@@ -50,14 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--backbone")
     parser.add_argument("--head", choices=["cam", "mct"], help="default: the recipe's")
-    pretrained = parser.add_mutually_exclusive_group()
-    pretrained.add_argument("--pretrained", action="store_true", default=None)
-    pretrained.add_argument(
-        "--no-pretrained",
-        dest="pretrained",
-        action="store_false",
+    parser.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="random initialisation, also when the recipe loads timm weights",
+        help="timm's ImageNet weights (default: the recipe's; --no-pretrained: none)",
     )
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -74,14 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-images", type=int, help="use only the first N images of each split"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the runs in OUT")
+    again.add_argument(
+        "--overwrite", action="store_true", help="delete the runs in OUT and start over"
+    )
     parser.add_argument("--no-progress", action="store_true")
     add_pipeline_arguments(parser)
     return parser
 
 
-def build_voc_view(coco_root: Path, view: Path, limit: int | None, is_main: bool, context) -> Path:
-    """Write (once) the VOC-layout view of COCO 2014 that the stages read; return its root."""
+def build_voc_view(
+    coco_root: Path, view: Path, limit: int | None, is_main: bool, context, overwrite: bool
+) -> Path:
+    """Write (once) the VOC-layout view of COCO 2014 that the stages read; return its root.
+
+    A view of another ``--coco-root`` or ``--limit-images`` is refused (``--overwrite``
+    writes it again).
+    """
+    import json
+    import shutil
+
     from seedkit.data import (
         atomic_write_bytes,
         make_coco_cls_labels,
@@ -91,6 +121,23 @@ def build_voc_view(coco_root: Path, view: Path, limit: int | None, is_main: bool
     from seedkit.data.coco import load_coco
 
     marker = view / "cls_labels.npy"
+    record_path = view / "view.json"
+    wanted = {"coco_root": str(coco_root.resolve()), "limit_images": limit}
+    recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    differences = [
+        (flag, recorded.get(key), wanted[key])
+        for key, flag in (("coco_root", "--coco-root"), ("limit_images", "--limit-images"))
+        if recorded.get(key) != wanted[key]
+    ]
+    if marker.is_file() and differences and not overwrite:
+        raise RunConflictError(
+            view,
+            "holds a COCO view of other settings",
+            differences,
+            "pass --overwrite to write it again (and retrain), or choose another --out",
+        )
+    if is_main and differences and view.exists():
+        shutil.rmtree(view)
     if is_main and not marker.is_file():
         labels = {}
         for split, folder in SPLITS.items():
@@ -123,7 +170,8 @@ def build_voc_view(coco_root: Path, view: Path, limit: int | None, is_main: bool
                 view / "ImageSets" / "Segmentation" / f"{split}.txt",
                 ("\n".join(ids) + "\n").encode(),
             )
-        save_cls_labels(marker, labels)
+        atomic_write_bytes(record_path, (json.dumps(wanted) + "\n").encode())
+        save_cls_labels(marker, labels)  # last: the view is complete
     context.barrier()
     return view
 
@@ -160,7 +208,11 @@ def seed_config(args: argparse.Namespace, out: Path, voc_root: str) -> SeedStage
         overrides["cam_scales"] = tuple(args.cam_scales)
     if args.no_progress:
         overrides["progress"] = False
-    return dataclasses.replace(config, **overrides).validate()
+    try:
+        return dataclasses.replace(config, **overrides).validate()
+    except InvalidValueError as error:
+        flags = {name: "--" + name.replace("_", "-") for name in overrides}
+        raise name_flags(error, flags) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,19 +223,50 @@ def main(argv: list[str] | None = None) -> int:
         args.seg_arch = "deeplabv3_resnet101"
     context = init_distributed()
     try:
+        if args.limit_images is not None and args.limit_images < 1:
+            raise InvalidValueError("--limit-images", "an integer >= 1", args.limit_images)
         stages = parse_stages(args.stages)
         out = Path(args.out)
+        if context.is_main:
+            ensure_writable_directory(out)
         view = build_voc_view(
-            Path(args.coco_root), out / "coco_voc", args.limit_images, context.is_main, context
+            Path(args.coco_root),
+            out / "coco_voc",
+            args.limit_images,
+            context.is_main,
+            context,
+            args.overwrite,
         )
         config = seed_config(args, out, str(view))
+        later = None
+        if 2 in stages or 3 in stages:  # checked before anything trains
+            later = prepare_later_stages(args, stages, False, out, config, str(view))
+        folders = [config.out] if 1 in stages else []
+        if later is not None:
+            folders += [c.out for c in (later.pseudo_masks, later.segmentation) if c is not None]
+        if args.resume and not any(has_run(folder) for folder in folders):
+            raise RunConflictError(
+                out,
+                "nothing to resume: no run has started here (no checkpoint.pt, no run.json)",
+                hint="run without --resume to start it",
+            )
         if 1 in stages:
             if context.is_main:
                 print(
                     f"\n[stage 1] {config.method} seeds, {config.backbone} -> {config.out}",
                     flush=True,
                 )
-            result = run_seed_stage(config, context, str(view), resume=args.resume)
+            try:
+                result = run_seed_stage(
+                    config,
+                    context,
+                    str(view),
+                    resume=args.resume and has_run(config.out),
+                    overwrite=args.overwrite,
+                )
+            except (RunConflictError, InvalidValueError) as error:
+                flags = {name: "--" + name.replace("_", "-") for name in vars(args)}
+                raise name_flags(error, flags) from None
             if result is not None:
                 from seedkit.engine.pipeline import update_results
 
@@ -192,8 +275,21 @@ def main(argv: list[str] | None = None) -> int:
                     f"seed mIoU: {result['seeds']['miou']:.2f} "
                     f"at threshold {result['seeds']['threshold']:.2f}"
                 )
-        if 2 in stages or 3 in stages:
-            run_later_stages(args, stages, False, out, config, context, str(view), args.resume)
+                for message in result["seeds"]["warnings"]:
+                    print(f"train_coco.py: warning: {message}", file=sys.stderr)
+        if later is not None:
+            run_later_stages(
+                args,
+                stages,
+                False,
+                out,
+                config,
+                context,
+                str(view),
+                args.resume,
+                overwrite=args.overwrite,
+                later=later,
+            )
         if context.is_main:
             print(f"\nresults: {out / 'results.json'}")
     except PretrainedWeightsError as error:

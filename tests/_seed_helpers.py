@@ -61,6 +61,25 @@ def plain_miou(cm: np.ndarray) -> tuple[list[float], float]:
     return ious, (float(sum(kept) / len(kept)) * 100.0 if kept else float("nan"))
 
 
+def fixed_set_curve(confusions, mean_over: str = "present") -> np.ndarray:
+    """mIoU per threshold over one class set for the whole sweep, empty unions counting 0:
+    all classes ("all"), or those with a non-empty union at some threshold ("present")."""
+    num_classes = confusions[0].shape[0]
+    unions = [
+        [cm[c, :].sum() + cm[:, c].sum() - cm[c, c] for c in range(num_classes)]
+        for cm in confusions
+    ]
+    if mean_over == "all":
+        counted = list(range(num_classes))
+    else:
+        counted = [c for c in range(num_classes) if any(u[c] > 0 for u in unions)]
+    curve = []
+    for cm, union in zip(confusions, unions, strict=True):
+        ious = [cm[c, c] / union[c] if union[c] > 0 else 0.0 for c in counted]
+        curve.append(100.0 * sum(ious) / len(ious))
+    return np.array(curve)
+
+
 def naive_sweep(stacks, gts, thresholds, num_classes):
     """Per-threshold loop like the reference codebases: returns (curve, confusions)."""
     curve, confusions = [], []

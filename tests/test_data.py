@@ -175,6 +175,23 @@ def test_cls_labels_round_trip_in_psa_format(tmp_path: Path) -> None:
         load_cls_labels(tmp_path / "missing.npy")
 
 
+def test_cls_labels_with_irn_integer_keys(tmp_path: Path) -> None:
+    labels = {"2007_000032": np.eye(20)[0], "2011_003276": np.eye(20)[14]}
+    path = save_cls_labels(tmp_path / "cls_labels.npy", labels, key_type="int")
+    raw = np.load(path, allow_pickle=True).item()
+    assert sorted(raw) == [2007000032, 2011003276]
+    # IRN reads its id lists (2007_000032 per line) as np.int32 and looks those ids up.
+    for name in np.array([int(i) for i in labels], dtype=np.int32):
+        assert raw[name].dtype == np.float32 and raw[name].shape == (20,)
+    np.testing.assert_array_equal(raw[np.int32(2011003276)], labels["2011_003276"])
+    loaded = load_cls_labels(path)  # back to VOC ids, as IRN's decode_int_filename does
+    assert sorted(loaded) == sorted(labels)
+    with pytest.raises(InvalidValueError, match="COCO_train2014_000000000009"):
+        save_cls_labels(path, {"COCO_train2014_000000000009": np.zeros(80)}, key_type="int")
+    with pytest.raises(InvalidValueError, match="key_type"):
+        save_cls_labels(path, labels, key_type="bytes")
+
+
 def test_make_cls_labels_masks_xml_and_file_agree(demo: Path) -> None:
     ids = read_id_list(demo, "trainval")
     from_masks = make_cls_labels(demo, ids, source="masks")
@@ -225,6 +242,21 @@ def test_cli_make_cls_labels(
     labels = load_cls_labels(out)
     assert list(labels) == read_id_list(demo, "val")
     assert "wrote" in capsys.readouterr().out
+    # IRN's integer keys need VOC's numeric ids; the demo's say why they cannot be.
+    irn = tmp_path / "irn_labels.npy"
+    args = ["make-cls-labels", "--list", "val", "--key-type", "int", "--out", str(irn)]
+    assert main([*args, "--voc-root", str(demo)]) == 2
+    assert "integer keys" in capsys.readouterr().err
+    voc = tmp_path / "irn" / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032\n2007_000039\n")
+    for image_id, klass in (("2007_000032", 1), ("2007_000039", 20)):
+        write_mask_png(voc / "SegmentationClass" / f"{image_id}.png", np.full((4, 4), klass))
+    assert main([*args, "--voc-root", str(voc)]) == 0
+    raw = np.load(irn, allow_pickle=True).item()
+    assert sorted(raw) == [2007000032, 2007000039]
+    assert raw[2007000039].argmax() == 19 and raw[2007000032].argmax() == 0
     assert main(["make-cls-labels", "--voc-root", str(tmp_path), "--out", str(out)]) == 2
     assert "JPEGImages" in capsys.readouterr().err
 

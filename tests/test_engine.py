@@ -13,16 +13,18 @@ from hypothesis import strategies as st
 
 from seedkit.engine import (
     RECIPES,
+    PseudoMaskStageConfig,
     ResumableShardSampler,
     RunLogger,
     SeedStageConfig,
+    SegmentationStageConfig,
     apply_recipe,
     load_checkpoint,
     load_config,
+    lr_schedule,
     save_checkpoint,
     save_config,
 )
-from seedkit.engine._loop import poly_or_cosine
 from seedkit.errors import DataError, DataFileError, InvalidValueError
 
 
@@ -92,6 +94,24 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match=r"bad\.pt"):
         load_checkpoint(tmp_path / "bad.pt")
+    # a pickle from elsewhere that would run code is refused, and its code never runs
+    ran = []
+    torch.save({"model": Trap(ran)}, tmp_path / "foreign.pt")
+    ran.clear()
+    with pytest.raises(DataError, match=r"foreign\.pt: .*would run code .*Trap"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    assert ran == []
+
+
+class Trap:
+    """Unpickling calls the class: what ``weights_only=False`` would do with a foreign file."""
+
+    def __init__(self, ran: list) -> None:
+        ran.append(1)
+        self.ran = ran
+
+    def __reduce__(self):
+        return (Trap, (self.ran,))
 
 
 def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path):
@@ -125,12 +145,15 @@ def test_config_round_trip_and_validation(tmp_path):
     (tmp_path / "bad.json").write_text('{"unknown_field": 1}')
     with pytest.raises(DataError, match="unknown_field"):
         load_config(tmp_path / "bad.json")
+    # one save / load for every stage: the file names its stage
+    for other in (PseudoMaskStageConfig(method="threshold"), SegmentationStageConfig()):
+        assert load_config(save_config(other, tmp_path / "other.json")) == other
     for name in RECIPES:
         apply_recipe(SeedStageConfig(), name).validate()
 
 
 def test_timm_kwargs_reach_the_backbone_and_reserved_keys_are_rejected(tmp_path):
-    from seedkit.engine.seed_stage import backbone_kwargs
+    from seedkit.engine import backbone_kwargs
 
     vit = SeedStageConfig(
         backbone="deit_tiny_patch16_224",
@@ -150,7 +173,7 @@ def test_timm_kwargs_reach_the_backbone_and_reserved_keys_are_rejected(tmp_path)
 
 @pytest.mark.parametrize("kind", ["poly", "cosine", "constant"])
 def test_schedules(kind):
-    factor = poly_or_cosine(kind, warmup=10, total=100)
+    factor = lr_schedule(kind, warmup=10, total=100)
     assert factor(0) == pytest.approx(0.1)
     assert factor(9) == pytest.approx(1.0)
     values = [factor(s) for s in range(10, 100)]
@@ -173,8 +196,7 @@ def test_logger_writes_json_lines(tmp_path):
 
 
 def test_consistency_temperature_sets_the_consistency_term_only():
-    from seedkit.engine import DistributedContext
-    from seedkit.engine.seed_stage import SeedTrainingState
+    from seedkit.engine import DistributedContext, SeedTrainingState
 
     config = SeedStageConfig(
         backbone="resnet18",
@@ -185,14 +207,14 @@ def test_consistency_temperature_sets_the_consistency_term_only():
         teacher_temperature=2.0,
         consistency_weight=1.0,
     ).validate()
-    state = SeedTrainingState(config, DistributedContext(), steps_per_epoch=1)
+    state = SeedTrainingState(config, DistributedContext(), num_samples=8)
     assert state.criterion.generation.temperature == 1000.0
     assert state.criterion.consistency.temperature == 1.0
     assert state.criterion.consistency.teacher_temperature == 2.0
     plain = SeedTrainingState(
         SeedStageConfig(backbone="resnet18", max_steps=2, device="cpu", temperature=3.0).validate(),
         DistributedContext(),
-        steps_per_epoch=1,
+        num_samples=8,
     )
     assert plain.criterion.generation.temperature == plain.criterion.consistency.temperature == 3.0
     shaped = SeedTrainingState(
@@ -205,7 +227,7 @@ def test_consistency_temperature_sets_the_consistency_term_only():
             consistency_scale="max",
         ).validate(),
         DistributedContext(),
-        steps_per_epoch=1,
+        num_samples=8,
     )
     assert (
         shaped.criterion.generation.scale == "raw" and shaped.criterion.consistency.scale == "max"
@@ -217,13 +239,12 @@ def test_consistency_temperature_sets_the_consistency_term_only():
 
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_the_teacher_runs_only_when_the_consistency_term_counts(weight):
-    from seedkit.engine import DistributedContext
-    from seedkit.engine.seed_stage import SeedTrainingState, _train_step
+    from seedkit.engine import DistributedContext, SeedTrainingState
 
     config = SeedStageConfig(
         backbone="resnet18", max_steps=1, device="cpu", consistency_weight=weight, batch_size=2
     ).validate()
-    state = SeedTrainingState(config, DistributedContext(), steps_per_epoch=1)
+    state = SeedTrainingState(config, DistributedContext(), num_samples=2)
     calls = []
     state.teacher_view.register_forward_hook(lambda *_: calls.append(1))
     batch = {
@@ -231,7 +252,9 @@ def test_the_teacher_runs_only_when_the_consistency_term_counts(weight):
         "labels": torch.tensor([[1.0] + [0.0] * 19, [0.0, 1.0] + [0.0] * 18]),
         "valid": torch.ones(2, 32, 40, dtype=torch.bool),
     }
-    totals = _train_step(state, batch, micro_size=2)
+    totals = state.trainer.train_step(
+        batch, lambda part, info: state.training_step(part, info), after_step=state.after_step
+    )
     assert len(calls) == (1 if weight else 0)
     assert totals["consistency_weight"] == weight
     assert (totals["consistency"] == 0.0) == (weight == 0.0)
@@ -239,7 +262,7 @@ def test_the_teacher_runs_only_when_the_consistency_term_counts(weight):
 
 
 def test_views_follow_the_consistency_term_unless_set():
-    from seedkit.engine.seed_stage import STRONG_DROP, WEAK_DROP, view_drops
+    from seedkit.engine import STRONG_DROP, WEAK_DROP, view_drops
 
     plain = SeedStageConfig(max_steps=1).validate()
     assert view_drops(plain, 0.0) == (0.0, 0.0)  # the term off: no network adjustment
@@ -305,3 +328,53 @@ def test_periodic_evaluation_logs_curves_and_leaves_training_unchanged(tmp_path)
         config.max_threshold,
     )
     assert again.best_miou == pytest.approx(evals[-1]["miou"], abs=1e-3)
+
+
+def test_a_step_hook_drives_the_one_training_loop(tmp_path):
+    from seedkit.data import make_demo_data
+    from seedkit.engine import DistributedContext, train_seed_model
+
+    voc = str(make_demo_data(tmp_path / "data", num_images=8, seed=0, image_size=(64, 80)))
+    base = dataclasses.replace(
+        apply_recipe(SeedStageConfig(), "demo"),
+        method="cam",
+        train_split="train",
+        max_steps=2,
+        batch_size=4,
+        grad_accum=2,
+        image_size=64,
+        eval_limit=1,
+        progress=False,
+    )
+    seen = []
+
+    def hook(state, batch, info):
+        seen.append((info.step, info.micro_batch, info.micro_batches, batch["image"].shape[0]))
+        return state.training_step(batch, info)
+
+    hooked = train_seed_model(
+        dataclasses.replace(base, out=str(tmp_path / "hook")), DistributedContext(), voc, step=hook
+    )
+    plain = train_seed_model(
+        dataclasses.replace(base, out=str(tmp_path / "plain")), DistributedContext(), voc
+    )
+    assert seen == [(0, 0, 2, 2), (0, 1, 2, 2), (1, 0, 2, 2), (1, 1, 2, 2)]
+    first, second = hooked.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_benchmarks_and_examples_use_public_engine_names_only():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("benchmarks/*.py"), *root.glob("examples/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("seedkit"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+                assert not any(p.startswith("_") for p in node.module.split(".")), path.name
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("seedkit"):
+                        assert not any(p.startswith("_") for p in alias.name.split(".")), path.name

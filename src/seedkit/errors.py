@@ -15,7 +15,9 @@ __all__ = [
     "DataFileError",
     "InvalidValueError",
     "NonFiniteError",
+    "OutputError",
     "PretrainedWeightsError",
+    "RunConflictError",
     "SeedkitError",
     "ShapeError",
 ]
@@ -115,3 +117,83 @@ class PretrainedWeightsError(BackboneError):
             "num_classes, checkpoint_path='/path/to/weights.pth' or '.safetensors') with "
             "pretrained=False, or point HF_HOME at a cache that has them"
         )
+
+
+class OutputError(SeedkitError, OSError):
+    """A file or folder that seedkit writes cannot be written (full disk, read-only, not a folder).
+
+    Example:
+        >>> import errno
+        >>> raise OutputError("runs/a/model.pt", OSError(errno.ENOSPC, "No space left on device"))
+        Traceback (most recent call last):
+        ...
+        seedkit.errors.OutputError: runs/a/model.pt: cannot write: No space left on device (ENOSPC)
+    """
+
+    def __init__(self, path: object, cause: BaseException | str) -> None:
+        self.path = str(path)
+        if isinstance(cause, OSError) and cause.errno is not None:
+            import errno as errno_names
+
+            name = errno_names.errorcode.get(cause.errno, str(cause.errno))
+            reason = f"{cause.strerror or cause} ({name})"
+            super().__init__(cause.errno, f"{self.path}: cannot write: {reason}")
+        else:
+            reason = str(cause)
+            super().__init__(f"{self.path}: cannot write: {reason}")
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot write: {self.reason}"
+
+
+class RunConflictError(SeedkitError, ValueError):
+    """A run folder holds another run than the one asked for (or nothing to resume).
+
+    Attributes:
+        path: the run folder.
+        differences: ``(setting, recorded value, requested value)`` for each setting
+            that differs (empty when the conflict is not about settings).
+        hint: what to do about it.
+
+    Example:
+        >>> raise RunConflictError("runs/a", "another run", [("lr", 0.01, 0.5)], "overwrite it")
+        Traceback (most recent call last):
+        ...
+        seedkit.errors.RunConflictError: runs/a: another run (lr 0.01 -> 0.5); overwrite it
+    """
+
+    def __init__(
+        self,
+        path: object,
+        problem: str,
+        differences: list[tuple[str, object, object]] | None = None,
+        hint: str = "",
+    ) -> None:
+        self.path = str(path)
+        self.problem = problem
+        self.differences = list(differences or [])
+        self.hint = hint
+        super().__init__(self.describe())
+
+    def describe(self, names: dict[str, str] | None = None) -> str:
+        """The message, with settings renamed through ``names`` (e.g. to command-line flags)."""
+        names = names or {}
+        message = f"{self.path}: {self.problem}"
+        if self.differences:
+            shown = ", ".join(
+                f"{names.get(name, name)} {_short(old)} -> {_short(new)}"
+                for name, old, new in self.differences
+            )
+            message += f" ({shown})"
+        if self.hint:
+            hint = self.hint
+            for name, flag in names.items():
+                hint = hint.replace(f"`{name}`", flag)
+            message += f"; {hint.replace('`', '')}"
+        return message
+
+
+def _short(value: object) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -7,14 +7,13 @@ Needs the ``examples`` extra (``pip install "seedkit[examples]"``), which brings
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from seedkit._files import atomic_write
 from seedkit._voc_names import class_names_for
 from seedkit.errors import InvalidValueError, ShapeError
 
@@ -163,15 +162,5 @@ def save_overlay(
         (True, True)
     """
     panel = overlay_panel(image, maps, threshold, class_names, columns)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
-    try:
-        Image.fromarray(panel).save(temp, format="PNG")
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    atomic_write(path, lambda stream: Image.fromarray(panel).save(stream, format="PNG"))
     return panel

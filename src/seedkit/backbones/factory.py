@@ -197,11 +197,14 @@ def create_seed_model(
 
         path = os.fspath(checkpoint_path)
         try:
-            state_dict = timm.models.load_state_dict(path)
+            state_dict = timm.models.load_state_dict(path, weights_only=True)
         except Exception as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            if "Unsupported global" in str(error):
+                reason = "a pickle that would run code; seedkit loads weights only"
             raise BackboneError(
                 f"checkpoint_path {path}: cannot read it as a PyTorch / safetensors state dict "
-                f"({type(error).__name__}: {error})"
+                f"({type(error).__name__}: {reason})"
             ) from error
         whole_model = any(k.startswith("encoder.") for k in state_dict) and any(
             k.startswith("head.") for k in state_dict

@@ -1,4 +1,4 @@
-"""CAM inference: multi-scale + flip seeds for any seed model, written in psa format.
+"""CAM inference: multi-scale + flip seeds for any seed model, written in psa or IRN format.
 
 Multi-class-token models (:class:`seedkit.backbones.MCTSeedModel`) give their
 seeds through :class:`MCTLocalizationMaps` (class attention fused with patch
@@ -14,11 +14,12 @@ from seedkit.cam.mct import (
     localization_maps,
     refine_with_affinity,
 )
-from seedkit.cam.writer import save_psa_maps, write_cams
+from seedkit.cam.writer import SEED_FORMATS, save_psa_maps, save_seeds, write_cams
 
 __all__ = [
     "DEFAULT_SCALES",
     "MAP_KINDS",
+    "SEED_FORMATS",
     "MCTLocalizationMaps",
     "as_seed_map_model",
     "cams_of",
@@ -27,5 +28,6 @@ __all__ = [
     "localization_maps",
     "refine_with_affinity",
     "save_psa_maps",
+    "save_seeds",
     "write_cams",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +49,27 @@ def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
+def _present_cams(
+    model: torch.nn.Module | Callable[[torch.Tensor], object],
+    x: torch.Tensor,
+    num_classes: int,
+    present: torch.Tensor,
+    relu: bool,
+) -> torch.Tensor:
+    """One forward pass: the float32 CAMs of the present classes (ReLU'd if asked)."""
+    cams = cams_of(model(x))
+    if cams.shape[0] != x.shape[0] or cams.shape[1] != num_classes:
+        raise ShapeError(
+            "model output cams",
+            f"({x.shape[0]}, {num_classes}, h, w) to match images and labels",
+            tuple(cams.shape),
+        )
+    cams = cams.index_select(1, present.to(cams.device)).float()
+    return F.relu(cams) if relu else cams
+
+
 def infer_cams(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Callable[[torch.Tensor], object],
     images: torch.Tensor,
     labels: torch.Tensor,
     scales: Sequence[float] = DEFAULT_SCALES,
@@ -58,12 +77,14 @@ def infer_cams(
     temperature: float | None = None,
     output_size: tuple[int, int] | None = None,
     channels_last: bool = False,
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """Multi-scale, flipped CAM inference turned into seed maps in ``[0, 1]``.
 
     For every scale (one at a time, so peak memory is that of the largest
     scale plus one output-size buffer) the resized batch and its horizontal
-    flip go through the model together; the flipped CAMs are flipped back,
+    flip go through the model together (in chunks of at most ``max_pixels``
+    input pixels when that is set); the flipped CAMs are flipped back,
     upsampled bilinearly to ``output_size`` and accumulated, for the classes
     present in some image of the batch only. Then
     :func:`seedkit.seeds_from_cams` zeroes absent classes and normalises:
@@ -78,7 +99,8 @@ def infer_cams(
     ``torch.inference_mode``.
 
     Args:
-        model: callable returning CAMs ``(B, C, h, w)`` or an object with ``.cams``.
+        model: callable returning CAMs ``(B, C, h, w)`` or an object with ``.cams``
+            (a module, or e.g. ``lambda x: model(x)[1]`` for a model returning a tuple).
         images: normalised images.
         labels: multi-hot image labels.
         scales: input scales (psa / IRN: ``(1.0, 0.5, 1.5, 2.0)``).
@@ -89,6 +111,17 @@ def infer_cams(
             CNNs (measured 1.3-1.5x on CPU in ``benchmarks/bench_eval.py``);
             off by default because a model that calls ``.view`` on its
             feature maps fails on channels-last tensors.
+        max_pixels: the most input pixels (views x height x width, flipped
+            copies counted) one forward pass may take. ``None`` (default) sends
+            a scale's images and their flips through together; a bound splits
+            them into chunks, down to one view (an image or its flip) per
+            forward, which is never split further (tiling would change a CNN's
+            output at the tile borders). The model's activation memory scales
+            with it: ``max_pixels=1_000_000`` keeps a VOC image at scale 2.0
+            (1000 x 750 pixels) to one view at a time, half the peak of the
+            image and its flip together (Performance page). The seeds are the
+            same as without a bound, up to the float rounding of the model's
+            batched kernels.
 
     Returns:
         Seeds in ``[0, 1]``, zero for absent classes, float32.
@@ -116,6 +149,10 @@ def infer_cams(
     scales = tuple(float(s) for s in scales)
     if not scales or any(not s > 0 for s in scales):
         raise InvalidValueError("scales", "a non-empty sequence of numbers > 0", scales)
+    if max_pixels is not None and (
+        isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
+    ):
+        raise InvalidValueError("max_pixels", "None or an integer >= 1", max_pixels)
     batch = images.shape[0]
     in_size = (images.shape[2], images.shape[3])
     out_size = tuple(output_size) if output_size is not None else in_size
@@ -135,16 +172,15 @@ def infer_cams(
                 x = torch.cat([x, x.flip(-1)], dim=0)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            cams = cams_of(model(x))
-            if cams.shape[0] != x.shape[0] or cams.shape[1] != num_classes:
-                raise ShapeError(
-                    "model output cams",
-                    f"({x.shape[0]}, {num_classes}, h, w) to match images and labels",
-                    tuple(cams.shape),
-                )
-            cams = cams.index_select(1, present.to(cams.device)).float()
-            if temperature is None:
-                cams = F.relu(cams)
+            views_per_pass = x.shape[0]
+            if max_pixels is not None:
+                views_per_pass = max(1, max_pixels // (size[0] * size[1]))
+            # Only the present classes of each chunk's low-resolution CAMs are kept.
+            parts = [
+                _present_cams(model, chunk, num_classes, present, temperature is None)
+                for chunk in x.split(views_per_pass)
+            ]
+            cams = parts[0] if len(parts) == 1 else torch.cat(parts)
             if flip:
                 cams = cams[:batch] + cams[batch:].flip(-1)
             cams = F.interpolate(cams, size=out_size, mode="bilinear", align_corners=False)

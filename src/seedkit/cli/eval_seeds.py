@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 __all__ = ["register", "run", "write_json_atomic"]
@@ -21,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Sweep the background threshold 0.00 .. --max-threshold (step 0.01) over "
             "psa / SEAM / MCTformer / IRN seed files and report mIoU per threshold, the "
             "best threshold, per-class IoU and the false-positive / false-negative split. "
-            "Prediction at t: argmax over [t, map_1, ..., map_C], background wins ties."
+            "Prediction at t: argmax over [t, map_1, ..., map_C], background wins ties. "
+            "The mIoU divides by all classes (--mean-over all, as SEAM / MCTformer / psa "
+            "report it) unless --mean-over present."
         ),
     )
     parser.add_argument("--cams", required=True, help="directory of <id>.npy seed files")
@@ -38,25 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="file with one class name per line (foreground only, or with background first)",
     )
+    parser.add_argument(
+        "--mean-over",
+        choices=("all", "present"),
+        default="all",
+        help="classes the mIoU averages over: all (default; a class with no pixel counts 0, "
+        "as SEAM / MCTformer / psa) or present (classes in the ground truth or the "
+        "prediction, as IRN); equal on full VOC",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     parser.set_defaults(func=run)
 
 
 def write_json_atomic(document: object, path: str | os.PathLike) -> None:
-    """Write ``document`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(document, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    """Write ``document`` as indented JSON to ``path``, atomically."""
+    from seedkit._files import atomic_write
+
+    atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,11 +78,15 @@ def run(args: argparse.Namespace) -> int:
         step=args.step,
         progress=not args.quiet,
         class_names=names,
+        mean_over=args.mean_over,
     )
     if not args.quiet:
         print(result.format_table())
     else:
-        print(f"best threshold {result.best_threshold:.2f} mIoU {result.best_miou:.2f}")
+        print(
+            f"best threshold {result.best_threshold:.2f} mIoU {result.best_miou:.2f} "
+            f"(mean over {result.mean_over}: {result.mean_classes} classes)"
+        )
         activation = result.format_table().splitlines()[-1]
         if activation.startswith("activation:"):
             print(activation)

@@ -1,4 +1,4 @@
-"""``seedkit make-cls-labels``: write a psa-format ``cls_labels.npy``."""
+"""``seedkit make-cls-labels``: write a ``cls_labels.npy`` for psa / SEAM / MCTformer or IRN."""
 
 from __future__ import annotations
 
@@ -35,6 +35,13 @@ def register(subparsers: Any) -> None:
         default="masks",
         help="VOC: read classes from masks or XML",
     )
+    parser.add_argument(
+        "--key-type",
+        choices=("str", "int"),
+        default="str",
+        help="id keys as strings (2007_000032: psa, SEAM, MCTformer, ToCo; default) or "
+        "integers (2007000032: IRN's voc12/cls_labels.npy)",
+    )
     parser.add_argument("--out", required=True, help="output .npy file")
     parser.set_defaults(func=run)
 
@@ -49,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         ids = read_id_list(args.voc_root, args.list)
         labels = make_cls_labels(args.voc_root, ids, source=args.source)
-    path = save_cls_labels(args.out, labels)
+    path = save_cls_labels(args.out, labels, key_type=args.key_type)
     counts = np.stack(list(labels.values())).sum(axis=0) if labels else np.zeros(0)
     print(f"wrote {len(labels)} labels ({int(counts.sum())} image-class pairs) to {path}")
     return 0

@@ -23,6 +23,7 @@ from seedkit.data.constants import (
 )
 from seedkit.data.demo import DEMO_CLASSES, make_demo_data
 from seedkit.data.io import (
+    KEY_TYPES,
     atomic_write_bytes,
     load_cls_labels,
     read_id_list,
@@ -42,6 +43,7 @@ __all__ = [
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "KEY_TYPES",
     "VOC_CLASSES",
     "VOC_PALETTE",
     "COCOSegmentation",

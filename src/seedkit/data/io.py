@@ -8,22 +8,22 @@ destination folder and renames it, so an interrupted run never leaves half a fil
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from seedkit._files import atomic_write
 from seedkit.data.constants import VOC_PALETTE
 from seedkit.errors import DataError, DataFileError, InvalidValueError
 
 __all__ = [
+    "KEY_TYPES",
     "atomic_write_bytes",
     "load_cls_labels",
     "read_id_list",
@@ -45,26 +45,8 @@ _VOC_SUBDIRS = (
 )
 
 
-@contextlib.contextmanager
-def _atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        yield temp
-        os.replace(temp, target)
-    finally:
-        if temp.exists():
-            temp.unlink()
-
-
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file, then rename).
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, then rename).
 
     Args:
         path: Destination file; missing parent folders are created.
@@ -72,10 +54,12 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
     Returns:
         The destination path.
+
+    Raises:
+        OutputError: The file cannot be written (full disk, read-only folder...);
+            the message names it, and a previous file at ``path`` is untouched.
     """
-    with _atomic_path(path) as temp:
-        temp.write_bytes(data)
-    return Path(path)
+    return atomic_write(path, data)
 
 
 def _open_image(path: PathLike, what: str) -> Image.Image:
@@ -331,12 +315,37 @@ def _parse_id_list(path: Path) -> list[str]:
     return ids
 
 
+#: Key types of ``cls_labels.npy``: ``"str"`` ids (psa, SEAM, MCTformer, ToCo) or
+#: ``"int"`` numeric ids (IRN: ``2007_000032`` -> ``2007000032``).
+KEY_TYPES: tuple[str, ...] = ("str", "int")
+
+
+def _numeric_id(image_id: str) -> int:
+    digits = image_id.replace("_", "")
+    if not digits.isdigit():
+        raise InvalidValueError(
+            "labels", "ids of digits and '_' for integer keys (e.g. 2007_000032)", image_id
+        )
+    return int(digits)
+
+
+def _id_from_key(key: object) -> str:
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        text = str(int(key))
+        # IRN stores VOC ids as integers (2007000032); its own decoding puts the '_' back.
+        return f"{text[:4]}_{text[4:]}" if len(text) == 10 else text
+    return str(key)
+
+
 def load_cls_labels(path: PathLike) -> dict[str, np.ndarray]:
-    """Load a psa-format class-label file (``cls_labels.npy``).
+    """Load a class-label file (``cls_labels.npy``) of psa, IRN, SEAM or MCTformer.
 
     The file is a pickled dict ``{image id: float32 multi-hot vector}`` saved with
     :func:`numpy.save`, as written by psa, IRN, SEAM, MCTformer and
-    :func:`save_cls_labels`.
+    :func:`save_cls_labels`. Integer keys (IRN's, ``2007000032``) are read back
+    as VOC ids (``"2007_000032"``, the ``'_'`` after the year restored, as IRN's
+    ``decode_int_filename`` does) when they have VOC's ten digits, else as
+    their decimal string.
 
     Args:
         path: The ``.npy`` file.
@@ -372,19 +381,29 @@ def load_cls_labels(path: PathLike) -> dict[str, np.ndarray]:
             raise DataError(
                 path, f"vectors of one length ({length})", f"length {vector.shape[0]} for {key!r}"
             )
-        labels[str(key)] = vector
+        labels[_id_from_key(key)] = vector
     return labels
 
 
-def save_cls_labels(path: PathLike, labels: Mapping[str, np.ndarray]) -> Path:
-    """Save class labels in the psa format, atomically.
+def save_cls_labels(
+    path: PathLike, labels: Mapping[str, np.ndarray], key_type: str = "str"
+) -> Path:
+    """Save class labels in the format of psa / SEAM / MCTformer or IRN, atomically.
 
     Args:
         path: Destination ``.npy`` file.
         labels: ``{id: multi-hot vector}``; stored as float32.
+        key_type: ``"str"`` keeps the ids (``"2007_000032"``: psa, SEAM,
+            MCTformer, ToCo); ``"int"`` writes them as integers without the
+            ``'_'`` (``2007000032``), the keys IRN's data loader looks up (it
+            reads its id lists with ``np.loadtxt(..., dtype=np.int32)``).
 
     Returns:
         The destination path.
+
+    Raises:
+        InvalidValueError: an unknown ``key_type``, or an id with other
+            characters than digits and ``'_'`` for ``key_type="int"``.
 
     Example:
         >>> import tempfile, numpy as np
@@ -392,8 +411,16 @@ def save_cls_labels(path: PathLike, labels: Mapping[str, np.ndarray]) -> Path:
         ...                        {"2007_000032": np.eye(20)[0]})
         >>> np.load(path, allow_pickle=True).item()["2007_000032"][:3]
         array([1., 0., 0.], dtype=float32)
+        >>> path = save_cls_labels(path, {"2007_000032": np.eye(20)[0]}, key_type="int")
+        >>> list(np.load(path, allow_pickle=True).item())
+        [2007000032]
     """
-    table = {str(k): np.asarray(v, dtype=np.float32).reshape(-1) for k, v in labels.items()}
+    if key_type not in KEY_TYPES:
+        raise InvalidValueError("key_type", "'str' or 'int'", key_type)
+    convert = _numeric_id if key_type == "int" else str
+    table = {
+        convert(str(k)): np.asarray(v, dtype=np.float32).reshape(-1) for k, v in labels.items()
+    }
     buffer = io.BytesIO()
     np.save(buffer, table, allow_pickle=True)
     return atomic_write_bytes(path, buffer.getvalue())

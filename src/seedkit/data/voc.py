@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from seedkit.data.constants import VOC_CLASSES
@@ -220,6 +221,71 @@ class VOCSegmentation(Dataset):
         labels = self._labels(image_id, mask)
         rng = sample_generator(self.seed, self.epoch, index)
         return build_sample(image_id, image, mask, labels, self.transform, rng, self.with_masks)
+
+    def check_files(self, masks: bool | None = None, decode_masks: bool = True) -> None:
+        """Check every id's files before a long run reads them: fail now, not mid-run.
+
+        Each image must exist and be an image (its header is read); each id needs a
+        label (the label table, else a mask or an XML annotation); with ``masks``
+        (default: ``with_masks``) each mask must exist and, with ``decode_masks``, is
+        read in full (a truncated or corrupt file fails here) and must have its
+        image's size.
+
+        Raises:
+            DataFileError: a listed file is missing (the message names it and the list).
+            DataError: a file is not readable or does not match its image.
+        """
+        masks = self.with_masks if masks is None else masks
+        if (
+            masks
+            and self.mask_dir is None
+            and not any(
+                (self.root / name).is_dir()
+                for name in ("SegmentationClass", "SegmentationClassAug")
+            )
+        ):
+            raise DataFileError(
+                self.root / "SegmentationClass",
+                "ground-truth mask folder",
+                f"needed for the masks of {self._list_name()}",
+            )
+        for image_id in self.ids:
+            path = self.image_path(image_id)
+            if not path.is_file():
+                raise DataFileError(path, "image", f"listed in {self._list_name()}")
+            try:
+                with Image.open(path) as image:
+                    width, height = image.size
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+                raise DataError(
+                    path, "a readable image", f"an unreadable file ({error})"
+                ) from error
+            mask_path = self.mask_path(image_id) if masks or self.cls_labels is None else None
+            if masks:
+                if mask_path is None:
+                    folder = self.root / (self.mask_dir or "SegmentationClass")
+                    raise DataFileError(
+                        folder / f"{image_id}.png", "mask", f"listed in {self._list_name()}"
+                    )
+                if not decode_masks:
+                    continue
+                mask = read_mask(mask_path, self.num_classes + 1)
+                if mask.shape != (height, width):
+                    raise DataError(
+                        mask_path, f"a mask of the image's size {(height, width)}", mask.shape
+                    )
+            elif self.cls_labels is None and mask_path is None:
+                xml = self.root / "Annotations" / f"{image_id}.xml"
+                if not xml.is_file():
+                    raise DataFileError(
+                        xml,
+                        "class labels (no cls_labels.npy, mask or XML annotation)",
+                        "make labels with `seedkit make-cls-labels`",
+                    )
+
+    def _list_name(self) -> str:
+        split = self.split
+        return f"list {split!r}" if isinstance(split, (str, Path)) else "the given ids"
 
     def _labels(self, image_id: str, mask: np.ndarray | None) -> np.ndarray:
         if self.cls_labels is not None:

@@ -1,14 +1,29 @@
-"""Atomic checkpoint files."""
+"""Checkpoint files: written atomically, read without running code.
+
+Every stage writes the same two kinds of file (see docs/reproducing.rst):
+
+- ``OUT/checkpoint.pt``, the training state: ``{"format": "seedkit.training",
+  "model", "optimizer", "scheduler", "scaler", "step", "rng", "state" (extra
+  stateful parts, e.g. the EMA teacher), "run" (what produced it), "config",
+  "log_offset"}``;
+- the finished model (``model.pt``, ``affinity.pt``, ``segmentation.pt``):
+  ``{"format": "seedkit.model", "model", "run", "config", "steps"}``.
+
+Both hold only tensors and plain containers, so :func:`load_checkpoint` reads them
+with ``torch.load(weights_only=True)``: a file from elsewhere cannot run code.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from seedkit._files import atomic_write
 from seedkit.errors import DataError, DataFileError
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
@@ -17,48 +32,57 @@ __all__ = ["load_checkpoint", "save_checkpoint"]
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file, then rename it into place.
 
-    A run killed mid-write leaves the previous checkpoint intact.
+    A run killed mid-write leaves the previous checkpoint intact (and a temporary
+    file that the next run of the stage removes); a full disk raises
+    :class:`~seedkit.errors.OutputError` naming ``path``.
 
     Args:
         path: destination file.
-        state: anything ``torch.save`` accepts.
+        state: tensors and plain containers (what ``torch.load(weights_only=True)``
+            reads back).
 
     Returns:
         The destination path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda stream: torch.save(state, stream))
 
 
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`.
+    """Load a checkpoint dict with ``torch.load(..., weights_only=True)``.
 
     Raises:
         DataFileError: the file does not exist.
-        DataError: the file is not a readable checkpoint.
+        DataError: the file is not a readable checkpoint, or it is a pickle that
+            holds code (which is never run).
     """
     path = Path(path)
     if not path.is_file():
         raise DataFileError(path, "checkpoint")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "global" not in str(error).lower():
+            raise DataError(
+                path, "a checkpoint written by seedkit", "a file torch.load cannot unpickle"
+            ) from error
+        found = re.search(r"(?:Unsupported global|GLOBAL)[:\s]+(?:GLOBAL\s+)?([\w.]+)", str(error))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise DataError(
+            path,
+            "a checkpoint of tensors and plain containers (loaded with weights_only=True)",
+            f"a pickle that would run code{what}; seedkit does not load it",
+        ) from error
     except Exception as error:  # torch raises many types for a corrupt file
         raise DataError(
-            path, "a checkpoint written by seedkit", f"unreadable file ({error})"
+            path, "a checkpoint written by seedkit", f"unreadable file ({_first_line(error)})"
         ) from error
     if not isinstance(state, dict):
         raise DataError(path, "a checkpoint dict", type(state).__name__)
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

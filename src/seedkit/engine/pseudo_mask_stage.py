@@ -10,45 +10,63 @@ affinity training from its checkpoint, the masks per image.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from seedkit.engine._loop import class_names_for, gt_dir, train_loop
-from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from seedkit._files import atomic_write
+from seedkit.engine.checkpoint import load_checkpoint
+from seedkit.engine.config import StageConfig, _check_choice, _check_int
+from seedkit.engine.datasets import check_evaluation_list, class_names_for, gt_dir
 from seedkit.engine.distributed import DistributedContext
-from seedkit.errors import InvalidValueError
+from seedkit.engine.loop import MODEL_FORMAT, Trainer, total_steps
+from seedkit.engine.run import RunFolder, dataset_digest, fingerprint, folder_fingerprint
+from seedkit.errors import DataFileError, InvalidValueError, RunConflictError
 
 __all__ = ["AffinityDataset", "PseudoMaskStageConfig", "run_pseudo_mask_stage"]
 
 AFFINITY_MODEL = "affinity.pt"
+#: What the masks depend on besides the affinity net and the seeds.
+MASK_SETTINGS = (
+    "method",
+    "num_classes",
+    "beta",
+    "exp_times",
+    "bg_mode",
+    "walk_bg_threshold",
+    "alpha",
+    "seed_threshold",
+    "crf",
+)
 
 
 @dataclass
-class PseudoMaskStageConfig:
+class PseudoMaskStageConfig(StageConfig):
     """Everything that determines a stage-2 run; saved as ``OUT/config.json``.
 
     The defaults are IRN's (ResNet-50 at stride 4, radius 5, 512 crops, SGD
     poly lr 0.1, 3 epochs, conf_fg_thres 0.30, conf_bg_thres 0.05, beta 10,
-    exp_times 8, sem_seg_bg_thres 0.25); the demo recipe shrinks them.
+    exp_times 8, sem_seg_bg_thres 0.25); the demo recipe shrinks them. Pseudo
+    masks are made for ``train_split`` (the affinity network trains on it too).
     """
+
+    STAGE: ClassVar[str] = "pseudo_masks"
+    AFTER_TRAINING: ClassVar[frozenset[str]] = frozenset(
+        {"eval_split", "eval_limit", "beta", "exp_times", "bg_mode", "walk_bg_threshold"}
+        | {"alpha", "seed_threshold", "crf"}
+    )
+    INPUT_PATHS: ClassVar[frozenset[str]] = frozenset({"checkpoint_path", "seeds_dir"})
 
     seeds_dir: str = "runs/seed/seeds"
     out: str = "runs/pseudo"
-    split: str = "train"
-    eval_split: str | None = "train"
-    num_classes: int = 20
-    eval_limit: int | None = None
+    train_split: str = "train"
     method: str = "rw"
     # affinity network
     backbone: str = "resnet50"
-    pretrained: bool = False
-    checkpoint_path: str | None = None
     stride: int = 4
     radius: int = 5
     embed_dim: int = 128
@@ -59,12 +77,8 @@ class PseudoMaskStageConfig:
     batch_size: int = 16
     epochs: int | None = 3
     max_steps: int | None = None
-    optimizer: str = "sgd"
     lr: float = 0.1
     weight_decay: float = 1e-4
-    head_lr_mult: float = 10.0
-    schedule: str = "poly"
-    warmup_steps: int = 0
     # random walk and masks
     beta: float = 10.0
     exp_times: int = 8
@@ -73,22 +87,15 @@ class PseudoMaskStageConfig:
     alpha: float = 6.0
     seed_threshold: float = 0.25
     crf: bool = False
-    # run
-    seed: int = 0
-    num_workers: int = 2
-    checkpoint_every: int = 200
-    log_every: int = 10
-    progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> PseudoMaskStageConfig:
-        """Check choices and ranges; return ``self``."""
-        if self.method not in ("rw", "crf", "threshold"):
-            raise InvalidValueError("method", "one of rw, crf, threshold", self.method)
-        if self.method == "rw" and (self.epochs is None) == (self.max_steps is None):
-            raise InvalidValueError(
-                "epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps)
-            )
+    def trains(self) -> bool:
+        """Only the random walk (``"rw"``) trains a network (the affinity net)."""
+        return self.method == "rw"
+
+    def check_stage(self) -> None:
+        """Choices and ranges of stage 2's own fields."""
+        _check_choice("method", self.method, ("rw", "crf", "threshold"))
+        _check_choice("bg_mode", self.bg_mode, ("threshold", "power"))
         if not 0.0 <= self.bg_threshold <= self.fg_threshold <= 1.0:
             raise InvalidValueError(
                 "bg_threshold / fg_threshold",
@@ -99,13 +106,21 @@ class PseudoMaskStageConfig:
             raise InvalidValueError(
                 "image_size", f"a multiple of stride {self.stride}", self.image_size
             )
-        if self.bg_mode not in ("threshold", "power"):
-            raise InvalidValueError("bg_mode", "'threshold' or 'power'", self.bg_mode)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        for name in ("radius", "embed_dim", "stride"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("exp_times", self.exp_times, 0)
+        if self.timm_kwargs:
+            raise InvalidValueError(
+                "timm_kwargs",
+                "{} (the affinity network takes no extra timm arguments)",
+                self.timm_kwargs,
+            )
+        if self.output_stride is not None:
+            raise InvalidValueError(
+                "output_stride",
+                "None (the affinity network's stride is `stride`)",
+                self.output_stride,
+            )
 
 
 #: Stage-2 settings of the built-in demo: small enough for a 2-core CPU.
@@ -216,59 +231,25 @@ def build_affinity_net(config: PseudoMaskStageConfig) -> torch.nn.Module:
     )
 
 
-def train_affinity(
-    config: PseudoMaskStageConfig,
-    context: DistributedContext,
-    voc_root: str,
-    class_names: list[str],
-    resume: bool = False,
-) -> torch.nn.Module:
-    """Train the affinity net on the seeds' confident regions; save ``OUT/affinity.pt``."""
-    from seedkit.data import TrainTransform, VOCSegmentation, collate
-    from seedkit.refine import affinity_labels, affinity_loss
+def _affinity_step(
+    trainer: Trainer, config: PseudoMaskStageConfig, batch: dict[str, Any]
+) -> torch.Tensor:
+    from seedkit.refine import affinity_labels, affinity_loss, local_offsets, pair_affinity
 
-    out = Path(config.out)
-    model = build_affinity_net(config).to(context.device)
-    base = VOCSegmentation(voc_root, config.split, with_masks=False, class_names=class_names[1:])
-    transform = TrainTransform(config.image_size, resize_long=config.resize_long)
-    dataset = AffinityDataset(
-        base,
-        config.seeds_dir,
-        config.num_classes,
-        transform,
-        config.fg_threshold,
-        config.bg_threshold,
-        seed=config.seed,
-    )
     stride = config.stride
+    labels = batch["labels"][:, stride // 2 :: stride, stride // 2 :: stride]
+    embedding = trainer.wrapped(batch["image"])
+    affinity = pair_affinity(embedding, local_offsets(config.radius, half=True))
+    return affinity_loss(affinity, affinity_labels(labels, config.radius))
 
-    def loss_fn(net: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        images = batch["image"].to(context.device)
-        labels = batch["labels"].to(context.device)[:, stride // 2 :: stride, stride // 2 :: stride]
-        embedding = net(images)
-        from seedkit.refine import local_offsets, pair_affinity
 
-        affinity = pair_affinity(embedding, local_offsets(config.radius, half=True))
-        return affinity_loss(affinity, affinity_labels(labels, config.radius))
-
-    train_loop(
-        model=model,
-        dataset=dataset,
-        loss_fn=loss_fn,
-        out=out,
-        context=context,
-        settings=config,
-        resume=resume,
-        desc="train affinity",
-        collate=collate,
-        extra_log={"stage": "pseudo_masks", "backbone": config.backbone},
-    )
-    if context.is_main:
-        save_checkpoint(
-            out / AFFINITY_MODEL, {"model": model.state_dict(), "config": config.to_dict()}
+def _load_model_file(model: torch.nn.Module, run: RunFolder, device: torch.device) -> None:
+    state = load_checkpoint(run.model_path, map_location=device)
+    if state.get("format") != MODEL_FORMAT:
+        raise RunConflictError(
+            run.model_path, "is not a model file of this seedkit", hint="pass `overwrite`"
         )
-    context.barrier()
-    return model
+    model.load_state_dict(state["model"])
 
 
 def run_pseudo_mask_stage(
@@ -276,46 +257,105 @@ def run_pseudo_mask_stage(
     context: DistributedContext,
     voc_root: str,
     resume: bool = False,
+    overwrite: bool = False,
+    *,
+    stop_after_steps: int | None = None,
 ) -> dict[str, Any] | None:
     """Train the affinity net (``"rw"``), write ``OUT/masks/<id>.png``, evaluate.
 
-    Writes ``OUT/config.json``, ``OUT/log.jsonl``, ``OUT/affinity.pt`` and
-    ``OUT/results.json`` (``{"pseudo_masks": {"miou", "iou", "per_class", ...}}``)
-    on rank 0 and returns that dict there (``None`` on other ranks). With
-    ``resume=True`` a finished affinity net is reused (an interrupted one
-    continues from its checkpoint) and existing masks are skipped; without it
-    everything is recomputed.
+    Writes ``OUT/config.json``, ``OUT/run.json``, ``OUT/log.jsonl``,
+    ``OUT/affinity.pt`` and ``OUT/results.json`` (``{"pseudo_masks": {"miou",
+    "iou", "per_class", ..., "provenance"}}``) on rank 0 and returns that dict there
+    (``None`` on other ranks). Every id's image and seeds (and the evaluated ids'
+    ground truth) are checked first. A finished run of the same settings in
+    ``OUT`` is reused, masks only if made from the same seeds and settings (an
+    interrupted mask writing continues); the run folder rules are
+    :class:`~seedkit.engine.RunFolder`'s.
 
     Args:
         config: stage settings (validated here).
         context: distributed context; mask writing is sharded over ranks.
         voc_root: the ``VOC2012`` folder (or a VOC-layout view of COCO).
-        resume: reuse what an earlier run of the same ``OUT`` finished.
+        resume: continue the run in ``OUT``.
+        overwrite: delete the run in ``OUT`` first.
+        stop_after_steps: testing aid; see :meth:`~seedkit.engine.Trainer.fit`.
 
     Returns:
         The ``"pseudo_masks"`` results on rank 0.
     """
-    from seedkit.data import VOCSegmentation, atomic_write_bytes, resolve_voc_root
-    from seedkit.engine.config import save_config
+    from seedkit.data import TrainTransform, VOCSegmentation, collate, resolve_voc_root
     from seedkit.refine import RandomWalkSettings, evaluate_pseudo_masks, write_pseudo_masks
 
     config.validate()
-    out = Path(config.out)
     root = resolve_voc_root(voc_root)
     names = class_names_for(config.num_classes)
-    if context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.json")  # type: ignore[arg-type]
-    model = None
-    if config.method == "rw":
-        if resume and (out / AFFINITY_MODEL).is_file():
-            model = build_affinity_net(config).to(context.device)
-            model.load_state_dict(
-                load_checkpoint(out / AFFINITY_MODEL, map_location=context.device)["model"]
+    base = VOCSegmentation(root, config.train_split, with_masks=False, class_names=names[1:])
+    base.check_files()
+    seeds_dir = Path(config.seeds_dir)
+    for image_id in base.ids:
+        if not (seeds_dir / f"{image_id}.npy").is_file():
+            raise DataFileError(
+                seeds_dir / f"{image_id}.npy",
+                "seeds",
+                f"listed in {config.train_split!r}; write the seeds of that list first",
             )
+    eval_ids: list[str] = []
+    if config.eval_split:
+        train_ids = set(base.ids)
+        listed = VOCSegmentation(root, config.eval_split, with_masks=False, class_names=names[1:])
+        eval_ids = [i for i in listed.ids if i in train_ids][: config.eval_limit]
+        if eval_ids:
+            check_evaluation_list(root, eval_ids, config.num_classes)
+    seeds_print = folder_fingerprint(seeds_dir)
+    run = RunFolder(
+        config,
+        context,
+        AFFINITY_MODEL,
+        ("masks", "results.json"),
+        inputs={"train_data": dataset_digest(base), "seeds": seeds_print},
+        total_steps=total_steps(config, len(base)) if config.trains() else 0,
+    )
+    plan = run.prepare(resume=resume, overwrite=overwrite)
+    model = None
+    if config.trains():
+        torch.manual_seed(config.seed)  # the net's initialisation, whatever ran before
+        model = build_affinity_net(config)
+        if plan.train:
+            trainer = Trainer(model, config, context, len(base))
+            dataset = AffinityDataset(
+                base,
+                seeds_dir,
+                config.num_classes,
+                TrainTransform(config.image_size, resize_long=config.resize_long),
+                config.fg_threshold,
+                config.bg_threshold,
+                seed=config.seed,
+            )
+            torch.manual_seed(config.seed)
+            trainer.fit(
+                dataset,
+                lambda batch, info: _affinity_step(trainer, config, batch),
+                run,
+                collate=collate,
+                resume=plan.resume,
+                stop_after_steps=stop_after_steps,
+                desc="train affinity",
+                log_start={"stage": "pseudo_masks", "backbone": config.backbone},
+            )
+            trainer.save_model(run)
         else:
-            model = train_affinity(config, context, str(root), names, resume=resume)
-    dataset = VOCSegmentation(root, config.split, with_masks=False, class_names=names[1:])
+            model = model.to(context.device)
+            _load_model_file(model, run, context.device)
+    elif plan.train:
+        run.finish_training(0)
+    mask_print = fingerprint(
+        {
+            "affinity": run.model_digest() if model is not None else None,
+            "seeds": seeds_print,
+            **{name: getattr(config, name) for name in MASK_SETTINGS},
+        }
+    )
+    run.begin_artefact("masks", mask_print)
     settings = RandomWalkSettings(
         beta=config.beta,
         exp_times=config.exp_times,
@@ -324,9 +364,9 @@ def run_pseudo_mask_stage(
         alpha=config.alpha,
     )
     write_pseudo_masks(
-        dataset,
-        config.seeds_dir,
-        out / "masks",
+        base,
+        seeds_dir,
+        run.out / "masks",
         config.num_classes,
         method=config.method,
         model=model,
@@ -334,34 +374,27 @@ def run_pseudo_mask_stage(
         threshold=config.seed_threshold,
         crf=config.crf,
         device=context.device,
-        overwrite=not resume,  # a fresh run rewrites every mask; a resumed one keeps finished ids
+        overwrite=False,  # masks of another fingerprint were deleted; finished ids are kept
         progress=config.progress and context.is_main,
         rank=context.rank,
         world_size=context.world_size,
     )
     context.barrier()
+    run.finish_artefact("masks")
     if not context.is_main:
         return None
-    results: dict[str, Any] = {"method": config.method, "masks": str(out / "masks")}
-    if config.eval_split:
-        eval_ids = [
-            i
-            for i in VOCSegmentation(
-                root, config.eval_split, with_masks=False, class_names=names[1:]
-            ).ids
-            if i in set(dataset.ids)
-        ]
-        if config.eval_limit is not None:
-            eval_ids = eval_ids[: config.eval_limit]
-        folder = gt_dir(root)
-        eval_ids = [i for i in eval_ids if (folder / f"{i}.png").is_file()]
-        if eval_ids:
-            results.update(
-                evaluate_pseudo_masks(
-                    out / "masks", folder, eval_ids, config.num_classes + 1, names
-                )
+    results: dict[str, Any] = {"method": config.method, "masks": str(run.out / "masks")}
+    if eval_ids:
+        results.update(
+            evaluate_pseudo_masks(
+                run.out / "masks", gt_dir(root), eval_ids, config.num_classes + 1, names
             )
-    atomic_write_bytes(
-        out / "results.json", (json.dumps({"pseudo_masks": results}, indent=2) + "\n").encode()
+        )
+    from seedkit.engine.seed_stage import provenance
+
+    results["provenance"] = provenance(run)
+    atomic_write(
+        run.out / "results.json",
+        (json.dumps({"pseudo_masks": results}, indent=2) + "\n").encode(),
     )
     return results

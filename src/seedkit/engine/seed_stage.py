@@ -2,46 +2,70 @@
 
 :func:`train_seed_model` trains the CAM baseline or USAGE (student under a strong
 network adjustment, EMA teacher under a weak one, generation + consistency
-loss) on one process or under ``torchrun``. :func:`run_seed_stage` adds
-multi-scale CAM inference on the evaluation list, the background-threshold
-sweep, overlays and ``results.json``.
+loss) with the engine's one training loop (:class:`~seedkit.engine.Trainer`), on
+one process or under ``torchrun``. :func:`run_seed_stage` adds multi-scale CAM
+inference on the evaluation list, the background-threshold sweep, overlays and
+``results.json``. Every file records what produced it (``run.json``, see
+docs/reproducing.rst); a stale one is recomputed, never reused.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import math
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 import seedkit
-from seedkit.engine._loop import class_names_for, gt_dir, poly_or_cosine
-from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from seedkit.engine.config import SeedStageConfig, save_config
+from seedkit._files import atomic_write
+from seedkit.engine.checkpoint import load_checkpoint
+from seedkit.engine.config import SeedStageConfig
+from seedkit.engine.datasets import check_evaluation_list, class_names_for, gt_dir
 from seedkit.engine.distributed import DistributedContext
-from seedkit.engine.logger import RunLogger
-from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
-from seedkit.errors import DataFileError, InvalidValueError
+from seedkit.engine.loop import StepInfo, StepOutput, Trainer, total_steps
+from seedkit.engine.run import (
+    RUN_RECORD,
+    RunFolder,
+    dataset_digest,
+    fingerprint,
+    setting_differences,
+)
+from seedkit.errors import DataFileError, RunConflictError
 
 __all__ = [
+    "MODEL_NAME",
+    "STRONG_DROP",
+    "WEAK_DROP",
     "SeedTrainingState",
+    "backbone_kwargs",
+    "cam_validity_mask",
+    "ensure_seeds",
     "eval_dataset",
     "evaluate_model_seeds",
     "load_seed_model",
     "run_seed_stage",
+    "seed_run_folder",
     "token_classification_loss",
     "train_seed_model",
+    "view_drops",
+    "write_and_evaluate_seeds",
 ]
 
-CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
+#: Files and folders of a seed-stage run besides the checkpoint, model, config and logs.
+SEED_STAGE_FILES = (
+    "seeds",
+    "overlays",
+    "results.json",
+    "seeds_eval.json",
+    "seeds_table.txt",
+)
+
+SeedStep = Callable[["SeedTrainingState", dict[str, Any], StepInfo], "torch.Tensor | StepOutput"]
 
 
 def backbone_kwargs(config: SeedStageConfig) -> dict[str, Any]:
@@ -71,54 +95,76 @@ def view_drops(config: SeedStageConfig, consistency_weight: float) -> tuple[floa
     return student, teacher
 
 
+def cam_validity_mask(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The CAM cells of a ``(B, H, W)`` pixel validity mask: valid if any pixel under them is.
+
+    So no image of a padded batch is ever fully masked.
+    """
+    return F.adaptive_max_pool2d(valid[:, None].float(), size) > 0
+
+
+def token_classification_loss(output: Any, labels: torch.Tensor) -> torch.Tensor | None:
+    """The classification loss of a model output's class-token scores, if it has any.
+
+    The hook by which a seed model adds its own classification term: an output
+    with a ``token_logits`` field (:class:`seedkit.backbones.MCTSeedModelOutput`,
+    one score per class token) adds MCTformer's multi-label soft margin loss on
+    them to the seed-stage loss (``L = L_patch-CAM + L_token``, MCTformer-V2; with
+    USAGE, ``L_GEN + lambda L_REG`` on the patch CAMs plus ``L_token``). Other
+    outputs add nothing (``None``).
+    """
+    scores = getattr(output, "token_logits", None)
+    if scores is None:
+        return None
+    return F.multilabel_soft_margin_loss(scores.float(), labels.float())
+
+
 class SeedTrainingState:
-    """The model, teacher, optimiser and schedule of a seed-stage run."""
+    """The model, EMA teacher, views, criterion and :class:`~seedkit.engine.Trainer` of a run.
+
+    Args:
+        config: the run's (validated) configuration.
+        context: the process's distributed context.
+        num_samples: length of the training list.
+
+    Attributes:
+        trainer: optimiser, schedule, AMP, DDP and checkpoint state.
+        model: the student (``trainer.model``).
+        teacher: the :class:`~seedkit.EMATeacher` of a USAGE run, else ``None``.
+        criterion: :class:`~seedkit.USAGELoss` (USAGE) or
+            :class:`~seedkit.SeedGenerationLoss` at GAP (CAM baseline).
+        student_view, teacher_view: the network-adjusted views (USAGE).
+        full_weight: the consistency weight after its ramp.
+        run: the run folder (set by :func:`train_seed_model`).
+    """
 
     def __init__(
-        self, config: SeedStageConfig, context: DistributedContext, steps_per_epoch: int
+        self, config: SeedStageConfig, context: DistributedContext, num_samples: int
     ) -> None:
         from seedkit.backbones import create_seed_model
 
         self.config = config
         self.context = context
-        self.model = create_seed_model(
+        model = create_seed_model(
             config.backbone,
             num_classes=config.num_classes,
             pretrained=config.pretrained,
             checkpoint_path=config.checkpoint_path,
             head=config.head,
             **backbone_kwargs(config),
-        ).to(context.device)
-        self.total_steps = config.max_steps or config.epochs * steps_per_epoch  # type: ignore[operator]
-        self.steps_per_epoch = steps_per_epoch
-        backbone_params, head_params = self.model.param_groups()
-        groups = [
-            {"params": backbone_params, "lr": config.lr},
-            {"params": head_params, "lr": config.lr * config.head_lr_mult},
-        ]
-        if config.optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-            )
-        else:
-            self.optimizer = torch.optim.AdamW(
-                groups, lr=config.lr, weight_decay=config.weight_decay
-            )
-        warmup = config.warmup_steps or int(config.extra.get("warmup_epochs", 0) * steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, poly_or_cosine(config.schedule, warmup, self.total_steps)
         )
+        steps = total_steps(config, num_samples)
         self.teacher = None
         self.criterion: torch.nn.Module
         if config.method == "usage":
             self.teacher = seedkit.EMATeacher(
-                self.model,
+                model,
                 momentum=config.ema_momentum,
                 schedule=config.ema_schedule,
-                total_steps=self.total_steps,
+                total_steps=steps,
             )
             self.criterion = seedkit.USAGELoss.for_backbone(
-                self.model.family,
+                model.family,
                 generation_temperature=config.temperature,
                 consistency_temperature=config.consistency_temperature,
                 teacher_temperature=config.teacher_temperature,
@@ -134,48 +180,104 @@ class SeedTrainingState:
         else:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
             self.full_weight = 0.0
-        use_amp = context.device.type == "cuda" and config.amp != "off"
-        self.amp_dtype = (
-            torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        )
-        self.use_amp = use_amp
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=use_amp and self.amp_dtype == torch.float16
-        )
-        self.ddp: torch.nn.Module = self.model
-        if context.distributed:
-            device_ids = [context.device.index] if context.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+        stateful = {"teacher": self.teacher} if self.teacher is not None else {}
+        self.trainer = Trainer(model, config, context, num_samples, stateful=stateful)
+        self.model = self.trainer.model
+        if self.teacher is not None:
+            self.teacher.to(context.device)
+        self.run: RunFolder | None = None
         self.student_view = self.teacher_view = None
         if self.teacher is not None:
             student_drop, teacher_drop = view_drops(config, self.full_weight)
-            self.student_view = seedkit.SelfAdaptiveView(self.ddp, student_drop)
+            self.student_view = seedkit.SelfAdaptiveView(self.trainer.wrapped, student_drop)
             self.teacher_view = seedkit.SelfAdaptiveView(self.teacher.module, teacher_drop)
-        self.step = 0
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "config": self.config.to_dict(),
-            "rng": {"torch": torch.get_rng_state()},
-        }
+    @property
+    def step(self) -> int:
+        """Optimiser steps done."""
+        return self.trainer.step
+
+    @property
+    def total_steps(self) -> int:
+        """The schedule's length."""
+        return self.trainer.total_steps
+
+    def seed_views(self, info: StepInfo) -> None:
+        """Seed both views' segments from ``(seed, step, micro-batch)``, not from the rank.
+
+        Every process drops the same segments, as one process at the full batch would.
+        """
+        generator = torch.Generator().manual_seed(
+            self.config.seed * 1_000_003 + info.step * 101 + info.micro_batch
+        )
+        self.teacher_view.generator = self.student_view.generator = generator
+
+    def training_step(self, batch: dict[str, Any], info: StepInfo) -> StepOutput:
+        """The default step hook: USAGE's (or the CAM baseline's) loss of one micro-batch.
+
+        A model whose output has class-token scores (``head="mct"``) adds their
+        classification loss (:func:`token_classification_loss`, logged as ``token``).
+        """
+        images, labels, valid = batch["image"], batch["labels"], batch["valid"]
+        if self.config.method != "usage":
+            output = self.trainer.wrapped(images)
+            cams = output.cams
+            loss = generation = self.criterion(
+                cams, labels, cam_validity_mask(valid, cams.shape[-2:])
+            )
+            logs = {
+                "generation": generation,
+                "consistency": loss.new_zeros(()),
+                "consistency_weight": 0.0,
+            }
+        else:
+            weight = self.criterion.weight_at(info.progress)
+            self.seed_views(info)
+            teacher_cams = None  # at lambda = 0 the term adds nothing: skip the teacher
+            if weight > 0:
+                with torch.no_grad():
+                    teacher_cams = self.teacher_view(images).cams
+            output = self.student_view(images)
+            cams = output.cams
+            mask = cam_validity_mask(valid, cams.shape[-2:])
+            out = self.criterion(cams, labels, teacher_cams, mask, progress=info.progress)
+            loss = out.loss
+            logs = {
+                "generation": out.generation,
+                "consistency": out.consistency,
+                "consistency_weight": weight,
+            }
+        token = token_classification_loss(output, labels)
+        if token is not None:
+            loss = loss + token
+            logs["token"] = token
+        return StepOutput(loss, logs)
+
+    def after_step(self, info: StepInfo) -> None:
+        """Move the EMA teacher towards the student (USAGE)."""
         if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
-        return state
+            self.teacher.update(self.model, step=info.step)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.step = int(state["step"])
+    def evaluate(self, dataset: Any) -> dict[str, Any]:
+        """Seed mIoU / FP / FN of the student (and the teacher, if any) now: a log record."""
+        config = self.config
+        record: dict[str, Any] = {}
+        models = {"": self.model}
+        if self.teacher is not None:
+            models["teacher_"] = self.teacher.module
+        for prefix, model in models.items():
+            result = evaluate_model_seeds(
+                model, dataset, config.num_classes, config.max_threshold, device=self.context.device
+            )
+            record.update(
+                {
+                    f"{prefix}miou": round(result.best_miou, 4),
+                    f"{prefix}threshold": round(result.best_threshold, 4),
+                    f"{prefix}fp_rate": round(result.fp_rate, 5),
+                    f"{prefix}fn_rate": round(result.fn_rate, 5),
+                }
+            )
+        return record
 
 
 def _train_dataset(config: SeedStageConfig, voc_root: str):
@@ -195,15 +297,18 @@ def _train_dataset(config: SeedStageConfig, voc_root: str):
     )
 
 
-def _cam_mask(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A CAM cell is valid if any pixel under it is (so no image is ever fully masked)."""
-    return F.adaptive_max_pool2d(valid[:, None].float(), size) > 0
-
-
-def _view_generator(config: SeedStageConfig, step: int, micro: int) -> torch.Generator:
-    # Seeded by (seed, step, micro-batch), not by rank: every process drops the same
-    # segments, as one process at the full batch would.
-    return torch.Generator().manual_seed(config.seed * 1_000_003 + step * 101 + micro)
+def seed_run_folder(
+    config: SeedStageConfig, context: DistributedContext, train_dataset: Any
+) -> RunFolder:
+    """The :class:`~seedkit.engine.RunFolder` of a seed-stage run on ``train_dataset``."""
+    return RunFolder(
+        config,
+        context,
+        MODEL_NAME,
+        SEED_STAGE_FILES,
+        inputs={"train_data": dataset_digest(train_dataset)},
+        total_steps=total_steps(config, len(train_dataset)),
+    )
 
 
 def train_seed_model(
@@ -211,238 +316,67 @@ def train_seed_model(
     context: DistributedContext,
     voc_root: str,
     resume: bool = False,
+    overwrite: bool = False,
+    *,
+    step: SeedStep | None = None,
+    stop_after_steps: int | None = None,
 ) -> SeedTrainingState:
-    """Train the seed model of ``config`` and return the final training state.
+    """Train the seed model of ``config`` (if ``config.out`` has no finished one); return its state.
 
-    Writes ``config.json``, ``log.jsonl`` (one record per logged step), periodic
-    atomic checkpoints ``checkpoint.pt`` and the final ``model.pt`` into
-    ``config.out`` (rank 0 only). With ``resume=True`` and a checkpoint present,
-    training continues exactly where it stopped: the data order, augmentations
-    and network-adjustment segments are functions of ``(seed, epoch, step)``.
+    Checks every id of the training and evaluation lists, then ``config.out``
+    (see :class:`~seedkit.engine.RunFolder`), then trains: ``config.json``,
+    ``run.json``, ``log.jsonl``, atomic checkpoints ``checkpoint.pt`` and the final
+    ``model.pt`` (rank 0 writes). With ``resume=True`` training continues exactly
+    where it stopped: the data order, augmentations and network-adjustment
+    segments are functions of ``(seed, epoch, step)``, and the RNG state is in the
+    checkpoint. A finished run of the same settings is not trained again.
 
     Args:
         config: the run's configuration (validated here).
         context: the process's distributed context.
         voc_root: the VOC2012 folder.
-        resume: continue from ``config.out/checkpoint.pt`` if it exists.
+        resume: continue the run in ``config.out`` (it must exist).
+        overwrite: delete the run in ``config.out`` first.
+        step: the step hook ``step(state, batch, info) -> loss | StepOutput``;
+            default :meth:`SeedTrainingState.training_step`.
+        stop_after_steps: testing aid; see :meth:`~seedkit.engine.Trainer.fit`.
 
     Returns:
         The :class:`SeedTrainingState` after the last step.
     """
-    from seedkit.data import collate
-
     config.validate()
-    out = Path(config.out)
     torch.manual_seed(config.seed)
     dataset = _train_dataset(config, voc_root)
-    per_rank, remainder = divmod(config.batch_size, context.world_size * config.grad_accum)
-    if remainder or per_rank < 1:
-        raise InvalidValueError(
-            "batch_size",
-            f"a multiple of processes x grad_accum ({context.world_size} x {config.grad_accum})",
-            config.batch_size,
-        )
-    sampler = ResumableShardSampler(
-        len(dataset), config.batch_size, context.rank, context.world_size, seed=config.seed
-    )
-    state = SeedTrainingState(config, context, sampler.steps_per_epoch)
-    checkpoint = out / CHECKPOINT_NAME
-    if resume and checkpoint.is_file():
-        state.load_state_dict(load_checkpoint(checkpoint, map_location=context.device))
-    logger = None
-    if context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.json")
-        logger = RunLogger(out, tensorboard=config.tensorboard, append=resume and state.step > 0)
-        logger.log(
-            "start",
-            state.step,
-            world_size=context.world_size,
-            total_steps=state.total_steps,
-            family=state.model.family,
-            seedkit_version=seedkit.__version__,
-        )
-    bar = tqdm(
-        total=state.total_steps,
-        initial=state.step,
-        desc=f"train {config.method}",
-        disable=not (context.is_main and config.progress),
-        dynamic_ncols=True,
-    )
+    dataset.check_files()
+    check_evaluation_list(voc_root, config.eval_split, config.num_classes, config.eval_limit)
+    run = seed_run_folder(config, context, dataset)
+    plan = run.prepare(resume=resume, overwrite=overwrite)
+    state = SeedTrainingState(config, context, len(dataset))
+    state.run = run
+    if not plan.train:
+        state.model.load_state_dict(load_seed_model(config, context.device).state_dict())
+        state.trainer.step = int(run.record["step"])
+        return state
     # The masks of the evaluation list, read once, for eval_every (rank 0 only).
     monitor = eval_dataset(config, voc_root, with_masks=True) if config.eval_every else None
-    started = time.time()
-    # Testing aid: leave the run as a kill at this step would (checkpoint written, no model.pt).
-    stop_after = config.extra.get("stop_after_steps")
-    loader = DataLoader(
-        EpochIndexedDataset(dataset),
-        batch_size=per_rank * config.grad_accum,
-        sampler=EpochIndexedDataset.sampler(sampler),
-        num_workers=config.num_workers,
-        collate_fn=collate,
-        drop_last=True,
-        persistent_workers=config.num_workers > 0,
+    hook = step or SeedTrainingState.training_step
+    from seedkit.data import collate
+
+    state.trainer.fit(
+        dataset,
+        lambda batch, info: hook(state, batch, info),
+        run,
+        collate=collate,
+        resume=plan.resume,
+        after_step=state.after_step,
+        evaluate=(lambda: state.evaluate(monitor)) if monitor is not None else None,
+        eval_every=config.eval_every,
+        stop_after_steps=stop_after_steps,
+        desc=f"train {config.method}",
+        log_start={"family": state.model.family, "seedkit_version": seedkit.__version__},
     )
-    while state.step < state.total_steps:
-        epoch, step_in_epoch = divmod(state.step, sampler.steps_per_epoch)
-        sampler.set_epoch(epoch)
-        sampler.set_start_step(step_in_epoch)
-        for batch in loader:
-            record = _train_step(state, batch, per_rank)
-            state.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if logger is not None and (
-                state.step % config.log_every == 0 or state.step == state.total_steps
-            ):
-                logger.log(
-                    "train",
-                    state.step,
-                    epoch=epoch,
-                    **record,
-                    elapsed=round(time.time() - started, 2),
-                )
-            if config.eval_every and (
-                state.step % config.eval_every == 0 or state.step == state.total_steps
-            ):
-                if logger is not None:
-                    logger.log("eval", state.step, **_quick_eval(state, monitor))
-                context.barrier()
-            if state.step % config.checkpoint_every == 0 or state.step == state.total_steps:
-                if context.is_main:
-                    save_checkpoint(checkpoint, state.state_dict())
-                context.barrier()
-            if state.step >= state.total_steps or state.step == stop_after:
-                break
-        if state.step == stop_after:
-            break
-    bar.close()
-    if state.step == stop_after and state.step < state.total_steps:
-        if context.is_main:
-            save_checkpoint(checkpoint, state.state_dict())
-            if logger is not None:
-                logger.close()
-        context.barrier()
-        raise SystemExit(
-            f"stopped after {stop_after} steps (--stop-after-steps); continue with --resume"
-        )
-    if context.is_main:
-        save_checkpoint(
-            out / MODEL_NAME,
-            {
-                "model": state.model.state_dict(),
-                "config": config.to_dict(),
-                "family": state.model.family,
-            },
-        )
-        if logger is not None:
-            logger.log("end", state.step, elapsed=round(time.time() - started, 2))
-            logger.close()
-    context.barrier()
+    state.trainer.save_model(run, family=state.model.family)
     return state
-
-
-def _quick_eval(state: SeedTrainingState, dataset: Any) -> dict[str, Any]:
-    """Seed mIoU / FP / FN of the student (and the teacher, if any) at the current step."""
-    config = state.config
-    record: dict[str, Any] = {}
-    models = {"": state.model}
-    if state.teacher is not None:
-        models["teacher_"] = state.teacher.module
-    for prefix, model in models.items():
-        result = evaluate_model_seeds(
-            model, dataset, config.num_classes, config.max_threshold, device=state.context.device
-        )
-        record.update(
-            {
-                f"{prefix}miou": round(result.best_miou, 4),
-                f"{prefix}threshold": round(result.best_threshold, 4),
-                f"{prefix}fp_rate": round(result.fp_rate, 5),
-                f"{prefix}fn_rate": round(result.fn_rate, 5),
-            }
-        )
-    return record
-
-
-def token_classification_loss(output: Any, labels: torch.Tensor) -> torch.Tensor | None:
-    """The classification loss of a model output's class-token scores, if it has any.
-
-    The hook by which a seed model adds its own classification term: an output
-    with a ``token_logits`` field (:class:`seedkit.backbones.MCTSeedModelOutput`,
-    one score per class token) adds MCTformer's multi-label soft margin loss on
-    them to the seed-stage loss (``L = L_patch-CAM + L_token``, MCTformer-V2; with
-    USAGE, ``L_GEN + lambda L_REG`` on the patch CAMs plus ``L_token``). Other
-    outputs add nothing (``None``).
-    """
-    scores = getattr(output, "token_logits", None)
-    if scores is None:
-        return None
-    return F.multilabel_soft_margin_loss(scores.float(), labels.float())
-
-
-def _train_step(
-    state: SeedTrainingState, batch: dict[str, Any], micro_size: int
-) -> dict[str, float]:
-    config, context = state.config, state.context
-    model = state.ddp
-    model.train()
-    weight = 0.0
-    if config.method == "usage":
-        weight = state.criterion.weight_at(state.step / state.total_steps)
-    totals = {"loss": 0.0, "generation": 0.0, "consistency": 0.0}
-    state.optimizer.zero_grad(set_to_none=True)
-    images_all = batch["image"].to(context.device, non_blocking=True)
-    labels_all = batch["labels"].to(context.device, non_blocking=True)
-    valid_all = batch["valid"].to(context.device, non_blocking=True)
-    for micro in range(config.grad_accum):
-        part = slice(micro * micro_size, (micro + 1) * micro_size)
-        images, labels, valid = images_all[part], labels_all[part], valid_all[part]
-        last = micro == config.grad_accum - 1
-        sync = contextlib.nullcontext() if last or not context.distributed else model.no_sync()
-        autocast = torch.autocast(context.device.type, dtype=state.amp_dtype, enabled=state.use_amp)
-        with sync, autocast:
-            if config.method == "usage":
-                generator = _view_generator(config, state.step, micro)
-                state.teacher_view.generator = state.student_view.generator = generator
-                teacher_cams = None  # at lambda = 0 the term adds nothing: skip the teacher
-                if weight > 0:
-                    with torch.no_grad():
-                        teacher_cams = state.teacher_view(images).cams
-                output = state.student_view(images)
-                cams = output.cams
-                mask = _cam_mask(valid, cams.shape[-2:])
-                out = state.criterion(
-                    cams, labels, teacher_cams, mask, progress=state.step / state.total_steps
-                )
-                loss, generation, consistency = out.loss, out.generation, out.consistency
-            else:
-                output = model(images)
-                cams = output.cams
-                mask = _cam_mask(valid, cams.shape[-2:])
-                loss = generation = state.criterion(cams, labels, mask)
-                consistency = loss.new_zeros(())
-            token = token_classification_loss(output, labels)
-            if token is not None:
-                loss = loss + token
-            state.scaler.scale(loss / config.grad_accum).backward()
-        totals["loss"] += float(context.mean(loss)) / config.grad_accum
-        totals["generation"] += float(context.mean(generation)) / config.grad_accum
-        totals["consistency"] += float(context.mean(consistency)) / config.grad_accum
-        if token is not None:
-            totals["token"] = (
-                totals.get("token", 0.0) + float(context.mean(token)) / config.grad_accum
-            )
-    if config.grad_clip:
-        state.scaler.unscale_(state.optimizer)
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip)
-    state.scaler.step(state.optimizer)
-    state.scaler.update()
-    state.scheduler.step()
-    if state.teacher is not None:
-        state.teacher.update(state.model, step=state.step)
-    totals["lr"] = state.optimizer.param_groups[0]["lr"]
-    totals["consistency_weight"] = weight
-    return totals
 
 
 def load_seed_model(config: SeedStageConfig, device: torch.device) -> torch.nn.Module:
@@ -450,42 +384,30 @@ def load_seed_model(config: SeedStageConfig, device: torch.device) -> torch.nn.M
 
     Raises:
         DataFileError: stage 1 has not finished (no ``model.pt``).
+        RunConflictError: ``model.pt`` was trained with other settings than ``config``.
     """
     from seedkit.backbones import create_seed_model
 
     path = Path(config.out) / MODEL_NAME
     if not path.is_file():
         raise DataFileError(path, "stage-1 model", "run stage 1 first (--stages 1)")
+    state = load_checkpoint(path)
+    recorded = state.get("run", {}).get("fields") if isinstance(state.get("run"), dict) else None
+    if recorded is None:
+        raise RunConflictError(path, "has no record of the settings that trained it")
+    differences = setting_differences(recorded, config.training_fields())
+    if differences:
+        raise RunConflictError(
+            path,
+            "was trained with other settings",
+            differences,
+            "pass the settings it was trained with, or retrain it (`overwrite`)",
+        )
     model = create_seed_model(
         config.backbone, num_classes=config.num_classes, head=config.head, **backbone_kwargs(config)
     )
-    model.load_state_dict(load_checkpoint(path)["model"])
+    model.load_state_dict(state["model"])
     return model.to(device)
-
-
-def write_seeds(
-    model: torch.nn.Module,
-    dataset: Any,
-    seeds_dir: Path,
-    config: SeedStageConfig,
-    context: DistributedContext,
-) -> None:
-    """Write psa-format seeds of ``dataset`` with the config's scales, sharded by rank."""
-    from seedkit.cam import as_seed_map_model, write_cams
-
-    model.eval()
-    write_cams(
-        as_seed_map_model(model),  # MCT models: their localisation maps; others: CAMs
-        dataset,
-        seeds_dir,
-        scales=config.cam_scales,
-        device=context.device,
-        temperature=config.seed_temperature,
-        progress=context.is_main and config.progress,
-        rank=context.rank,
-        world_size=context.world_size,
-    )
-    context.barrier()
 
 
 def eval_dataset(config: SeedStageConfig, voc_root: str, with_masks: bool = False) -> Any:
@@ -540,26 +462,89 @@ def evaluate_model_seeds(
     return sweep.result()
 
 
+def seeds_fingerprint(config: SeedStageConfig, model_digest: str) -> str:
+    """What the seed files depend on: the model file and the inference settings."""
+    return fingerprint(
+        {
+            "model": model_digest,
+            "cam_scales": list(config.cam_scales),
+            "seed_temperature": config.seed_temperature,
+            "num_classes": config.num_classes,
+            "seed_format": config.seed_format,
+        }
+    )
+
+
+def _open_run(config: SeedStageConfig, context: DistributedContext) -> RunFolder:
+    """The finished stage-1 run folder of ``config``, without changing it."""
+    run = RunFolder(config, context, MODEL_NAME, SEED_STAGE_FILES, inputs={}, total_steps=0)
+    path = run.out / RUN_RECORD
+    if not path.is_file():
+        raise DataFileError(path, "stage-1 run record", "run stage 1 first (--stages 1)")
+    run.record = json.loads(path.read_text())
+    return run
+
+
+def ensure_seeds(
+    config: SeedStageConfig,
+    context: DistributedContext,
+    dataset: Any,
+    run: RunFolder | None = None,
+    model: torch.nn.Module | None = None,
+) -> Path:
+    """Write the seeds of ``dataset``'s ids that ``config.out/seeds`` lacks; return the folder.
+
+    Seed files of another model or other inference settings (their fingerprint
+    is in ``run.json``) are deleted first, never reused. Writing is sharded over
+    processes. A multi-class-token model's seeds are its localisation maps
+    (:func:`seedkit.cam.as_seed_map_model`).
+    """
+    from seedkit.cam import as_seed_map_model, write_cams
+
+    run = run or _open_run(config, context)
+    seeds_dir = run.out / "seeds"
+    model = model if model is not None else load_seed_model(config, context.device)
+    run.begin_artefact("seeds", seeds_fingerprint(config, run.model_digest()))
+    model.eval()
+    write_cams(
+        as_seed_map_model(model),  # MCT models: their localisation maps; others: CAMs
+        dataset,
+        seeds_dir,
+        scales=config.cam_scales,
+        device=context.device,
+        temperature=config.seed_temperature,
+        progress=context.is_main and config.progress,
+        rank=context.rank,
+        world_size=context.world_size,
+        format=config.seed_format,
+    )
+    context.barrier()
+    run.finish_artefact("seeds")
+    return seeds_dir
+
+
 def write_and_evaluate_seeds(
     model: torch.nn.Module,
     config: SeedStageConfig,
     context: DistributedContext,
     voc_root: str,
+    run: RunFolder | None = None,
 ) -> dict[str, Any] | None:
     """Write multi-scale seeds for the evaluation list, sweep the threshold, draw overlays.
 
     Seed writing is sharded across processes; rank 0 evaluates and returns the
     ``"seeds"`` entry of ``results.json`` (other ranks return ``None``).
     """
+    from seedkit._files import remove_stale_temporaries
     from seedkit.data import read_image
     from seedkit.metrics import evaluate_seeds, load_psa_maps
     from seedkit.viz import save_overlay
 
-    out = Path(config.out)
+    run = run or _open_run(config, context)
+    out = run.out
     names = class_names_for(config.num_classes)
     dataset = eval_dataset(config, voc_root)
-    seeds_dir = out / "seeds"
-    write_seeds(model, dataset, seeds_dir, config, context)
+    seeds_dir = ensure_seeds(config, context, dataset, run=run, model=model)
     if not context.is_main:
         return None
     result = evaluate_seeds(
@@ -571,13 +556,18 @@ def write_and_evaluate_seeds(
         progress=config.progress,
         class_names=names,
     )
-    (out / "seeds_eval.json").write_text(_json(result.to_json_dict()))
+    atomic_write(out / "seeds_eval.json", _json(result.to_json_dict()).encode())
+    overlays = out / "overlays"
+    if overlays.is_dir():  # drawn again at this run's threshold, for this run's list
+        for old in overlays.glob("*.png"):
+            old.unlink()
+        remove_stale_temporaries(overlays)
     for image_id in dataset.ids[: config.num_overlays]:
         maps = load_psa_maps(seeds_dir / f"{image_id}.npy", config.num_classes)
         save_overlay(
             read_image(dataset.image_path(image_id)),
             maps,
-            out / "overlays" / f"{image_id}.png",
+            overlays / f"{image_id}.png",
             threshold=result.best_threshold,
             class_names=names,
         )
@@ -588,6 +578,7 @@ def write_and_evaluate_seeds(
         "fn_rate": result.fn_rate,
         "activation_state": result.activation_state,
         "recommended_temperature": result.recommended_temperature,
+        "mean_over": result.mean_over,
         "iou": [None if math.isnan(v) else float(v) for v in result.iou],
         "num_images": result.num_images,
         "warnings": list(result.warnings),
@@ -596,9 +587,20 @@ def write_and_evaluate_seeds(
 
 
 def _json(document: Any) -> str:
-    import json
-
     return json.dumps(document, indent=2) + "\n"
+
+
+def provenance(run: RunFolder) -> dict[str, Any]:
+    """The ``"provenance"`` entry of a stage's ``results.json``: what produced the numbers."""
+    record = run.record
+    return {
+        "run": record.get("fingerprint"),
+        "model": record.get("model"),
+        "steps": record.get("step"),
+        "segments": record.get("segments"),
+        "artefacts": {k: v.get("fingerprint") for k, v in record.get("artefacts", {}).items()},
+        "seedkit_version": seedkit.__version__,
+    }
 
 
 def run_seed_stage(
@@ -606,19 +608,31 @@ def run_seed_stage(
     context: DistributedContext,
     voc_root: str,
     resume: bool = False,
+    overwrite: bool = False,
+    *,
+    step: SeedStep | None = None,
+    stop_after_steps: int | None = None,
 ) -> dict[str, Any] | None:
-    """Train, write seeds, evaluate; write ``OUT/results.json`` on rank 0 and return it.
+    """Train (unless finished), write seeds, evaluate; write ``OUT/results.json`` on rank 0.
 
-    A resumed run whose training had already finished goes straight to the seeds,
-    and seed files already written are skipped.
+    A finished run of the same settings in ``config.out`` is reused; seed files are
+    reused only if they come from this model with these inference settings; the
+    evaluation always runs. See :func:`train_seed_model` for the arguments.
+
+    Returns:
+        ``results.json``'s content on rank 0 (``None`` on other ranks).
     """
-    out = Path(config.out)
-    finished = resume and (out / MODEL_NAME).is_file()
-    if finished:
-        model = load_seed_model(config, context.device)
-    else:
-        model = train_seed_model(config, context, voc_root, resume=resume).model
-    seeds = write_and_evaluate_seeds(model, config, context, voc_root)
+    state = train_seed_model(
+        config,
+        context,
+        voc_root,
+        resume=resume,
+        overwrite=overwrite,
+        step=step,
+        stop_after_steps=stop_after_steps,
+    )
+    run = state.run
+    seeds = write_and_evaluate_seeds(state.model, config, context, voc_root, run=run)
     if seeds is None:
         return None
     table = seeds.pop("table")
@@ -627,9 +641,9 @@ def run_seed_stage(
         "method": config.method,
         "backbone": config.backbone,
         "config": config.to_dict(),
+        "provenance": provenance(run),
     }
-    from seedkit.data import atomic_write_bytes
-
-    atomic_write_bytes(out / "results.json", _json(results).encode())
-    (out / "seeds_table.txt").write_text(table + "\n")
+    out = Path(config.out)
+    atomic_write(out / "results.json", _json(results).encode())
+    atomic_write(out / "seeds_table.txt", (table + "\n").encode())
     return results

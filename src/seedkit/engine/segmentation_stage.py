@@ -9,19 +9,22 @@ model is reused.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from seedkit.engine._loop import class_names_for, gt_dir, train_loop
-from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from seedkit._files import atomic_write, remove_stale_temporaries
+from seedkit.engine.checkpoint import load_checkpoint
+from seedkit.engine.config import StageConfig, _check_choice
+from seedkit.engine.datasets import check_evaluation_list, class_names_for, gt_dir
 from seedkit.engine.distributed import DistributedContext
-from seedkit.errors import InvalidValueError
+from seedkit.engine.loop import MODEL_FORMAT, Trainer, total_steps
+from seedkit.engine.run import RunFolder, dataset_digest, folder_fingerprint
+from seedkit.errors import InvalidValueError, RunConflictError
 
 __all__ = ["DEMO_SEGMENTATION", "SegmentationStageConfig", "run_segmentation_stage"]
 
@@ -29,73 +32,56 @@ SEGMENTATION_MODEL = "segmentation.pt"
 
 
 @dataclass
-class SegmentationStageConfig:
+class SegmentationStageConfig(StageConfig):
     """Everything that determines a stage-3 run; saved as ``OUT/config.json``.
 
     The defaults follow the DeepLab recipes the WSSS papers use for their final
     numbers (SGD poly lr 0.01 with a 10x head, wd 1e-4, batch 16, 512 crops of
     images rescaled 0.5-2x, about 30k iterations on train_aug, evaluation at
-    scales 0.5-1.75 with flip); ``epochs`` is derived from the list length.
+    scales 0.5-1.75 with flip). ``backbone`` / ``pretrained`` / ``checkpoint_path``
+    are the timm encoder of ``architecture="deeplabv3_timm"`` (the torchvision
+    architectures bring their own backbone; ``pretrained`` then loads torchvision's
+    ImageNet weights and ``checkpoint_path`` a local backbone state dict).
     """
+
+    STAGE: ClassVar[str] = "segmentation"
+    AFTER_TRAINING: ClassVar[frozenset[str]] = frozenset(
+        {"eval_split", "eval_limit", "eval_scales", "flip", "crf", "save_predictions"}
+    )
+    INPUT_PATHS: ClassVar[frozenset[str]] = frozenset({"checkpoint_path", "mask_dir"})
 
     mask_dir: str = "runs/pseudo/masks"
     out: str = "runs/segmentation"
-    train_split: str = "train_aug"
-    eval_split: str = "val"
-    num_classes: int = 20
-    eval_limit: int | None = None
+    eval_split: str | None = "val"
     architecture: str = "deeplabv3_resnet50"
-    # the timm encoder of architecture "deeplabv3_timm", and its output stride
-    encoder: str = "resnet50"
-    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "resnet50"
     output_stride: int | None = 16
-    pretrained_backbone: bool = False
-    backbone_checkpoint: str | None = None
     image_size: int = 512
     resize_long: tuple[int, int] | None = (256, 1000)
     batch_size: int = 16
-    epochs: int | None = None
     max_steps: int | None = 30000
-    optimizer: str = "sgd"
-    lr: float = 0.01
     weight_decay: float = 1e-4
-    head_lr_mult: float = 10.0
-    schedule: str = "poly"
-    warmup_steps: int = 0
     eval_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     flip: bool = True
     crf: bool = False
     save_predictions: bool = False
-    seed: int = 0
-    num_workers: int = 2
     checkpoint_every: int = 500
-    log_every: int = 10
-    progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> SegmentationStageConfig:
-        """Check choices and ranges; return ``self``."""
+    def check_stage(self) -> None:
+        """Choices and ranges of stage 3's own fields."""
         from seedkit.segmentation import SEGMENTATION_ARCHITECTURES
 
-        if self.architecture not in SEGMENTATION_ARCHITECTURES:
-            raise InvalidValueError(
-                "architecture", "one of " + ", ".join(SEGMENTATION_ARCHITECTURES), self.architecture
-            )
-        if (self.epochs is None) == (self.max_steps is None):
-            raise InvalidValueError(
-                "epochs / max_steps", "exactly one of them", (self.epochs, self.max_steps)
-            )
-        if not self.eval_scales:
-            raise InvalidValueError("eval_scales", "at least one scale", self.eval_scales)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        _check_choice("architecture", self.architecture, tuple(SEGMENTATION_ARCHITECTURES))
+        if self.eval_split is None:
+            raise InvalidValueError("eval_split", "a list name or file", None)
+        if not self.eval_scales or not all(
+            isinstance(v, (int, float)) and v > 0 for v in self.eval_scales
+        ):
+            raise InvalidValueError("eval_scales", "one or more scales > 0", self.eval_scales)
 
 
 #: Stage-3 settings of the built-in demo: DeepLabV3's head on the stage-1 encoder at 128 px
-#: (the pipeline sets ``encoder`` and ``backbone_checkpoint`` to the stage-1 model's).
+#: (the pipeline sets ``backbone`` and ``checkpoint_path`` to the stage-1 model's).
 DEMO_SEGMENTATION: dict[str, Any] = {
     "architecture": "deeplabv3_timm",
     "train_split": "train",
@@ -119,94 +105,105 @@ def run_segmentation_stage(
     context: DistributedContext,
     voc_root: str,
     resume: bool = False,
+    overwrite: bool = False,
+    *,
+    stop_after_steps: int | None = None,
 ) -> dict[str, Any] | None:
     """Train on the pseudo masks, evaluate on ``eval_split``; write ``OUT/results.json``.
+
+    Every training id's image and pseudo mask and every evaluated id's image and
+    ground truth are checked first. A finished run of the same settings (and the
+    same pseudo masks and starting weights) in ``OUT`` is reused; the run folder
+    rules are :class:`~seedkit.engine.RunFolder`'s.
 
     Args:
         config: stage settings (validated here).
         context: distributed context (training is DDP when several processes
             run; evaluation runs on rank 0).
         voc_root: the ``VOC2012`` folder (or a VOC-layout view of COCO).
-        resume: continue training from ``OUT/checkpoint.pt``, or reuse a
-            finished ``OUT/segmentation.pt``.
+        resume: continue the run in ``OUT``.
+        overwrite: delete the run in ``OUT`` first.
+        stop_after_steps: testing aid; see :meth:`~seedkit.engine.Trainer.fit`.
 
     Returns:
-        ``{"miou", "iou", "per_class", "num_images", ...}`` on rank 0, else ``None``.
+        ``{"miou", "iou", "per_class", "num_images", ..., "provenance"}`` on rank 0,
+        else ``None``.
     """
-    from seedkit.data import (
-        TrainTransform,
-        VOCSegmentation,
-        atomic_write_bytes,
-        collate,
-        resolve_voc_root,
-    )
-    from seedkit.engine.config import save_config
+    from seedkit.data import TrainTransform, VOCSegmentation, collate, resolve_voc_root
     from seedkit.segmentation import create_segmentation_model, evaluate_segmentation
 
     config.validate()
-    out = Path(config.out)
     root = resolve_voc_root(voc_root)
     names = class_names_for(config.num_classes)
     mask_dir = Path(config.mask_dir).resolve()
-    if context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.json")  # type: ignore[arg-type]
+    dataset = VOCSegmentation(
+        root,
+        config.train_split,
+        transform=TrainTransform(config.image_size, resize_long=config.resize_long),
+        with_masks=True,
+        mask_dir=mask_dir,
+        seed=config.seed,
+        class_names=names[1:],
+    )
+    dataset.check_files(decode_masks=False)
+    eval_ids = check_evaluation_list(root, config.eval_split, config.num_classes, config.eval_limit)
+    run = RunFolder(
+        config,
+        context,
+        SEGMENTATION_MODEL,
+        ("results.json", "table.txt", "predictions"),
+        inputs={"train_data": dataset_digest(dataset), "masks": folder_fingerprint(mask_dir)},
+        total_steps=total_steps(config, len(dataset)),
+    )
+    plan = run.prepare(resume=resume, overwrite=overwrite)
     torch.manual_seed(config.seed)
     model = create_segmentation_model(
         config.architecture,
         config.num_classes + 1,
-        pretrained_backbone=config.pretrained_backbone,
-        backbone_checkpoint=config.backbone_checkpoint,
-        encoder=config.encoder,
+        pretrained_backbone=config.pretrained,
+        backbone_checkpoint=config.checkpoint_path,
+        encoder=config.backbone,
         output_stride=config.output_stride,
         checkpoint_classes=config.num_classes,
         **config.timm_kwargs,
-    ).to(context.device)
-    if resume and (out / SEGMENTATION_MODEL).is_file():
-        model.load_state_dict(
-            load_checkpoint(out / SEGMENTATION_MODEL, map_location=context.device)["model"]
-        )
-    else:
-        transform = TrainTransform(config.image_size, resize_long=config.resize_long)
-        dataset = VOCSegmentation(
-            root,
-            config.train_split,
-            transform=transform,
-            with_masks=True,
-            mask_dir=mask_dir,
-            seed=config.seed,
-            class_names=names[1:],
-        )
+    )
+    if plan.train:
+        trainer = Trainer(model, config, context, len(dataset))
 
-        def loss_fn(net: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-            logits = net(batch["image"].to(context.device))
-            return F.cross_entropy(logits, batch["mask"].to(context.device), ignore_index=255)
+        def step(batch: dict[str, Any], info: Any) -> torch.Tensor:
+            logits = trainer.wrapped(batch["image"])
+            return F.cross_entropy(logits, batch["mask"], ignore_index=255)
 
-        train_loop(
-            model=model,
-            dataset=dataset,
-            loss_fn=loss_fn,
-            out=out,
-            context=context,
-            settings=config,
-            resume=resume,
-            desc="train segmentation",
+        torch.manual_seed(config.seed)
+        trainer.fit(
+            dataset,
+            step,
+            run,
             collate=collate,
-            extra_log={"stage": "segmentation", "architecture": config.architecture},
+            resume=plan.resume,
+            stop_after_steps=stop_after_steps,
+            desc="train segmentation",
+            log_start={"stage": "segmentation", "architecture": config.architecture},
         )
-        if context.is_main:
-            save_checkpoint(
-                out / SEGMENTATION_MODEL, {"model": model.state_dict(), "config": config.to_dict()}
+        trainer.save_model(run)
+    else:
+        model = model.to(context.device)
+        state = load_checkpoint(run.model_path, map_location=context.device)
+        if state.get("format") != MODEL_FORMAT:
+            raise RunConflictError(
+                run.model_path, "is not a model file of this seedkit", hint="pass `overwrite`"
             )
-    context.barrier()
+        model.load_state_dict(state["model"])
     if not context.is_main:
         return None
-    folder = gt_dir(root)
     val = VOCSegmentation(
-        root, config.eval_split, with_masks=True, mask_dir=folder, class_names=names[1:]
+        root, eval_ids, with_masks=True, mask_dir=gt_dir(root), class_names=names[1:]
     )
-    if config.eval_limit is not None:
-        val.ids = val.ids[: config.eval_limit]
+    predictions = run.out / "predictions"
+    if config.save_predictions and predictions.is_dir():  # this evaluation's, nothing older
+        for old in predictions.glob("*.png"):
+            old.unlink()
+        remove_stale_temporaries(predictions)
     result = evaluate_segmentation(
         model,
         val,
@@ -217,8 +214,10 @@ def run_segmentation_stage(
         device=context.device,
         class_names=names,
         progress=config.progress,
-        pred_dir=str(out / "predictions") if config.save_predictions else None,
+        pred_dir=str(predictions) if config.save_predictions else None,
     )
+    from seedkit.engine.seed_stage import provenance
+
     results = {
         **result.to_json_dict(),
         "split": config.eval_split,
@@ -226,9 +225,11 @@ def run_segmentation_stage(
         "flip": config.flip,
         "crf": config.crf,
         "architecture": config.architecture,
+        "provenance": provenance(run),
     }
-    atomic_write_bytes(
-        out / "results.json", (json.dumps({"segmentation": results}, indent=2) + "\n").encode()
+    atomic_write(
+        run.out / "results.json",
+        (json.dumps({"segmentation": results}, indent=2) + "\n").encode(),
     )
-    (out / "table.txt").write_text(result.format_table() + "\n")
+    atomic_write(run.out / "table.txt", (result.format_table() + "\n").encode())
     return results

@@ -56,14 +56,18 @@ def _working(flat: torch.Tensor) -> torch.Tensor:
     return flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
 
 
-def _impl(backend: str) -> SimpleNamespace:
+def implementation(backend: str, guarded: bool = True) -> SimpleNamespace:
+    """The kernels of ``"fused"`` or ``"triton"`` (``guarded``: see ``triton_impl``)."""
     if backend == "triton":
         from seedkit.kernels.triton_kernels import triton_impl
 
-        return triton_impl()
+        return triton_impl(guarded)
     from seedkit.kernels._compiled import compiled_impl
 
     return compiled_impl()
+
+
+_impl = implementation
 
 
 def _mask(valid: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor | None:
@@ -133,7 +137,17 @@ def fused_temperature_pool(
 
         alpha = torch.softmax(_scaled_logits(a, valid, temperature, scale), dim=2)
         return (alpha * a).sum(dim=2)
-    impl = _impl(choice)
+    return pool_with(_impl(choice), a, valid, temperature, scale)
+
+
+def pool_with(
+    impl: SimpleNamespace,
+    a: torch.Tensor,
+    valid: torch.Tensor | None,
+    temperature: float,
+    scale: str,
+) -> torch.Tensor:
+    """The pooling on the kernels of ``impl``, on checked float32 / float64 arguments."""
     mask = _mask(valid, a)
     inputs = impl.pool_inputs(a, mask, _divisor(impl, a, mask, scale), temperature)
     return TemperaturePoolFunction.apply(impl, *inputs)
@@ -197,7 +211,19 @@ def fused_kl_consistency(
         log_student = _log_distribution(student, valid, temperature, scale == "max")
         log_teacher = _log_distribution(teacher, valid, teacher_temperature, scale == "max")
         return _kl(log_teacher, log_student, valid)
-    impl = _impl(choice)
+    return kl_with(_impl(choice), student, teacher, valid, temperature, teacher_temperature, scale)
+
+
+def kl_with(
+    impl: SimpleNamespace,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor | None,
+    temperature: float,
+    teacher_temperature: float,
+    scale: str,
+) -> torch.Tensor:
+    """The KL on the kernels of ``impl``, on checked arguments (``teacher`` detached)."""
     mask = _mask(valid, student)
     inputs = impl.kl_inputs(
         student,

@@ -4,23 +4,36 @@
 One program per ``(b, c)`` row, looping over the ``N`` positions in blocks with
 an online (per-lane) maximum and sum, so nothing of size ``(B, C, N)`` is
 written except the gradient. Used automatically for CUDA tensors when
-``triton`` imports; under ``TRITON_INTERPRET=1`` (set before ``triton`` is
-imported) they also run on CPU tensors, which is how the test-suite checks
-them without a GPU. The launchers mirror the functions of
+``triton`` imports and the self-check passed; under ``TRITON_INTERPRET=1``
+(set before ``triton`` is imported) they also run on CPU tensors, which is how
+the test-suite checks them without a GPU. The launchers mirror the functions of
 :mod:`seedkit.kernels._math`, with the boolean mask, per-row divisors and
 temperatures (built by ``pool_inputs`` / ``kl_inputs``) in place of the
 additive mask and per-row inverse.
+
+The first use per device and dtype runs :func:`seedkit.kernels.self_check`
+against the reference; a failed check, or an error when a later launch
+compiles a new block size, switches that device and dtype to the compiled
+or reference path with one warning (the failed call is finished in eager
+torch ops). :data:`KERNELS` holds the ``@triton.jit`` functions the launchers
+call, by name; replacing an entry takes effect at the next launch, which is
+how the tests inject a broken kernel.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["triton_impl"]
+from seedkit.kernels import _math
+
+__all__ = ["KERNELS", "triton_impl"]
 
 _MAX_BLOCK = 2048
 
@@ -35,10 +48,14 @@ def _pool_forward_kernel(A, VALID, DIV, TAU, POOLED, PEAK, LOGT, C, N, BLOCK: tl
     peak = tl.full([BLOCK], float("-inf"), dtype)
     total = tl.zeros([BLOCK], dtype)
     weighted = tl.zeros([BLOCK], dtype)
+    poison = tl.zeros([BLOCK], dtype)
     for start in range(0, N, BLOCK):
         offsets = start + tl.arange(0, BLOCK)
         inside = offsets < N
         a = tl.load(A + row * N + offsets, mask=inside, other=0.0)
+        # 0 for a finite value, NaN for NaN / inf, masked positions included: the
+        # result is then non-finite exactly when the input is (the value checks read it).
+        poison += a * 0.0
         keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
         z = tl.where(keep, a / divisor / tau, float("-inf"))
         new_peak = tl.maximum(peak, z)
@@ -52,7 +69,8 @@ def _pool_forward_kernel(A, VALID, DIV, TAU, POOLED, PEAK, LOGT, C, N, BLOCK: tl
     row_peak = tl.max(peak, axis=0)
     factor = tl.exp(peak - row_peak)
     row_total = tl.sum(total * factor, axis=0)
-    tl.store(POOLED + row, tl.sum(weighted * factor, axis=0) / row_total)
+    pooled = tl.sum(weighted * factor, axis=0) / row_total + tl.sum(poison, axis=0)
+    tl.store(POOLED + row, pooled)
     tl.store(PEAK + row, row_peak)
     tl.store(LOGT + row, tl.log(row_total))
 
@@ -108,6 +126,7 @@ def _kl_forward_kernel(
     t_peak = tl.full([BLOCK], float("-inf"), dtype)
     s_total = tl.zeros([BLOCK], dtype)
     t_total = tl.zeros([BLOCK], dtype)
+    poison = tl.zeros([BLOCK], dtype)
     # Pass 1: both log-normalisers, online.
     for start in range(0, N, BLOCK):
         offsets = start + tl.arange(0, BLOCK)
@@ -115,6 +134,7 @@ def _kl_forward_kernel(
         keep = inside & (tl.load(VALID + batch * N + offsets, mask=inside, other=0) != 0)
         s = tl.load(S + row * N + offsets, mask=inside, other=0.0)
         t = tl.load(T + row * N + offsets, mask=inside, other=0.0)
+        poison += s * 0.0 + t * 0.0  # NaN / inf anywhere makes the result NaN (see the pool)
         zs = tl.where(keep, s / sdiv / stau, float("-inf"))
         zt = tl.where(keep, t / tdiv / ttau, float("-inf"))
         new_s = tl.maximum(s_peak, zs)
@@ -141,7 +161,7 @@ def _kl_forward_kernel(
         log_q = tl.where(keep, t / tdiv / ttau - t_row, 0.0) - logt_t
         q = tl.exp(log_q)
         kl += tl.where(keep & (q > 0), q * (log_q - log_p), 0.0)
-    tl.store(KL + row, tl.sum(kl, axis=0))
+    tl.store(KL + row, tl.sum(kl, axis=0) + tl.sum(poison, axis=0))
     tl.store(PEAK_S + row, s_row)
     tl.store(LOGT_S + row, logt_s)
     tl.store(PEAK_T + row, t_row)
@@ -189,6 +209,15 @@ def _kl_backward_kernel(
         tl.store(OUT + row * N + offsets, grad * (p - q) / sdiv / stau, mask=inside)
 
 
+#: The Triton kernels the launchers call, by name (replace one to test the self-check).
+KERNELS: dict[str, Any] = {
+    "pool_forward": _pool_forward_kernel,
+    "pool_backward": _pool_backward_kernel,
+    "kl_forward": _kl_forward_kernel,
+    "kl_backward": _kl_backward_kernel,
+}
+
+
 def _block(n: int) -> int:
     return min(triton.next_power_of_2(n), _MAX_BLOCK)
 
@@ -208,7 +237,7 @@ def pool_forward(
     a = a.contiguous()
     batch, classes, n = a.shape
     pooled, peak, log_total = _rows(a), _rows(a), _rows(a)
-    _pool_forward_kernel[(batch * classes,)](
+    KERNELS["pool_forward"][(batch * classes,)](
         a,
         _bytes(valid),
         divisor.contiguous(),
@@ -237,7 +266,7 @@ def pool_backward(
     a = a.contiguous()
     batch, classes, n = a.shape
     out = torch.empty_like(a)
-    _pool_backward_kernel[(batch * classes,)](
+    KERNELS["pool_backward"][(batch * classes,)](
         a,
         _bytes(valid),
         divisor.contiguous(),
@@ -267,7 +296,7 @@ def kl_forward(
     student, teacher = student.contiguous(), teacher.contiguous()
     batch, classes, n = student.shape
     outputs = tuple(_rows(student) for _ in range(5))
-    _kl_forward_kernel[(batch * classes,)](
+    KERNELS["kl_forward"][(batch * classes,)](
         student,
         teacher,
         _bytes(valid),
@@ -301,7 +330,7 @@ def kl_backward(
     student, teacher = student.contiguous(), teacher.contiguous()
     batch, classes, n = student.shape
     out = torch.empty_like(student)
-    _kl_backward_kernel[(batch * classes,)](
+    KERNELS["kl_backward"][(batch * classes,)](
         student,
         teacher,
         _bytes(valid),
@@ -373,15 +402,74 @@ def kl_inputs(
     )
 
 
-def triton_impl() -> SimpleNamespace:
-    """Return the Triton launchers under the names the autograd functions call."""
+def _math_layout(
+    valid: torch.Tensor, divisor: torch.Tensor, tau: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The additive mask and per-row inverse of :mod:`seedkit.kernels._math` for these inputs."""
+    bias = torch.zeros(valid.shape, dtype=divisor.dtype, device=divisor.device)
+    return bias.masked_fill_(~valid, float("-inf")), (divisor * tau).reciprocal()
+
+
+def _eager_pool_forward(a, valid, divisor, tau):  # type: ignore[no-untyped-def]
+    return _math.pool_forward(a, *_math_layout(valid, divisor, tau))
+
+
+def _eager_pool_backward(a, valid, divisor, tau, *rest):  # type: ignore[no-untyped-def]
+    return _math.pool_backward(a, *_math_layout(valid, divisor, tau), *rest)
+
+
+def _eager_kl_forward(student, teacher, valid, sdiv, tdiv, stau, ttau):  # type: ignore[no-untyped-def]
+    bias, student_inverse = _math_layout(valid, sdiv, stau)
+    return _math.kl_forward(student, teacher, bias, student_inverse, (tdiv * ttau).reciprocal())
+
+
+def _eager_kl_backward(student, teacher, valid, sdiv, tdiv, stau, ttau, *rest):  # type: ignore[no-untyped-def]
+    bias, student_inverse = _math_layout(valid, sdiv, stau)
+    teacher_inverse = (tdiv * ttau).reciprocal()
+    return _math.kl_backward(student, teacher, bias, student_inverse, teacher_inverse, *rest)
+
+
+def _guarded(launcher: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``launcher``, or finish the call in eager torch ops if it raises.
+
+    A launch that fails (a kernel that does not compile for a new block size,
+    say) is recorded for its device and dtype: one warning, and later calls
+    take another path.
+    """
+
+    def call(*args: torch.Tensor) -> Any:
+        try:
+            return launcher(*args)
+        except Exception as error:  # any compiler / driver failure: never break training
+            from seedkit.kernels._dispatch import record_failure
+
+            record_failure("triton", args[0].device, args[0].dtype, error)
+            return eager(*args)
+
+    return call
+
+
+@functools.cache
+def triton_impl(guarded: bool = True) -> SimpleNamespace:
+    """Return the Triton launchers under the names the autograd functions call.
+
+    Args:
+        guarded: finish a call whose launch raises in eager torch ops (and record
+            the failure); ``False`` lets the error through (the self-check uses it).
+    """
+    launchers = {
+        "pool_forward": (pool_forward, _eager_pool_forward),
+        "pool_backward": (pool_backward, _eager_pool_backward),
+        "kl_forward": (kl_forward, _eager_kl_forward),
+        "kl_backward": (kl_backward, _eager_kl_backward),
+    }
     return SimpleNamespace(
         name="triton",
         pool_inputs=pool_inputs,
         kl_inputs=kl_inputs,
-        pool_forward=pool_forward,
-        pool_backward=pool_backward,
-        kl_forward=kl_forward,
-        kl_backward=kl_backward,
         max_magnitude=_max_magnitude,
+        **{
+            name: _guarded(launch, eager) if guarded else launch
+            for name, (launch, eager) in launchers.items()
+        },
     )

@@ -21,7 +21,18 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from seedkit._checks import check_cams, check_choice, check_labels, check_mask, check_temperature
+from seedkit._checks import (
+    check_cams,
+    check_choice,
+    check_labels,
+    check_mask,
+    check_temperature,
+    mask_flag,
+    nonfinite_flag,
+    scan_finite,
+    scan_mask,
+    verify,
+)
 from seedkit.kernels import fused_temperature_pool, resolve_backend
 
 __all__ = [
@@ -51,6 +62,12 @@ def _flatten(
     flat = upcast(cams).flatten(2)
     valid = None if mask is None else mask.flatten(2)
     return flat, valid
+
+
+def _diagnose_cams(cams: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """The full value checks of ``(cams, mask)``, run only once a flag is set."""
+    scan_finite("cams", cams)
+    scan_mask("mask", mask)
 
 
 def _scaled_logits(
@@ -97,12 +114,17 @@ def spatial_log_distribution(
         - mask: :math:`(B, 1, H, W)` or :math:`(B, H, W)`
         - output: :math:`(B, C, H \\cdot W)`, float32
     """
-    cams = check_cams("cams", cams)
+    cams = check_cams("cams", cams, values=False)
     temperature = check_temperature("temperature", temperature)
     check_choice("scale", scale, _SCALES)
-    mask = check_mask("mask", mask, cams)
+    given = mask
+    mask = check_mask("mask", mask, cams, values=False)
     flat, valid = _flatten(cams, mask)
-    return torch.log_softmax(_scaled_logits(flat, valid, temperature, scale), dim=2)
+    log_alpha = torch.log_softmax(_scaled_logits(flat, valid, temperature, scale), dim=2)
+    # The output holds -inf at masked positions, so the flag reads the input (one pass).
+    flags = (nonfinite_flag(cams), mask_flag(given, mask))
+    verify("seedkit.losses.spatial_log_distribution", flags, _diagnose_cams, cams, given)
+    return log_alpha
 
 
 def spatial_activation_distribution(
@@ -162,8 +184,17 @@ def global_average_pool(cams: torch.Tensor, mask: torch.Tensor | None = None) ->
         >>> seedkit.losses.global_average_pool(torch.arange(4.0).reshape(1, 1, 2, 2))
         tensor([[1.5000]])
     """
-    cams = check_cams("cams", cams)
-    mask = check_mask("mask", mask, cams)
+    cams = check_cams("cams", cams, values=False)
+    given = mask
+    mask = check_mask("mask", mask, cams, values=False)
+    pooled = _average(cams, mask)
+    flags = (nonfinite_flag(pooled), mask_flag(given, mask))
+    verify("seedkit.losses.global_average_pool", flags, _diagnose_cams, cams, given)
+    return pooled
+
+
+def _average(cams: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Masked mean over positions; non-finite wherever an input value is (``0 * inf`` is NaN)."""
     flat, valid = _flatten(cams, mask)
     if valid is None:
         return flat.mean(dim=2).to(cams.dtype)
@@ -182,11 +213,15 @@ def temperature_pool_reference(
 
     Kept as the reference the fused kernels are checked and benchmarked against.
     """
-    cams = check_cams("cams", cams)
+    cams = check_cams("cams", cams, values=False)
     temperature = check_temperature("temperature", temperature)
     check_choice("scale", scale, _SCALES)
-    mask = check_mask("mask", mask, cams)
-    return _pool_reference(cams, temperature, mask, scale)
+    given = mask
+    mask = check_mask("mask", mask, cams, values=False)
+    pooled = _pool_reference(cams, temperature, mask, scale)
+    flags = (nonfinite_flag(pooled), mask_flag(given, mask))
+    verify("seedkit.losses.temperature_pool_reference", flags, _diagnose_cams, cams, given)
+    return pooled
 
 
 def _pool_reference(
@@ -194,8 +229,26 @@ def _pool_reference(
 ) -> torch.Tensor:
     flat, valid = _flatten(cams, mask)
     alpha = torch.softmax(_scaled_logits(flat, valid, temperature, scale), dim=2)
-    # alpha is exactly 0 at masked positions, and flat is finite there.
+    # alpha is exactly 0 at masked positions, so a finite value there adds 0 and a
+    # non-finite one makes the row NaN (what the value checks read, see _pool).
     return (alpha * flat).sum(dim=2).to(cams.dtype)
+
+
+def _pool(
+    cams: torch.Tensor, temperature: float, mask: torch.Tensor | None, scale: str
+) -> torch.Tensor:
+    """Temperature pooling through the chosen backend, on checked arguments.
+
+    Every backend returns a non-finite score for a row that holds a NaN or an
+    infinity anywhere (masked positions included) or that is fully masked, so
+    checking the ``(B, C)`` result replaces a pass over the input.
+    """
+    backend = resolve_backend(cams)
+    if backend == "reference":
+        return _pool_reference(cams, temperature, mask, scale)
+    valid = None if mask is None else mask.flatten(2)
+    pooled = fused_temperature_pool(cams.flatten(2), valid, temperature, scale, backend=backend)
+    return pooled.to(cams.dtype)
 
 
 def temperature_pool(
@@ -211,10 +264,13 @@ def temperature_pool(
     to a class map and ignores the order of positions.
 
     Dispatches through :mod:`seedkit.kernels`: the Triton kernels for CUDA
-    tensors (they keep no ``(B, C, H*W)`` softmax for backward), the plain
-    :func:`temperature_pool_reference` on the CPU unless
-    ``seedkit.kernels.set_backend("fused")``; ``set_backend("reference")`` or
-    ``SEEDKIT_KERNELS=reference`` forces the reference everywhere.
+    tensors (once they passed their self-check there), the compiled fused path
+    for CPU maps of at least ``seedkit.kernels.AUTO_MIN_NUMEL_CPU`` elements
+    (both keep no ``(B, C, H*W)`` softmax for backward), the plain
+    :func:`temperature_pool_reference` otherwise; ``set_backend("reference")``
+    or ``SEEDKIT_KERNELS=reference`` forces the reference everywhere. The value
+    checks read the ``(B, C)`` result, not the map (see
+    :func:`seedkit.set_input_checks`).
 
     Args:
         cams: class activations (CAM logits).
@@ -239,16 +295,16 @@ def temperature_pool(
         >>> seedkit.temperature_pool(cams, temperature=0.01)  # ~ maximum
         tensor([[4.]])
     """
-    cams = check_cams("cams", cams)
+    cams = check_cams("cams", cams, values=False)
     temperature = check_temperature("temperature", temperature)
     check_choice("scale", scale, _SCALES)
-    mask = check_mask("mask", mask, cams)
-    backend = resolve_backend(cams)
-    if backend == "reference":
-        return _pool_reference(cams, temperature, mask, scale)
-    valid = None if mask is None else mask.flatten(2)
-    pooled = fused_temperature_pool(cams.flatten(2), valid, temperature, scale, backend=backend)
-    return pooled.to(cams.dtype)
+    given = mask
+    mask = check_mask("mask", mask, cams, values=False)
+    pooled = _pool(cams, temperature, mask, scale)
+    # One flag from the (B, C) result instead of a pass over the map (see _pool).
+    flags = (nonfinite_flag(pooled), mask_flag(given, mask))
+    verify("seedkit.temperature_pool", flags, _diagnose_cams, cams, given)
+    return pooled
 
 
 def seeds_from_cams(

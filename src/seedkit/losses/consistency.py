@@ -7,11 +7,28 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from seedkit._checks import check_cams, check_choice, check_labels, check_mask
+from seedkit._checks import (
+    check_cams,
+    check_choice,
+    check_labels,
+    check_mask,
+    labels_flag,
+    mask_flag,
+    nonfinite_flag,
+    scan_finite,
+    scan_labels,
+    scan_mask,
+    verify,
+)
 from seedkit.errors import ShapeError
 from seedkit.losses._reduction import Reduction, check_reduction
 from seedkit.losses.activation import upcast
-from seedkit.losses.distances import JSDivergence, KLDivergence, MaxNormL1
+from seedkit.losses.distances import (
+    JSDivergence,
+    KLDivergence,
+    MaxNormL1,
+    _propagates_nonfinite,
+)
 
 __all__ = ["ConsistencyLoss", "Distance", "consistency_loss", "make_distance"]
 
@@ -47,6 +64,15 @@ def make_distance(
         return MaxNormL1()
     kind = KLDivergence if name == "kl" else JSDivergence
     return kind(temperature, teacher_temperature, scale, normalize)
+
+
+def _diagnose(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None
+) -> None:
+    scan_finite("student_cams", student)
+    scan_finite("teacher_cams", teacher)
+    scan_labels("labels", labels)
+    scan_mask("mask", mask)
 
 
 def consistency_loss(
@@ -98,20 +124,36 @@ def consistency_loss(
         0.0
     """
     reduction = check_reduction(reduction)
-    student_cams = check_cams("student_cams", student_cams)
-    teacher_cams = check_cams("teacher_cams", teacher_cams)
+    student_cams = check_cams("student_cams", student_cams, values=False)
+    teacher_cams = check_cams("teacher_cams", teacher_cams, values=False)
     if teacher_cams.shape != student_cams.shape:
         raise ShapeError(
             "teacher_cams",
             f"{tuple(student_cams.shape)} (student_cams' shape)",
             tuple(teacher_cams.shape),
         )
-    labels = check_labels("labels", labels, student_cams)
-    mask = check_mask("mask", mask, student_cams)
+    labels = check_labels("labels", labels, student_cams, values=False)
+    given = mask
+    mask = check_mask("mask", mask, student_cams, values=False)
     measure = make_distance(distance, temperature, teacher_temperature, scale, normalize)
     valid = None if mask is None else mask.flatten(2)
     per_class = measure(
         upcast(student_cams).flatten(2), upcast(teacher_cams.detach()).flatten(2), valid
+    )
+    if _propagates_nonfinite(measure, student_cams):
+        # The fused KL's (B, C) result is non-finite wherever either map holds NaN / inf.
+        flags = [nonfinite_flag(per_class)]
+    else:  # other distances may hide one (relu(-inf) is 0): one pass over each map
+        flags = [nonfinite_flag(student_cams), nonfinite_flag(teacher_cams)]
+    flags += [labels_flag(labels), mask_flag(given, mask)]
+    verify(
+        "seedkit.losses.consistency_loss",
+        flags,
+        _diagnose,
+        student_cams,
+        teacher_cams,
+        labels,
+        given,
     )
     present = labels.to(per_class.dtype)
     # where() keeps NaN-free zeros for absent classes whatever their distance is.

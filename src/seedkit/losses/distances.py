@@ -101,6 +101,17 @@ class KLDivergence:
         return divergence / self._normalizer(student, valid)
 
 
+def _propagates_nonfinite(distance: object, like: torch.Tensor) -> bool:
+    """Whether ``distance``'s ``(B, C)`` result is non-finite whenever an input value is.
+
+    True for the KL on the fused and Triton kernels, which read every value (masked
+    positions too) into their sums. The reference KL skips masked positions and
+    teacher zeros, and the JS / L1 distances clip (``relu(-inf)`` is 0), so their
+    inputs are scanned instead.
+    """
+    return type(distance) is KLDivergence and resolve_backend(like) != "reference"
+
+
 @dataclass(frozen=True)
 class JSDivergence(KLDivergence):
     """Symmetric Jensen-Shannon divergence between spatial distributions."""

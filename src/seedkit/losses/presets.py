@@ -66,7 +66,7 @@ __all__ = [
     "activation_temperature",
 ]
 
-TEMPERATURE_PRESETS = MappingProxyType({"cnn": 2.0, "vit": 20.0})
+TEMPERATURE_PRESETS = MappingProxyType({"cnn": 30.0, "vit": 0.3})
 
 ACTIVATION_STATES: tuple[str, ...] = ("over", "balanced", "under")
 ACTIVATION_PRESETS = MappingProxyType({"over": 0.3, "balanced": 2.0, "under": 20.0})

@@ -6,18 +6,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seedkit._checks import check_cams, check_choice, check_labels, check_mask, check_temperature
+from seedkit._checks import (
+    check_cams,
+    check_choice,
+    check_labels,
+    check_mask,
+    check_temperature,
+    labels_flag,
+    mask_flag,
+    nonfinite_flag,
+    scan_finite,
+    scan_labels,
+    scan_mask,
+    verify,
+)
 from seedkit._family import resolve_family
 from seedkit.losses._reduction import Reduction, check_reduction
-from seedkit.losses.activation import (
-    ActivationScale,
-    global_average_pool,
-    temperature_pool,
-    upcast,
-)
+from seedkit.losses.activation import ActivationScale, _average, _pool, upcast
 from seedkit.losses.presets import TEMPERATURE_PRESETS, activation_temperature
 
 __all__ = ["SeedGenerationLoss", "seed_generation_loss"]
+
+
+def _diagnose(cams: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> None:
+    scan_finite("cams", cams)
+    scan_labels("labels", labels)
+    scan_mask("mask", mask)
 
 
 def seed_generation_loss(
@@ -60,13 +74,19 @@ def seed_generation_loss(
         0.6931
     """
     reduction = check_reduction(reduction)
-    cams = check_cams("cams", cams)
-    labels = check_labels("labels", labels, cams)
-    mask = check_mask("mask", mask, cams)
+    cams = check_cams("cams", cams, values=False)
+    labels = check_labels("labels", labels, cams, values=False)
+    given = mask
+    mask = check_mask("mask", mask, cams, values=False)
     if temperature is None:
-        scores = global_average_pool(cams, mask)
+        scores = _average(cams, mask)
     else:
-        scores = temperature_pool(cams, check_temperature("temperature", temperature), mask, scale)
+        check_choice("scale", scale, ("raw", "max"))
+        scores = _pool(cams, check_temperature("temperature", temperature), mask, scale)
+    # The (B, C) scores are non-finite wherever the map holds NaN / inf: one flag for
+    # all value checks, read without a pass over the map (see the Performance page).
+    flags = (nonfinite_flag(scores), labels_flag(labels), mask_flag(given, mask))
+    verify("seedkit.losses.seed_generation_loss", flags, _diagnose, cams, labels, given)
     scores = upcast(scores)
     per_class = F.binary_cross_entropy_with_logits(
         scores, labels.to(scores.dtype), reduction="none"

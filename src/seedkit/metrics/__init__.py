@@ -5,12 +5,18 @@ prediction rule, same float32 arithmetic) for all thresholds in one pass over
 the data. See :doc:`/evaluation` for file formats and definitions.
 """
 
-from seedkit.metrics.confusion import confusion_matrix, fp_fn_rates, iou_from_confusion
+from seedkit.metrics.confusion import (
+    MEAN_OVER,
+    confusion_matrix,
+    fp_fn_rates,
+    iou_from_confusion,
+)
 from seedkit.metrics.evaluate import evaluate_seeds
 from seedkit.metrics.io import load_gt_mask, load_psa_cam, load_psa_maps
 from seedkit.metrics.sweep import SweepResult, ThresholdSweep, default_thresholds
 
 __all__ = [
+    "MEAN_OVER",
     "SweepResult",
     "ThresholdSweep",
     "confusion_matrix",

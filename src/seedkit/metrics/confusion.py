@@ -6,7 +6,19 @@ import numpy as np
 
 from seedkit.errors import InvalidValueError, ShapeError
 
-__all__ = ["confusion_matrix", "fp_fn_rates", "iou_from_confusion"]
+__all__ = ["MEAN_OVER", "confusion_matrix", "fp_fn_rates", "iou_from_confusion"]
+
+#: How an mIoU averages: ``"present"`` over the classes with pixels in the
+#: prediction or the ground truth (IRN's ``nanmean``), ``"all"`` over every class,
+#: an empty one counting 0 (SEAM's / MCTformer's ``evaluation.py``).
+MEAN_OVER: tuple[str, ...] = ("present", "all")
+
+
+def check_mean_over(mean_over: object) -> str:
+    """Return ``mean_over`` if it is one of :data:`MEAN_OVER`, else raise."""
+    if mean_over not in MEAN_OVER:
+        raise InvalidValueError("mean_over", "'present' or 'all'", mean_over)
+    return str(mean_over)
 
 
 def _check_num_classes(num_classes: object) -> int:
@@ -72,19 +84,23 @@ def _check_cm(cm: np.ndarray) -> np.ndarray:
     return cm.astype(np.float64)
 
 
-def iou_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-class IoU and the mean over classes present in prediction or ground truth.
+def iou_from_confusion(cm: np.ndarray, mean_over: str = "present") -> tuple[np.ndarray, float]:
+    """Per-class IoU and their mean, over present classes or over all.
 
-    ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``; a class whose union is empty (absent
-    from both prediction and ground truth) gets ``NaN`` and is left out of the
-    mean. Values are fractions in ``[0, 1]``.
+    ``IoU_c = TP_c / (TP_c + FP_c + FN_c)``. A class whose union is empty
+    (absent from both prediction and ground truth) has no IoU: with
+    ``mean_over="present"`` it gets ``NaN`` and is left out of the mean (IRN's
+    ``nanmean``); with ``"all"`` it counts 0 and the mean divides by ``K``
+    (SEAM / MCTformer / psa). Values are fractions in ``[0, 1]``.
 
     Args:
         cm: confusion matrix ``cm[gt, pred]``.
+        mean_over: ``"present"`` or ``"all"``.
 
     Returns:
-        ``(iou, miou)``: per-class IoU (NaN for empty unions) and their mean
-        (NaN if every union is empty).
+        ``(iou, miou)``: per-class IoU (NaN for the classes left out of the
+        mean) and their mean (NaN if every union is empty and
+        ``mean_over="present"``).
 
     Shape:
         - cm: :math:`(K, K)`
@@ -96,14 +112,20 @@ def iou_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, float]:
         >>> iou, miou = iou_from_confusion(np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]]))
         >>> iou.round(3).tolist(), round(miou, 3)
         ([0.75, 0.667, nan], 0.708)
+        >>> iou, miou = iou_from_confusion(np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]]), "all")
+        >>> iou.round(3).tolist(), round(miou, 3)
+        ([0.75, 0.667, 0.0], 0.472)
     """
+    mean_over = check_mean_over(mean_over)
     cm = _check_cm(cm)
     tp = np.diag(cm)
     union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    counted = union > 0 if mean_over == "present" else np.ones(cm.shape[0], bool)
     iou = np.full(cm.shape[0], np.nan)
+    iou[counted] = 0.0
     present = union > 0
     iou[present] = tp[present] / union[present]
-    miou = float(iou[present].mean()) if present.any() else float("nan")
+    miou = float(iou[counted].mean()) if counted.any() else float("nan")
     return iou, miou
 
 

@@ -26,8 +26,9 @@ def evaluate_seeds(
     thresholds: Sequence[float] | None = None,
     class_names: Sequence[str] | None = None,
     ignore_index: int = 255,
+    mean_over: str = "present",
 ) -> SweepResult:
-    """Sweep the background threshold over a directory of psa-format seeds.
+    """Sweep the background threshold over a directory of psa- or IRN-format seeds.
 
     Reads ``cam_dir/<id>.npy`` (see :func:`seedkit.metrics.load_psa_maps`) and
     ``gt_dir/<id>.png`` for every id and feeds a :class:`ThresholdSweep`; all
@@ -44,6 +45,9 @@ def evaluate_seeds(
         thresholds: explicit thresholds (overrides ``max_threshold``/``step``).
         class_names: display names for the result.
         ignore_index: ground-truth value to ignore.
+        mean_over: ``"present"`` (IRN) or ``"all"`` (SEAM / MCTformer / psa, what
+            ``seedkit eval-seeds`` prints by default); see
+            :class:`~seedkit.metrics.ThresholdSweep`.
 
     Returns:
         The :class:`SweepResult`.
@@ -62,6 +66,7 @@ def evaluate_seeds(
         step=step,
         ignore_index=ignore_index,
         class_names=class_names,
+        mean_over=mean_over,
     )
     cam_dir, gt_dir = Path(cam_dir), Path(gt_dir)
     for image_id in tqdm(ids, desc="eval-seeds", unit="img", disable=not progress):

@@ -11,7 +11,7 @@ import numpy as np
 
 from seedkit._voc_names import class_names_for
 from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
-from seedkit.metrics.confusion import _check_num_classes, fp_fn_rates, iou_from_confusion
+from seedkit.metrics.confusion import _check_num_classes, check_mean_over, fp_fn_rates
 
 __all__ = ["SweepResult", "ThresholdSweep", "default_thresholds"]
 
@@ -56,9 +56,11 @@ class SweepResult:
     """Outcome of a background-threshold sweep.
 
     All scores are percentages. Per class, ``iou + fp_rate + fn_rate = 100``
-    (see :func:`seedkit.metrics.fp_fn_rates`); classes whose union is empty
-    have NaN. The means are over classes with a non-empty union, so
-    ``best_miou + fp_rate + fn_rate = 100`` as well.
+    (see :func:`seedkit.metrics.fp_fn_rates`) where the class's union is
+    non-empty. The means run over the classes ``mean_over`` selects (see
+    :class:`ThresholdSweep`): a class in the mean whose union is empty at a
+    threshold counts 0 there, a class left out of the mean is NaN. When no
+    class in the mean is empty, ``best_miou + fp_rate + fn_rate = 100``.
 
     Attributes:
         thresholds: the swept thresholds, float64, ascending.
@@ -68,12 +70,15 @@ class SweepResult:
         iou: per-class IoU at the best threshold (percent, NaN if empty).
         fp_rate_per_class: per-class ``FP / (TP + FP + FN)`` (percent).
         fn_rate_per_class: per-class ``FN / (TP + FP + FN)`` (percent).
-        fp_rate: mean of ``fp_rate_per_class`` over non-empty classes.
-        fn_rate: mean of ``fn_rate_per_class`` over non-empty classes.
+        fp_rate: mean of ``fp_rate_per_class`` over the classes in the mean.
+        fn_rate: mean of ``fn_rate_per_class`` over the classes in the mean.
         num_images: number of images accumulated.
         warnings: messages about the sweep, e.g. a best threshold at an edge.
         class_names: display names, index = class id.
         confusions: confusion matrices at every threshold ``(T, K, K)``.
+        mean_over: ``"present"`` or ``"all"``: which classes the means run over.
+        mean_classes: how many classes the means divide by.
+        zero_images: images whose seed maps were all zero.
     """
 
     thresholds: np.ndarray
@@ -89,6 +94,9 @@ class SweepResult:
     warnings: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     confusions: np.ndarray | None = field(default=None, repr=False)
+    mean_over: str = "present"
+    mean_classes: int = 0
+    zero_images: int = 0
 
     @property
     def best_threshold(self) -> float:
@@ -135,9 +143,11 @@ class SweepResult:
         """Return the ``seedkit eval-seeds --json`` document (NaN becomes ``null``).
 
         Keys: ``best`` (``threshold``, ``miou``, ``iou``), ``curve``,
-        ``fp_rate`` and ``fn_rate`` (means, percent), ``fp_rate_per_class``,
-        ``fn_rate_per_class``, ``fp_pixels``, ``fn_pixels``, ``class_names``,
-        ``num_images``, ``warnings`` and ``activation`` (``state``,
+        ``fp_rate`` and ``fn_rate`` (means, percent), ``mean_over`` (``"all"``
+        or ``"present"``: the classes every mean runs over) and ``mean_classes``
+        (how many), ``fp_rate_per_class``, ``fn_rate_per_class``,
+        ``fp_pixels``, ``fn_pixels``, ``class_names``, ``num_images``,
+        ``zero_images``, ``warnings`` and ``activation`` (``state``,
         ``temperature``: the ``for_activation`` preset it recommends, and
         ``at_edge``: the best threshold is the sweep's largest, so the state was
         read off a truncated curve).
@@ -153,12 +163,15 @@ class SweepResult:
             "curve": [[_round(t), _num(m)] for t, m in self.curve],
             "fp_rate": _num(self.fp_rate),
             "fn_rate": _num(self.fn_rate),
+            "mean_over": self.mean_over,
+            "mean_classes": int(self.mean_classes),
             "fp_rate_per_class": _nums(self.fp_rate_per_class),
             "fn_rate_per_class": _nums(self.fn_rate_per_class),
             "fp_pixels": [int(v) for v in cm.sum(axis=0) - tp],
             "fn_pixels": [int(v) for v in cm.sum(axis=1) - tp],
             "class_names": list(self.class_names),
             "num_images": int(self.num_images),
+            "zero_images": int(self.zero_images),
             "warnings": list(self.warnings),
             "activation": {
                 "state": self.activation_state,
@@ -178,6 +191,7 @@ class SweepResult:
         lines.append(
             f"{'mean':<16}{_fmt(self.best_miou):>8}{_fmt(self.fp_rate):>8}{_fmt(self.fn_rate):>8}"
         )
+        lines.append(f"(mean {self.mean_description()})")
         lines.append("")
         lines.append("threshold  mIoU")
         row: list[str] = []
@@ -191,7 +205,8 @@ class SweepResult:
         lines.append("")
         lines.append(
             f"best threshold {self.best_threshold:.2f}: mIoU {_fmt(self.best_miou)} "
-            f"(FP {_fmt(self.fp_rate)}, FN {_fmt(self.fn_rate)}; {self.num_images} images)"
+            f"(FP {_fmt(self.fp_rate)}, FN {_fmt(self.fn_rate)}; {self.num_images} images; "
+            f"mean over {self.mean_over})"
         )
         if self.activation_state is not None:
             note = (
@@ -205,6 +220,19 @@ class SweepResult:
                 f"uses temperature {self.recommended_temperature:g}"
             )
         return "\n".join(lines)
+
+    def mean_description(self) -> str:
+        """Say in words which classes the means run over, e.g. for a table footer."""
+        total = len(self.iou)
+        if self.mean_over == "all":
+            return (
+                f"over all {total} classes, a class with no pixel counting 0: "
+                "--mean-over all, as SEAM / MCTformer / psa"
+            )
+        return (
+            f"over the {self.mean_classes} of {total} classes present in the ground truth "
+            "or the prediction: --mean-over present, as IRN"
+        )
 
 
 def _round(value: float) -> float:
@@ -241,6 +269,23 @@ class ThresholdSweep:
     confusion matrix of every threshold; the result is identical to running
     the argmax once per threshold.
 
+    Which classes an mIoU averages over (``mean_over``):
+
+    - ``"all"``: every one of the ``num_classes``, a class with no pixel in the
+      ground truth or the prediction counting 0, as SEAM's and MCTformer's
+      ``evaluation.py`` (and psa's numbers) compute it;
+    - ``"present"``: the classes with pixels in the ground truth or in the
+      prediction, as IRN's ``nanmean``. The set is fixed for the whole sweep:
+      a class counts at every threshold once it occurs in the ground truth or
+      is predicted at *some* threshold. A class that the seeds hold but no
+      mask has (labels and masks disagree) is predicted at low thresholds
+      only; it then counts 0 at every threshold instead of dropping out of the
+      mean where it stops being predicted, which would raise the mean there
+      and move the best threshold. Where every predicted class is in the
+      ground truth, the curve equals IRN's ``nanmean`` at every threshold.
+
+    On full VOC (every class present) both give the same numbers.
+
     Args:
         num_classes: number of classes including background (21 for VOC).
         thresholds: explicit ascending thresholds; by default
@@ -250,6 +295,7 @@ class ThresholdSweep:
         ignore_index: ground-truth value to ignore.
         class_names: display names (``num_classes`` or ``num_classes - 1``
             foreground names); VOC names by default when ``num_classes == 21``.
+        mean_over: ``"present"`` or ``"all"`` (see above).
 
     Example:
         >>> import numpy as np
@@ -272,8 +318,10 @@ class ThresholdSweep:
         step: float = 0.01,
         ignore_index: int = 255,
         class_names: Sequence[str] | None = None,
+        mean_over: str = "present",
     ) -> None:
         self.num_classes = _check_num_classes(num_classes)
+        self.mean_over = check_mean_over(mean_over)
         if thresholds is None:
             self.thresholds = default_thresholds(max_threshold, step)
         else:
@@ -303,6 +351,7 @@ class ThresholdSweep:
         size = self.thresholds.size + 1
         self._hist = np.zeros((size, self.num_classes, self.num_classes), dtype=np.int64)
         self.num_images = 0
+        self.zero_images = 0
 
     def update(self, cam_stack: np.ndarray, gt: np.ndarray) -> None:
         """Add one image given the maps of all foreground classes.
@@ -391,6 +440,8 @@ class ThresholdSweep:
             raise InvalidValueError(
                 "gt", f"class ids in [0, {k}) or {self.ignore_index}", f"ids {bad[:5].tolist()}"
             )
+        if not (value > 0).any():  # nothing can be foreground at any threshold >= 0
+            self.zero_images += 1
         # Ignored pixels go to an extra ground-truth row K that is dropped below.
         g = gt.astype(np.intp)
         if self.ignore_index in ids:
@@ -421,44 +472,94 @@ class ThresholdSweep:
         """Score every threshold and pick the best (lowest threshold on ties)."""
         if self.num_images == 0:
             raise InvalidValueError("ThresholdSweep", "at least one update before result()", "none")
-        confusions = self.confusion_matrices()
-        curve = np.array([iou_from_confusion(cm)[1] for cm in confusions]) * 100.0
-        if np.isnan(curve).all():
-            raise InvalidValueError(
-                "ground truth", "at least one pixel that is not ignored", "none"
-            )
-        best = int(np.nanargmax(curve))
+        confusions = self.confusions_checked()
+        tp = np.diagonal(confusions, axis1=1, axis2=2).astype(np.float64)
+        union = confusions.sum(axis=1) + confusions.sum(axis=2) - tp  # (T, K)
+        seen = (union > 0).any(axis=0)
+        counted = seen if self.mean_over == "present" else np.ones(self.num_classes, bool)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores = np.where(union > 0, tp / union, 0.0)
+        scores[:, ~counted] = np.nan
+        curve = np.array([row[counted].mean() for row in scores]) * 100.0
+        best = int(np.argmax(curve))  # the first maximum: the lowest threshold on ties
         cm = confusions[best]
-        iou, _ = iou_from_confusion(cm)
         fp, fn = fp_fn_rates(cm)
-        warnings: list[str] = []
-        if self.thresholds.size > 1:
-            if best == self.thresholds.size - 1:
-                warnings.append(
-                    f"the best threshold {self.thresholds[best]:.2f} is the largest of the sweep: "
-                    "the maps look over-activated and a larger threshold may score higher; "
-                    "widen the sweep (--max-threshold, e.g. 0.99)"
-                )
-            elif best == 0 and self.thresholds[0] > 0:
-                warnings.append(
-                    f"the best threshold {self.thresholds[0]:.2f} is the smallest of the sweep: "
-                    "a smaller threshold may score higher"
-                )
+        fp, fn = np.nan_to_num(fp), np.nan_to_num(fn)
+        fp[~counted] = np.nan
+        fn[~counted] = np.nan
         return SweepResult(
             thresholds=self.thresholds.copy(),
             miou_curve=curve,
             best_index=best,
             confusion=cm,
-            iou=iou * 100.0,
+            iou=scores[best] * 100.0,
             fp_rate_per_class=fp * 100.0,
             fn_rate_per_class=fn * 100.0,
-            fp_rate=float(np.nanmean(fp) * 100.0),
-            fn_rate=float(np.nanmean(fn) * 100.0),
+            fp_rate=float(fp[counted].mean() * 100.0),
+            fn_rate=float(fn[counted].mean() * 100.0),
             num_images=self.num_images,
-            warnings=warnings,
+            warnings=self._warnings(curve, best, seen),
             class_names=list(self.class_names),
             confusions=confusions,
+            mean_over=self.mean_over,
+            mean_classes=int(counted.sum()),
+            zero_images=self.zero_images,
         )
+
+    def confusions_checked(self) -> np.ndarray:
+        """Return :meth:`confusion_matrices`, raising when no pixel was scored."""
+        confusions = self.confusion_matrices()
+        if confusions[0].sum() == 0:
+            raise InvalidValueError(
+                "ground truth", "at least one pixel that is not ignored", "none"
+            )
+        return confusions
+
+    def _warnings(self, curve: np.ndarray, best: int, seen: np.ndarray) -> list[str]:
+        warnings: list[str] = []
+        thresholds = self.thresholds
+        if self.zero_images == self.num_images:
+            warnings.append(
+                f"every seed map of the {self.num_images} images is zero: nothing is "
+                "foreground at any threshold, so these seeds are useless (did the model "
+                "predict no positive activation, or were the maps written before training?)"
+            )
+        elif thresholds.size > 1:
+            if best == thresholds.size - 1:
+                warnings.append(
+                    f"the best threshold {thresholds[best]:.2f} is the largest of the sweep: "
+                    "the maps look over-activated and a larger threshold may score higher; "
+                    "widen the sweep (--max-threshold, e.g. 0.99)"
+                )
+            elif best == 0 and thresholds[0] > 0:
+                warnings.append(
+                    f"the best threshold {thresholds[0]:.2f} is the smallest of the sweep: "
+                    "a smaller threshold may score higher"
+                )
+            elif best == 0 and curve[1] < curve[0]:
+                warnings.append(
+                    f"the best threshold {thresholds[0]:.2f} is the lowest of the sweep "
+                    f"({thresholds[1]:.2f} already scores less): the seeds score best where any "
+                    "activation above zero counts as foreground, so they say little about "
+                    "where objects end (an untrained model, or CAMs that collapsed?)"
+                )
+        gt_pixels = self._hist.sum(axis=(0, 2))
+        stray = [c for c in range(1, self.num_classes) if gt_pixels[c] == 0 and seen[c]]
+        if stray:
+            names = ", ".join(self.class_names[c] for c in stray[:5])
+            warnings.append(
+                f"{len(stray)} class(es) ({names}) are predicted but absent from every "
+                "ground-truth mask (do the image labels and the masks disagree?); they count "
+                "as IoU 0 at every threshold"
+            )
+        if self.mean_over == "all" and not seen.all():
+            missing = int((~seen).sum())
+            warnings.append(
+                f"{missing} of {self.num_classes} classes have no pixel in the ground truth "
+                "or the prediction: the mean over all classes counts them as IoU 0, as "
+                "SEAM / MCTformer / psa do; --mean-over present leaves them out"
+            )
+        return warnings
 
 
 def _max_argmax(arrays: list[np.ndarray], keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

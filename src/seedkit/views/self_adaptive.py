@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from seedkit._family import Family, resolve_family
 from seedkit.errors import BackboneError, InvalidValueError
-from seedkit.views.sites import AdjustableBlock, find_adjustable_blocks
+from seedkit.views.sites import AdjustableBlock, Sites, find_adjustable_blocks
 
 __all__ = ["Segment", "SelfAdaptiveView"]
 
@@ -52,6 +52,11 @@ class SelfAdaptiveView(nn.Module):
     shared by the batch. A strong view (student) and a weak view (teacher) are
     two instances with two ratios over the same model.
 
+    Recognised by structure: timm CNNs and ViTs, torchvision ``BasicBlock`` /
+    ``Bottleneck`` (and IRN's ResNet-50), psa / SEAM's ResNet-38 blocks, and
+    transformer blocks with ``attn`` and ``mlp`` children (MCTformer's too).
+    For any other model, name the layers with ``sites=``.
+
     The model is never edited: forward hooks are attached for the duration of
     one call and removed afterwards, also when the call raises. Dropping does not
     depend on ``model.training``: an eval-mode teacher gets its weak view too.
@@ -63,6 +68,12 @@ class SelfAdaptiveView(nn.Module):
             copied).
         drop_ratio: fraction of each branch's channels to drop, in ``[0, 1)``.
             ``0`` calls the model unchanged.
+        sites: ``None`` to find the residual blocks by structure; else the
+            modules to adjust, as qualified names (``["layer1.0.bn3", ...]``) or
+            a predicate ``sites(module) -> bool`` over submodules. Name the last
+            layer of each residual branch (its output is what is added to the
+            skip path); a site that is itself a recognised block loses the
+            segment in its branches. See :func:`seedkit.views.find_adjustable_blocks`.
         generator: a ``torch.Generator`` (CPU) that draws the segments; the
             global RNG if ``None``.
         rescale: multiply the kept channels by ``C / (C - dropped)`` (as
@@ -95,6 +106,7 @@ class SelfAdaptiveView(nn.Module):
         self,
         model: nn.Module,
         drop_ratio: float = 0.3,
+        sites: Sites | None = None,
         generator: torch.Generator | None = None,
         *,
         rescale: bool = False,
@@ -108,11 +120,14 @@ class SelfAdaptiveView(nn.Module):
             )
         self.drop_ratio = _check_ratio(drop_ratio)
         self.family: Family = resolve_family(model)
-        blocks = find_adjustable_blocks(model)
+        blocks = find_adjustable_blocks(model, sites)
         if not blocks:
             raise BackboneError(
-                f"model {type(model).__name__}: no adjustable residual block found (expected timm "
-                "blocks with a drop_path / drop_path1 / drop_path2 attribute)"
+                f"model {type(model).__name__}: no adjustable residual block found (recognised: "
+                "timm blocks, torchvision BasicBlock / Bottleneck, psa / SEAM ResNet-38 blocks, "
+                "transformer blocks with attn and mlp); name the last layer of each residual "
+                "branch with sites=, e.g. SelfAdaptiveView(model, 0.3, "
+                "sites=['layer1.0.bn2', ...]) or sites=lambda m: isinstance(m, MyBranchEnd)"
             )
         self.model = model
         self.blocks: tuple[AdjustableBlock, ...] = tuple(blocks)
@@ -149,16 +164,25 @@ class SelfAdaptiveView(nn.Module):
         masks: dict[tuple[str, torch.dtype, torch.device], torch.Tensor],
     ) -> Any:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+                # e.g. MCTformer's attention returns (tokens, attention weights)
+                first = drop(output[0])
+                return type(output)((first, *output[1:]))
             if not isinstance(output, torch.Tensor):
                 return None
-            dim = self._channel_dim if output.dim() > 2 else -1
+            return drop(output)
+
+        def drop(output: torch.Tensor) -> torch.Tensor:
+            # Tokens (B, N, C) keep channels last; 4-D maps follow the family (Swin is
+            # channels-last, CNNs channels-first).
+            dim = self._channel_dim if output.dim() > 3 else -1
             channels = output.shape[dim]
             segment = self.last_segments.get(block.name)
             if segment is None:
                 if segments is not None:
                     segment = segments.get(block.name)
                     if segment is None:
-                        return None
+                        return output
                     segment = Segment(*segment)
                     if segment.channels != channels:
                         raise InvalidValueError(
@@ -169,13 +193,13 @@ class SelfAdaptiveView(nn.Module):
                 else:
                     length = self.segment_length(channels)
                     if length == 0:
-                        return None
+                        return output
                     fraction = draw[index] if draw is not None else 0.0
                     start = min(int(fraction * (channels - length + 1)), channels - length)
                     segment = Segment(start, start + length, channels)
                 self.last_segments[block.name] = segment
             if segment.channels != channels or segment.stop <= segment.start:
-                return None
+                return output
             length = segment.stop - segment.start
             keep = channels / (channels - length) if self.rescale else 1.0
             if not (torch.is_grad_enabled() and output.requires_grad):
