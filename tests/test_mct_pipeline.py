@@ -127,6 +127,16 @@ def test_deit_tiny_mct_trains_with_usage_and_writes_seeds_eval_seeds_scores(demo
         run_seed_stage(other, DistributedContext(), str(demo_voc))
     with pytest.raises(RunConflictError, match=r"head 'mct' -> 'cam'"):
         load_seed_model(other, torch.device("cpu"))
+    # seed_format="irn": the same maps in IRN's dict, from the same model, scored the same.
+    psa = {p.stem: np.load(p, allow_pickle=True).item() for p in (run / "seeds").glob("*.npy")}
+    irn_config = dataclasses.replace(config, seed_format="irn")  # after training: resume
+    irn_results = run_seed_stage(irn_config, DistributedContext(), str(demo_voc), resume=True)
+    for image_id, maps in psa.items():
+        irn = np.load(run / "seeds" / f"{image_id}.npy", allow_pickle=True).item()
+        assert irn["keys"].tolist() == sorted(maps)
+        for row, cls in enumerate(irn["keys"].tolist()):
+            np.testing.assert_array_equal(irn["high_res"][row], maps[cls])
+    assert irn_results["seeds"]["miou"] == pytest.approx(results["seeds"]["miou"])
 
 
 def test_recipes_hold_mctformer_v2_settings():

@@ -300,7 +300,7 @@ class SeedStageConfig(StageConfig):
     STAGE: ClassVar[str] = "seeds"
     AFTER_TRAINING: ClassVar[frozenset[str]] = frozenset(
         {"eval_split", "eval_limit", "cam_scales", "seed_temperature", "max_threshold"}
-        | {"num_overlays"}
+        | {"num_overlays", "seed_format"}
     )
 
     method: str = "usage"
