@@ -110,7 +110,7 @@ class SeedGenerationLoss(nn.Module):
         >>> import torch, seedkit
         >>> criterion = seedkit.SeedGenerationLoss.for_backbone("vit")
         >>> criterion.temperature
-        20.0
+        0.3
         >>> cams = torch.randn(2, 20, 14, 14, requires_grad=True)
         >>> labels = torch.zeros(2, 20); labels[:, 3] = 1
         >>> criterion(cams, labels).backward()
