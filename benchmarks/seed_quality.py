@@ -10,8 +10,9 @@ the false-positive and false-negative rates of that threshold.
 Phases (``--phases``, default all):
 
 - ``collapse``: why the consistency term at ``lambda = 1`` destroyed training
-  (DESIGN section 2). Logs both loss terms, their gradient norms with respect
-  to the CAMs and the contrast of the student's and teacher's maps.
+  (docs/benchmarks.rst, "The consistency collapse"). Logs both loss terms,
+  their gradient norms with respect to the CAMs and the contrast of the
+  student's and teacher's maps.
 - ``sweep``: the generation-loss temperature per network (the generation term
   alone, no views), log-spaced, plus the GAP baseline; writes
   ``seed_quality_sweep.json`` next to the plots, which the presets are tested
@@ -304,8 +305,9 @@ def collapse_run(job: dict[str, Any]) -> dict[str, Any]:
 def collapse_jobs(budget: Budget) -> list[dict[str, Any]]:
     cnn, vit = FAMILIES["cnn"], FAMILIES["vit"]
     jobs = []
-    # DESIGN section 2's settings at lambda = 1, their equal-temperature form, a warm-up and
-    # a lambda = 0 control (the term is still measured, not trained on).
+    # The collapsed first run's settings at lambda = 1 (docs/benchmarks.rst), their
+    # equal-temperature form, a warm-up and a lambda = 0 control (the term is still
+    # measured, not trained on).
     for name, backbone, temperature, teacher, weight, warmup in (
         ("cnn_lambda0", cnn, 1.0, 2.0, 0.0, 0.0),
         ("cnn_t1_teacher2", cnn, 1.0, 2.0, 1.0, 0.0),
@@ -314,7 +316,7 @@ def collapse_jobs(budget: Budget) -> list[dict[str, Any]]:
         ("vit_t2_teacher1", vit, 2.0, 1.0, 1.0, 0.0),
         ("cnn_t1_teacher1_warmup", cnn, 1.0, 1.0, 1.0, 0.5),
     ):
-        # The CNN used GAP pooling for the generation term in DESIGN's experiment.
+        # The CNN used GAP pooling for the generation term in that first run.
         generation = 1000.0 if backbone == cnn else temperature
         jobs.append(
             {
@@ -450,7 +452,8 @@ ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
     "temperature_seeds": {"seed_temperature": 1.0},
 }
 QUICK_VARIANTS = ("generation_only", "both")
-# The ViT runs cost about 3x a CNN run: its ablation keeps the questions DESIGN asks of it.
+# The ViT runs cost about 3x a CNN run: its ablation keeps the questions docs/benchmarks.rst
+# ("Ablation") asks of it.
 VIT_VARIANTS = (
     "generation_only",
     "both",

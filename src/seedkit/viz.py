@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from seedkit._files import atomic_write
-from seedkit._voc_names import class_names_for
+from seedkit.data import class_names_for
 from seedkit.errors import InvalidValueError, ShapeError
+from seedkit.files import atomic_write
+from seedkit.metrics import as_seed_maps, seed_labels
 
 __all__ = ["overlay_panel", "save_overlay", "seed_labels"]
 
@@ -28,46 +29,6 @@ def _imgviz() -> Any:
             "seedkit.viz needs imgviz: install the extra with pip install 'seedkit[examples]'"
         ) from error
     return imgviz
-
-
-def _as_maps(maps: Mapping[int, np.ndarray] | np.ndarray) -> dict[int, np.ndarray]:
-    if isinstance(maps, Mapping):
-        return {int(k): np.asarray(v, dtype=np.float32) for k, v in maps.items()}
-    stack = np.asarray(maps, dtype=np.float32)
-    if stack.ndim != 3:
-        raise ShapeError("maps", "(C_fg, H, W) or a dict {class_index: HxW map}", stack.shape)
-    return {index: stack[index] for index in range(stack.shape[0]) if np.any(stack[index] != 0)}
-
-
-def seed_labels(
-    maps: Mapping[int, np.ndarray] | np.ndarray, threshold: float, shape: tuple[int, int]
-) -> np.ndarray:
-    """Return the seed label map ``argmax([t, map_1, ..., map_C])`` (background wins ties).
-
-    Args:
-        maps: psa dict ``{fg class index: HxW}`` or a ``(C_fg, H, W)`` stack.
-        threshold: background threshold ``t``.
-        shape: ``(H, W)``, used when ``maps`` is empty.
-
-    Returns:
-        ``(H, W)`` int32 class ids (0 = background, ``c + 1`` for fg index ``c``).
-
-    Example:
-        >>> import numpy as np
-        >>> from seedkit.viz import seed_labels
-        >>> seed_labels({2: np.array([[0.2, 0.5]])}, 0.3, (1, 2)).tolist()
-        [[0, 3]]
-    """
-    maps = _as_maps(maps)
-    keys = sorted(maps)
-    label = np.zeros(shape, dtype=np.int32)
-    if not keys:
-        return label
-    stack = np.stack([maps[k] for k in keys]).astype(np.float32)
-    winner = stack.argmax(axis=0)
-    foreground = stack.max(axis=0) > np.float32(threshold)
-    label[foreground] = np.asarray(keys, dtype=np.int32)[winner[foreground]] + 1
-    return label
 
 
 def overlay_panel(
@@ -98,12 +59,12 @@ def overlay_panel(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ShapeError("image", "(H, W, 3) uint8", f"{image.shape} {image.dtype}")
     shape = image.shape[:2]
-    maps = _as_maps(maps)
+    maps = as_seed_maps(maps)
     for key, array in maps.items():
         if array.shape != shape:
             raise ShapeError(f"maps[{key}]", f"the image size {shape}", array.shape)
     num_classes = max([len(class_names) if class_names else 21, *(k + 2 for k in maps)])
-    names = class_names_for(num_classes, None if class_names is None else list(class_names))
+    names = class_names_for(num_classes - 1, class_names)
     font = max(10, min(shape) // 18)
     tiles = [imgviz.draw.text_in_rectangle(image, "lt", "image", font, (255, 255, 255))]
     for key in sorted(maps):

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from seedkit._checks import check_choice
 from seedkit.backbones.family import detect_family
 from seedkit.backbones.mct import MCTSeedModel
 from seedkit.backbones.seed_model import SeedModel
+from seedkit.checks import check_choice
 from seedkit.errors import BackboneError, DataFileError, InvalidValueError, PretrainedWeightsError
 
 __all__ = ["HEADS", "create_seed_model", "with_output_stride"]

@@ -1,13 +1,24 @@
-"""Tell a CNN from a ViT by the structure of a module, never by its name."""
+"""Backbone families: tell a CNN from a ViT by the structure of a module, never by its name."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn as nn
 
-from seedkit._family import Family
-from seedkit.errors import BackboneError
+from seedkit.errors import BackboneError, InvalidValueError
 
-__all__ = ["detect_family", "is_transformer_block", "unwrap_model"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "detect_family",
+    "is_transformer_block",
+    "resolve_family",
+    "unwrap_model",
+]
+
+Family = Literal["cnn", "vit"]
+FAMILIES: tuple[str, ...] = ("cnn", "vit")
 
 
 def unwrap_model(module: nn.Module) -> nn.Module:
@@ -86,4 +97,35 @@ def detect_family(module: nn.Module) -> Family:
     raise BackboneError(
         f"model: expected a CNN (2-D convolutions) or a ViT (patch_embed and transformer "
         f"blocks with attn and mlp), got {type(module).__name__} with neither"
+    )
+
+
+def resolve_family(model_or_family: object) -> Family:
+    """Return ``"cnn"`` or ``"vit"`` for a family name, a ``SeedModel`` or a timm module.
+
+    Args:
+        model_or_family: ``"cnn"``, ``"vit"``, any object with a ``family``
+            attribute (a :class:`seedkit.backbones.SeedModel`), or an
+            ``nn.Module`` whose structure tells the family (a timm model).
+
+    Returns:
+        The family name.
+
+    Raises:
+        InvalidValueError: the argument names no known family.
+    """
+    if isinstance(model_or_family, str):
+        family = model_or_family.strip().lower()
+        if family not in FAMILIES:
+            raise InvalidValueError("model_or_family", "'cnn', 'vit' or a model", model_or_family)
+        return family  # type: ignore[return-value]
+    family = getattr(model_or_family, "family", None)
+    if isinstance(family, str):
+        return resolve_family(family)
+    if isinstance(model_or_family, nn.Module):
+        return detect_family(model_or_family)
+    raise InvalidValueError(
+        "model_or_family",
+        "'cnn', 'vit', a SeedModel or an nn.Module",
+        type(model_or_family).__name__,
     )

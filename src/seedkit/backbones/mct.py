@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seedkit._checks import check_choice
 from seedkit.backbones.seed_model import SeedModel
+from seedkit.checks import check_choice
 from seedkit.errors import BackboneError, InvalidValueError
 
 __all__ = ["MCT_ATTENTION_BLOCKS", "MCTSeedModel", "MCTSeedModelOutput"]

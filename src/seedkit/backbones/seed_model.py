@@ -6,9 +6,9 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 
-from seedkit._family import Family
-from seedkit.backbones.family import detect_family
+from seedkit.backbones.family import Family, detect_family
 from seedkit.errors import BackboneError, InvalidValueError, ShapeError
 
 __all__ = ["SeedModel", "SeedModelOutput"]
@@ -169,7 +169,7 @@ class SeedModel(nn.Module):
 
     def _tokens_to_grid(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if tokens.dim() == 4:  # NHWC (e.g. Swin-style encoders)
-            return tokens.permute(0, 3, 1, 2)
+            return rearrange(tokens, "b h w d -> b d h w")
         if tokens.dim() != 3:
             raise BackboneError(
                 f"encoder {type(self.encoder).__name__}: forward_features returned "
@@ -188,7 +188,7 @@ class SeedModel(nn.Module):
                 f"encoder {type(self.encoder).__name__}: {tokens.shape[1]} patch tokens do not "
                 f"form the expected {grid[0]}x{grid[1]} grid"
             )
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
+        return rearrange(tokens, "b (h w) d -> b d h w", h=grid[0], w=grid[1])
 
     def forward(self, x: torch.Tensor) -> SeedModelOutput:
         """Compute the CAMs of a batch of images.

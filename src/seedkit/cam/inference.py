@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from seedkit._checks import check_tensor
+from seedkit.checks import check_tensor
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.losses import seeds_from_cams
 
-__all__ = ["DEFAULT_SCALES", "cams_of", "infer_cams"]
+__all__ = ["DEFAULT_SCALES", "cams_of", "infer_cams", "multi_scale_flip"]
 
 #: The scales of psa / SEAM / IRN / MCTformer CAM inference.
 DEFAULT_SCALES: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
@@ -45,8 +45,74 @@ def cams_of(output: object) -> torch.Tensor:
     return cams
 
 
-def _scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+def multi_scale_flip(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    scales: Sequence[float],
+    flip: bool = True,
+    output_size: Sequence[int] | None = None,
+    min_size: int = 1,
+) -> torch.Tensor:
+    """Average ``forward`` over resized (and horizontally flipped) views of ``images``.
+
+    The one multi-scale + flip rule of seedkit (CAM seeds and segmentation
+    evaluation both use it): for each scale the batch is resized (bilinear; not
+    at all at scale 1 or when the size does not change), its mirror image is
+    appended, ``forward`` maps the views, the mirrored maps are flipped back and
+    added to their originals, and the sum is resized (bilinear) to
+    ``output_size``. One scale at a time, so peak memory is that of the largest
+    scale plus one output-size buffer.
+
+    Args:
+        forward: maps a ``(V, 3, h, w)`` batch of views to ``(V, K, h', w')`` maps.
+        images: the batch.
+        scales: resize factors (checked by the caller: non-empty, ``> 0``).
+        flip: add the mirrored view of every scale.
+        output_size: ``(H', W')`` of the result (default: the input size).
+        min_size: the smallest side of a resized view.
+
+    Returns:
+        The mean over the ``len(scales) * (2 if flip else 1)`` views.
+
+    Shape:
+        - images: :math:`(B, 3, H, W)`
+        - output: :math:`(B, K, H', W')`
+
+    Example:
+        >>> import torch
+        >>> from seedkit.cam.inference import multi_scale_flip
+        >>> images = torch.rand(1, 3, 8, 12)
+        >>> multi_scale_flip(lambda x: x.mean(1, keepdim=True), images, (1.0, 0.5)).shape
+        torch.Size([1, 1, 8, 12])
+    """
+    batch = images.shape[0]
+    in_size = (images.shape[-2], images.shape[-1])
+    out_size = tuple(output_size) if output_size is not None else in_size
+    total: torch.Tensor | None = None
+    views = 0
+    for scale in scales:
+        size = _scaled_size(in_size, scale, min_size)
+        x = (
+            images
+            if scale == 1 or size == in_size
+            else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        )
+        if flip:
+            x = torch.cat([x, x.flip(-1)], dim=0)
+        maps = forward(x)
+        del x
+        if flip:
+            maps = maps[:batch] + maps[batch:].flip(-1)
+        maps = F.interpolate(maps, size=out_size, mode="bilinear", align_corners=False)
+        total = maps if total is None else total.add_(maps)
+        views += 2 if flip else 1
+    if total is None:
+        raise InvalidValueError("scales", "a non-empty sequence of numbers > 0", tuple(scales))
+    return total / views
+
+
+def _scaled_size(size: tuple[int, int], scale: float, min_size: int = 1) -> tuple[int, int]:
+    return max(min_size, round(size[0] * scale)), max(min_size, round(size[1] * scale))
 
 
 def _present_cams(
@@ -158,36 +224,22 @@ def infer_cams(
     out_size = tuple(output_size) if output_size is not None else in_size
     present = labels.detach().to(torch.bool).any(dim=0).nonzero().flatten()
     num_classes = labels.shape[1]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        views_per_pass = x.shape[0]
+        if max_pixels is not None:
+            views_per_pass = max(1, max_pixels // (x.shape[2] * x.shape[3]))
+        # Only the present classes of each chunk's low-resolution CAMs are kept.
+        parts = [
+            _present_cams(model, chunk, num_classes, present, temperature is None)
+            for chunk in x.split(views_per_pass)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     with torch.inference_mode():
-        total: torch.Tensor | None = None
-        views = 0
-        for scale in scales:
-            size = _scaled_size(in_size, scale)
-            x = (
-                images
-                if size == in_size
-                else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-            )
-            if flip:
-                x = torch.cat([x, x.flip(-1)], dim=0)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            views_per_pass = x.shape[0]
-            if max_pixels is not None:
-                views_per_pass = max(1, max_pixels // (size[0] * size[1]))
-            # Only the present classes of each chunk's low-resolution CAMs are kept.
-            parts = [
-                _present_cams(model, chunk, num_classes, present, temperature is None)
-                for chunk in x.split(views_per_pass)
-            ]
-            cams = parts[0] if len(parts) == 1 else torch.cat(parts)
-            if flip:
-                cams = cams[:batch] + cams[batch:].flip(-1)
-            cams = F.interpolate(cams, size=out_size, mode="bilinear", align_corners=False)
-            total = cams if total is None else total.add_(cams)
-            views += 2 if flip else 1
-            del x
+        mean = multi_scale_flip(forward, images, scales, flip, out_size)
         full = images.new_zeros((batch, num_classes, *out_size), dtype=torch.float32)
-        if total is not None:
-            full[:, present.to(full.device)] = total / views
+        full[:, present.to(full.device)] = mean
         return seeds_from_cams(full, labels.to(full.device).float(), temperature)

@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seedkit._checks import check_choice, check_tensor
 from seedkit.backbones.family import unwrap_model
 from seedkit.backbones.mct import MCTSeedModel
+from seedkit.checks import check_choice, check_tensor
 from seedkit.errors import InvalidValueError, ShapeError
 
 __all__ = [

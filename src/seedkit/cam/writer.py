@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from seedkit._files import atomic_write
 from seedkit.cam.inference import DEFAULT_SCALES, infer_cams
 from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
+from seedkit.files import atomic_write
 
 __all__ = ["IRN_CAM_STRIDE", "SEED_FORMATS", "save_psa_maps", "save_seeds", "write_cams"]
 

@@ -18,6 +18,7 @@ from seedkit.errors import SeedkitError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
+#: The modules of the subcommands; each has ``add_parser(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "seedkit.cli.eval_seeds",
     "seedkit.cli.viz",

@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def write_json_atomic(document: object, path: str | os.PathLike) -> None:
     """Write ``document`` as indented JSON to ``path``, atomically."""
-    from seedkit._files import atomic_write
+    from seedkit.files import atomic_write
 
     atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
 

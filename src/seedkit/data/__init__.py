@@ -19,6 +19,7 @@ from seedkit.data.constants import (
     IMAGENET_STD,
     VOC_CLASSES,
     VOC_PALETTE,
+    class_names_for,
     voc_palette,
 )
 from seedkit.data.demo import DEMO_CLASSES, make_demo_data
@@ -33,7 +34,13 @@ from seedkit.data.io import (
     save_cls_labels,
     write_mask_png,
 )
-from seedkit.data.labels import labels_from_mask, make_cls_labels, parse_voc_xml, voc_mask_path
+from seedkit.data.labels import (
+    labels_from_mask,
+    labels_from_xml,
+    make_cls_labels,
+    parse_voc_xml,
+    voc_mask_path,
+)
 from seedkit.data.transforms import InferenceTransform, TrainTransform, normalize_image
 from seedkit.data.voc import VOCSegmentation, sample_generator
 
@@ -51,9 +58,11 @@ __all__ = [
     "TrainTransform",
     "VOCSegmentation",
     "atomic_write_bytes",
+    "class_names_for",
     "coco_category_map",
     "collate",
     "labels_from_mask",
+    "labels_from_xml",
     "load_cls_labels",
     "make_cls_labels",
     "make_coco_cls_labels",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 __all__ = [
@@ -11,6 +13,7 @@ __all__ = [
     "IMAGENET_STD",
     "VOC_CLASSES",
     "VOC_PALETTE",
+    "class_names_for",
     "voc_palette",
 ]
 
@@ -62,6 +65,39 @@ COCO_CLASSES: tuple[str, ...] = (
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 #: ImageNet channel standard deviations (RGB, for images scaled to [0, 1]).
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def class_names_for(num_fg_classes: int, names: Sequence[str] | None = None) -> list[str]:
+    """Display names ``["background", *classes]``, index = mask value.
+
+    Given ``names`` are used when they fit (``num_fg_classes`` foreground names,
+    or ``num_fg_classes + 1`` with background first); otherwise VOC's names for
+    20 classes, COCO's for 80, else ``class_k`` for foreground index ``k``
+    (0-based, the key of the class in a psa seed file).
+
+    Args:
+        num_fg_classes: number of foreground classes (20 for VOC, 80 for COCO).
+        names: optional names, with or without ``"background"`` first.
+
+    Returns:
+        ``num_fg_classes + 1`` names, background first.
+
+    Example:
+        >>> class_names_for(20)[:3]
+        ['background', 'aeroplane', 'bicycle']
+        >>> class_names_for(2)
+        ['background', 'class_0', 'class_1']
+    """
+    if names is not None:
+        given = list(names)
+        if len(given) == num_fg_classes:
+            return ["background", *given]
+        if len(given) == num_fg_classes + 1:
+            return given
+    classes = {len(VOC_CLASSES): VOC_CLASSES, len(COCO_CLASSES): COCO_CLASSES}.get(
+        num_fg_classes, tuple(f"class_{k}" for k in range(num_fg_classes))
+    )
+    return ["background", *classes]
 
 
 def voc_palette(num_colors: int = 256) -> np.ndarray:

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from seedkit._files import atomic_write
 from seedkit.data.constants import VOC_PALETTE
 from seedkit.errors import DataError, DataFileError, InvalidValueError
+from seedkit.files import atomic_write
 
 __all__ = [
     "KEY_TYPES",
@@ -97,20 +97,35 @@ def read_image(path: PathLike) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def read_mask(path: PathLike, num_classes: int | None = None) -> np.ndarray:
+#: Pillow modes of index masks: palette, grey, bilevel and 16/32-bit integer PNGs.
+_INDEX_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
+
+
+def read_mask(
+    path: PathLike,
+    num_classes: int | None = None,
+    ignore_index: int = 255,
+    colour: bool = True,
+) -> np.ndarray:
     """Read a label mask: a palette PNG (VOC ``SegmentationClass``) or a plain index PNG.
 
-    Palette (mode ``"P"``) files give their palette indices, index files (mode
-    ``"L"``, or 16/32-bit integer PNGs with values below 256) give their values;
-    RGB files are decoded through the VOC colour map. Value 255 means "ignore".
+    The one mask reader of seedkit (datasets, class labels, pseudo masks and the
+    ground truth of :func:`seedkit.metrics.evaluate_seeds`). Palette (mode
+    ``"P"``) files give their palette indices, index files (mode ``"L"``,
+    bilevel, or 16/32-bit integer PNGs) give their values; RGB files are decoded
+    through the VOC colour map. ``ignore_index`` (255) means "ignore".
 
     Args:
         path: Mask file.
         num_classes: When given, the number of classes *including* background
-            (21 for VOC); any value ``>= num_classes`` other than 255 is an error.
+            (21 for VOC); any value ``>= num_classes`` other than ``ignore_index``
+            is an error.
+        ignore_index: the value that marks ignored pixels (VOC object borders).
+        colour: decode RGB masks through the VOC colour map; ``False`` rejects
+            them (an evaluation's ground truth is an index mask, as in psa / SEAM).
 
     Returns:
-        ``uint8`` array of shape ``(H, W)`` with class ids.
+        ``(H, W)`` class ids, ``uint8`` (``int32`` when a value exceeds 255).
 
     Raises:
         DataFileError: The file does not exist.
@@ -126,21 +141,24 @@ def read_mask(path: PathLike, num_classes: int | None = None) -> np.ndarray:
         [[0, 15], [255, 1]]
     """
     image = _open_image(path, "mask")
-    if image.mode in ("P", "L"):
-        mask = np.asarray(image, dtype=np.uint8).copy()
-    elif image.mode in ("I", "I;16", "I;16B", "I;16L"):
-        values = np.asarray(image)
-        if values.size and (values.min() < 0 or values.max() > 255):
-            raise DataError(
-                path, "class ids in 0..255", f"values in {values.min()}..{values.max()}"
-            )
-        mask = values.astype(np.uint8)
-    elif image.mode in ("RGB", "RGBA"):
+    mode = image.mode
+    if colour and mode in ("RGB", "RGBA"):
         mask = _decode_colour_mask(path, np.asarray(image.convert("RGB")))
+    elif mode in _INDEX_MODES:
+        values = np.asarray(image)
+        if values.dtype in (np.uint8, np.bool_):
+            mask = values.astype(np.uint8)
+        elif values.size and values.min() < 0:
+            raise DataError(path, "class ids >= 0", f"values from {values.min()}")
+        else:
+            too_large = values.size and values.max() > 255
+            mask = values.astype(np.int32 if too_large else np.uint8)
     else:
-        raise DataError(path, "a palette (P) or index (L) mask", f"image mode {image.mode!r}")
+        mask = None
+    if mask is None or mask.ndim != 2:
+        raise DataError(path, "a palette or grey-level index mask", f"an image of mode {mode}")
     if num_classes is not None:
-        _check_class_ids(path, mask, num_classes)
+        _check_class_ids(path, mask, num_classes, ignore_index)
     return mask
 
 
@@ -159,14 +177,19 @@ def _decode_colour_mask(path: PathLike, rgb: np.ndarray) -> np.ndarray:
     return values[inverse].reshape(codes.shape)
 
 
-def _check_class_ids(path: PathLike, mask: np.ndarray, num_classes: int) -> None:
-    values = np.unique(mask)
-    bad = values[(values >= num_classes) & (values != 255)]
+def _check_class_ids(
+    path: PathLike, mask: np.ndarray, num_classes: int, ignore_index: int = 255
+) -> None:
+    if mask.dtype == np.uint8:
+        values = np.nonzero(np.bincount(mask.ravel(), minlength=256))[0]
+    else:
+        values = np.unique(mask)
+    bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
     if bad.size:
         raise DataError(
             path,
-            f"class ids 0..{num_classes - 1} or 255 (ignore)",
-            f"class id(s) {bad[:5].tolist()}",
+            f"class ids in [0, {num_classes}) or {ignore_index}",
+            f"unknown class ids {bad[:5].tolist()}",
         )
 
 

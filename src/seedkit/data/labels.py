@@ -12,7 +12,13 @@ from seedkit.data.constants import IGNORE_INDEX, VOC_CLASSES
 from seedkit.data.io import PathLike, read_mask, resolve_voc_root
 from seedkit.errors import DataError, DataFileError, InvalidValueError
 
-__all__ = ["labels_from_mask", "make_cls_labels", "parse_voc_xml", "voc_mask_path"]
+__all__ = [
+    "labels_from_mask",
+    "labels_from_xml",
+    "make_cls_labels",
+    "parse_voc_xml",
+    "voc_mask_path",
+]
 
 
 def parse_voc_xml(path: PathLike, class_names: Sequence[str] = VOC_CLASSES) -> list[str]:
@@ -50,6 +56,29 @@ def parse_voc_xml(path: PathLike, class_names: Sequence[str] = VOC_CLASSES) -> l
             )
         names.append(name)
     return names
+
+
+def labels_from_xml(path: PathLike, class_names: Sequence[str] = VOC_CLASSES) -> np.ndarray:
+    """Multi-hot label of the object classes of a VOC XML annotation.
+
+    Difficult objects count, as in psa's ``make_cls_labels.py``.
+
+    Args:
+        path: ``Annotations/<id>.xml``.
+        class_names: The dataset's classes, in label order.
+
+    Returns:
+        float32 multi-hot ``(len(class_names),)``.
+
+    Raises:
+        DataFileError: The file does not exist.
+        DataError: The XML is malformed or names an unknown class.
+    """
+    label = np.zeros(len(class_names), dtype=np.float32)
+    index = {name: position for position, name in enumerate(class_names)}
+    for name in parse_voc_xml(path, class_names):
+        label[index[name]] = 1.0
+    return label
 
 
 def labels_from_mask(mask: np.ndarray, num_classes: int = 20) -> np.ndarray:
@@ -146,7 +175,6 @@ def make_cls_labels(
     if len(class_names) != num_classes:
         raise InvalidValueError("class_names", f"{num_classes} names", len(class_names))
     root = resolve_voc_root(voc_root)
-    index = {name: position for position, name in enumerate(class_names)}
     labels: dict[str, np.ndarray] = {}
     for image_id in ids:
         if source == "masks":
@@ -156,10 +184,9 @@ def make_cls_labels(
                 raise DataFileError(folder / f"{image_id}.png", "mask")
             labels[image_id] = labels_from_mask(read_mask(path, num_classes + 1), num_classes)
         else:
-            label = np.zeros(num_classes, dtype=np.float32)
-            for name in parse_voc_xml(root / "Annotations" / f"{image_id}.xml", class_names):
-                label[index[name]] = 1.0
-            labels[image_id] = label
+            labels[image_id] = labels_from_xml(
+                root / "Annotations" / f"{image_id}.xml", class_names
+            )
     if not labels:
         raise DataError(root, "at least one image id", "none")
     return labels

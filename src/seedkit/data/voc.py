@@ -20,7 +20,7 @@ from seedkit.data.io import (
     read_mask,
     resolve_voc_root,
 )
-from seedkit.data.labels import labels_from_mask, parse_voc_xml, voc_mask_path
+from seedkit.data.labels import labels_from_mask, labels_from_xml, voc_mask_path
 from seedkit.data.transforms import InferenceTransform
 from seedkit.errors import DataError, DataFileError, InvalidValueError
 
@@ -299,11 +299,7 @@ class VOCSegmentation(Dataset):
                 "class labels (no cls_labels.npy, mask or XML annotation)",
                 "make labels with `seedkit make-cls-labels`",
             )
-        label = np.zeros(self.num_classes, dtype=np.float32)
-        index = {name: i for i, name in enumerate(self.class_names)}
-        for name in parse_voc_xml(xml, self.class_names):
-            label[index[name]] = 1.0
-        return label
+        return labels_from_xml(xml, self.class_names)
 
     def __repr__(self) -> str:
         return (

@@ -7,7 +7,6 @@ by a step hook), :class:`RunFolder` (what a run folder holds and may reuse),
 :func:`run_segmentation_stage` run the stages that ``examples/train_voc.py`` drives.
 """
 
-from seedkit._files import ensure_writable_directory
 from seedkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from seedkit.engine.config import (
     RECIPES,
@@ -64,6 +63,7 @@ from seedkit.engine.segmentation_stage import (
     SegmentationStageConfig,
     run_segmentation_stage,
 )
+from seedkit.files import ensure_writable_directory
 
 __all__ = [
     "DEMO_PSEUDO_MASKS",

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from seedkit._files import atomic_write
 from seedkit.errors import DataError, DataFileError
+from seedkit.files import atomic_write
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 

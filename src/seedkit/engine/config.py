@@ -404,8 +404,8 @@ _MCTFORMER_V2: dict[str, Any] = {
     "pretrained": True,
 }
 
-# Reference settings (DESIGN section 5). Learning rates scale with the batch as the
-# codebases do; `lr` here is the value at the recipe's own batch size.
+# Reference settings (the recipe table of docs/reproducing.rst). Learning rates scale
+# with the batch as the codebases do; `lr` here is the value at the recipe's own batch size.
 RECIPES: dict[str, dict[str, Any]] = {
     # MCTformer: DeiT-S, AdamW lr 5e-4 x batch / 512, wd 0.05, cosine, 5 warm-up epochs, 60 epochs.
     "mctformer-deit-s": {
@@ -502,7 +502,7 @@ def _stage_classes() -> dict[str, type[StageConfig]]:
 
 def save_config(config: StageConfig, path: str | os.PathLike) -> Path:
     """Write a stage config as indented JSON with its ``"stage"`` (atomically)."""
-    from seedkit._files import atomic_write
+    from seedkit.files import atomic_write
 
     document = {"stage": config.STAGE, **config.to_dict()}
     return atomic_write(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())

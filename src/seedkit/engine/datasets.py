@@ -5,17 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from seedkit.data import class_names_for
+
 __all__ = ["check_evaluation_list", "class_names_for", "gt_dir"]
-
-
-def class_names_for(num_fg_classes: int) -> list[str]:
-    """``["background", *classes]`` for VOC (20) and COCO (80), generic names otherwise."""
-    from seedkit.data import COCO_CLASSES, VOC_CLASSES
-
-    classes = {len(VOC_CLASSES): VOC_CLASSES, len(COCO_CLASSES): COCO_CLASSES}.get(
-        num_fg_classes, tuple(f"class_{k}" for k in range(num_fg_classes))
-    )
-    return ["background", *classes]
 
 
 def gt_dir(voc_root: Path) -> Path:

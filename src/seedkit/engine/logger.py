@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seedkit._files import ensure_directory
 from seedkit.errors import OutputError
+from seedkit.files import ensure_directory
 
 __all__ = ["RunLogger"]
 

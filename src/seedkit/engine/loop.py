@@ -141,6 +141,7 @@ class StepOutput:
     logs: dict[str, Any] = field(default_factory=dict)
 
 
+#: ``step(batch, info) -> loss`` (or a :class:`StepOutput`): the step a training loop runs.
 StepFunction = Callable[[dict[str, Any], StepInfo], "torch.Tensor | StepOutput"]
 
 

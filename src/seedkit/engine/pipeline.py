@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from seedkit._files import atomic_write
 from seedkit.engine.config import SeedStageConfig
 from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.pseudo_mask_stage import (
@@ -37,6 +36,7 @@ from seedkit.errors import (
     RunConflictError,
     SeedkitError,
 )
+from seedkit.files import atomic_write
 from seedkit.segmentation.model import SEGMENTATION_ARCHITECTURES
 
 __all__ = [

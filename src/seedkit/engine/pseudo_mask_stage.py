@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from seedkit._files import atomic_write
 from seedkit.engine.checkpoint import load_checkpoint
 from seedkit.engine.config import StageConfig, _check_choice, _check_int
 from seedkit.engine.datasets import check_evaluation_list, class_names_for, gt_dir
@@ -26,6 +25,7 @@ from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.loop import MODEL_FORMAT, Trainer, total_steps
 from seedkit.engine.run import RunFolder, dataset_digest, fingerprint, folder_fingerprint
 from seedkit.errors import DataFileError, InvalidValueError, RunConflictError
+from seedkit.files import atomic_write
 
 __all__ = ["AffinityDataset", "PseudoMaskStageConfig", "run_pseudo_mask_stage"]
 

@@ -28,16 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seedkit._files import (
+from seedkit.engine.config import StageConfig
+from seedkit.engine.distributed import DistributedContext
+from seedkit.errors import DataError, DataFileError, InvalidValueError, RunConflictError
+from seedkit.files import (
     atomic_write,
     ensure_directory,
     ensure_writable_directory,
     file_digest,
     remove_stale_temporaries,
 )
-from seedkit.engine.config import StageConfig
-from seedkit.engine.distributed import DistributedContext
-from seedkit.errors import DataError, DataFileError, InvalidValueError, RunConflictError
 
 __all__ = [
     "CHECKPOINT_NAME",

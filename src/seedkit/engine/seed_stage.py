@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 import seedkit
-from seedkit._files import atomic_write
 from seedkit.engine.checkpoint import load_checkpoint
 from seedkit.engine.config import SeedStageConfig
 from seedkit.engine.datasets import check_evaluation_list, class_names_for, gt_dir
@@ -35,6 +34,7 @@ from seedkit.engine.run import (
     setting_differences,
 )
 from seedkit.errors import DataFileError, RunConflictError
+from seedkit.files import atomic_write
 
 __all__ = [
     "MODEL_NAME",
@@ -535,8 +535,8 @@ def write_and_evaluate_seeds(
     Seed writing is sharded across processes; rank 0 evaluates and returns the
     ``"seeds"`` entry of ``results.json`` (other ranks return ``None``).
     """
-    from seedkit._files import remove_stale_temporaries
     from seedkit.data import read_image
+    from seedkit.files import remove_stale_temporaries
     from seedkit.metrics import evaluate_seeds, load_psa_maps
     from seedkit.viz import save_overlay
 

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from seedkit._files import atomic_write, remove_stale_temporaries
 from seedkit.engine.checkpoint import load_checkpoint
 from seedkit.engine.config import StageConfig, _check_choice
 from seedkit.engine.datasets import check_evaluation_list, class_names_for, gt_dir
@@ -25,6 +24,7 @@ from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.loop import MODEL_FORMAT, Trainer, total_steps
 from seedkit.engine.run import RunFolder, dataset_digest, folder_fingerprint
 from seedkit.errors import InvalidValueError, RunConflictError
+from seedkit.files import atomic_write, remove_stale_temporaries
 
 __all__ = ["DEMO_SEGMENTATION", "SegmentationStageConfig", "run_segmentation_stage"]
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-from seedkit._checks import check_choice
+from seedkit.checks import check_choice
 from seedkit.errors import InvalidValueError
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "use_backend",
 ]
 
+#: The backends :func:`set_backend` accepts.
 BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "triton")
 # Below this many elements "auto" keeps the reference path on CUDA: a fused call's
 # fixed cost (dispatch, mask and per-row buffers) outweighs what it saves on tiny maps.

@@ -7,7 +7,7 @@ chosen by :func:`seedkit.kernels.set_backend` (or ``SEEDKIT_KERNELS``):
 - ``"triton"`` kernels for CUDA tensors when ``triton`` imports,
 - ``"fused"``: the same math compiled by ``torch.compile`` (inductor emits fused
   C++/OpenMP loops on the CPU, Triton on CUDA), compiled once per process,
-- ``"reference"``: the plain autograd composition of :mod:`seedkit.losses`.
+- ``"reference"``: the plain autograd composition of :mod:`seedkit.reference`.
 
 The fused backends keep only the inputs and per-row scalars for backward and
 recompute the softmax there. Half-precision inputs are computed in float32
@@ -20,10 +20,11 @@ from types import SimpleNamespace
 
 import torch
 
-from seedkit._checks import check_choice, check_temperature
+from seedkit.checks import check_choice, check_temperature
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.kernels._dispatch import resolve_backend
 from seedkit.kernels._functions import KLConsistencyFunction, TemperaturePoolFunction
+from seedkit.reference import kl_consistency, temperature_pool
 
 __all__ = ["fused_kl_consistency", "fused_temperature_pool"]
 
@@ -133,10 +134,7 @@ def fused_temperature_pool(
     choice = resolve_backend(flat, backend)
     a = _working(flat)
     if choice == "reference":
-        from seedkit.losses.activation import _scaled_logits
-
-        alpha = torch.softmax(_scaled_logits(a, valid, temperature, scale), dim=2)
-        return (alpha * a).sum(dim=2)
+        return temperature_pool(a, valid, temperature, scale)
     return pool_with(_impl(choice), a, valid, temperature, scale)
 
 
@@ -206,11 +204,7 @@ def fused_kl_consistency(
     student = _working(student_flat)
     teacher = teacher_flat.detach().to(student.dtype)
     if choice == "reference":
-        from seedkit.losses.distances import _kl, _log_distribution
-
-        log_student = _log_distribution(student, valid, temperature, scale == "max")
-        log_teacher = _log_distribution(teacher, valid, teacher_temperature, scale == "max")
-        return _kl(log_teacher, log_student, valid)
+        return kl_consistency(student, teacher, valid, temperature, teacher_temperature, scale)
     return kl_with(_impl(choice), student, teacher, valid, temperature, teacher_temperature, scale)
 
 

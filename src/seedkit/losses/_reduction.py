@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from seedkit._checks import check_choice
+from seedkit.checks import check_choice
 
 Reduction = Literal["none", "mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")

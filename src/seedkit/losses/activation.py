@@ -19,9 +19,8 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
-from seedkit._checks import (
+from seedkit.checks import (
     check_cams,
     check_choice,
     check_labels,
@@ -34,6 +33,8 @@ from seedkit._checks import (
     verify,
 )
 from seedkit.kernels import fused_temperature_pool, resolve_backend
+from seedkit.reference import flatten_maps, max_normalize, scaled_logits
+from seedkit.reference import temperature_pool as pool_flat
 
 __all__ = [
     "ActivationScale",
@@ -46,46 +47,12 @@ __all__ = [
 
 ActivationScale = Literal["raw", "max"]
 _SCALES: tuple[str, ...] = ("raw", "max")
-# psa / IRN add this to the per-class maximum when max-normalising CAMs.
-_MAX_NORM_EPS = 1e-5
-
-
-def upcast(tensor: torch.Tensor) -> torch.Tensor:
-    """Return ``tensor`` in the dtype the arithmetic runs in: float64 stays, the rest is float32."""
-    return tensor if tensor.dtype == torch.float64 else tensor.float()
-
-
-def _flatten(
-    cams: torch.Tensor, mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Return upcast ``(B, C, N)`` activations and a ``(B, 1, N)`` validity mask."""
-    flat = upcast(cams).flatten(2)
-    valid = None if mask is None else mask.flatten(2)
-    return flat, valid
 
 
 def _diagnose_cams(cams: torch.Tensor, mask: torch.Tensor | None) -> None:
     """The full value checks of ``(cams, mask)``, run only once a flag is set."""
     scan_finite("cams", cams)
     scan_mask("mask", mask)
-
-
-def _scaled_logits(
-    flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, scale: str
-) -> torch.Tensor:
-    """Return ``A / tau`` (or ``A / (max|A| * tau)``) with masked positions at ``-inf``."""
-    logits = flat
-    if scale == "max":
-        # Scale-free form: divide by the detached per-image, per-class maximum magnitude,
-        # so tau means the same thing however large the logits have grown.
-        magnitude = flat.detach().abs()
-        if valid is not None:
-            magnitude = magnitude.masked_fill(~valid, 0.0)
-        logits = flat / magnitude.amax(dim=2, keepdim=True).clamp_min(1e-6)
-    logits = logits / temperature
-    if valid is not None:
-        logits = logits.masked_fill(~valid, float("-inf"))
-    return logits
 
 
 def spatial_log_distribution(
@@ -119,8 +86,8 @@ def spatial_log_distribution(
     check_choice("scale", scale, _SCALES)
     given = mask
     mask = check_mask("mask", mask, cams, values=False)
-    flat, valid = _flatten(cams, mask)
-    log_alpha = torch.log_softmax(_scaled_logits(flat, valid, temperature, scale), dim=2)
+    flat, valid = flatten_maps(cams, mask)
+    log_alpha = torch.log_softmax(scaled_logits(flat, valid, temperature, scale), dim=2)
     # The output holds -inf at masked positions, so the flag reads the input (one pass).
     flags = (nonfinite_flag(cams), mask_flag(given, mask))
     verify("seedkit.losses.spatial_log_distribution", flags, _diagnose_cams, cams, given)
@@ -195,7 +162,7 @@ def global_average_pool(cams: torch.Tensor, mask: torch.Tensor | None = None) ->
 
 def _average(cams: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Masked mean over positions; non-finite wherever an input value is (``0 * inf`` is NaN)."""
-    flat, valid = _flatten(cams, mask)
+    flat, valid = flatten_maps(cams, mask)
     if valid is None:
         return flat.mean(dim=2).to(cams.dtype)
     weights = valid.to(flat.dtype)
@@ -227,11 +194,10 @@ def temperature_pool_reference(
 def _pool_reference(
     cams: torch.Tensor, temperature: float, mask: torch.Tensor | None, scale: str
 ) -> torch.Tensor:
-    flat, valid = _flatten(cams, mask)
-    alpha = torch.softmax(_scaled_logits(flat, valid, temperature, scale), dim=2)
+    flat, valid = flatten_maps(cams, mask)
     # alpha is exactly 0 at masked positions, so a finite value there adds 0 and a
     # non-finite one makes the row NaN (what the value checks read, see _pool).
-    return (alpha * flat).sum(dim=2).to(cams.dtype)
+    return pool_flat(flat, valid, temperature, scale).to(cams.dtype)
 
 
 def _pool(
@@ -321,7 +287,8 @@ def seeds_from_cams(
       psa / IRN / MCTformer, ``relu(A) / (max relu(A) + 1e-5)``.
     - ``temperature=tau``: the temperature form ``exp((A - max A) / tau)``,
       i.e. ``alpha / max alpha``. In seedkit's first measurement it made worse
-      seeds than the max-normalised form (DESIGN section 2), so it is opt-in.
+      seeds than the max-normalised form (the Seeds section of the Method page),
+      so it is opt-in.
 
     Args:
         cams: class activations.
@@ -347,15 +314,12 @@ def seeds_from_cams(
     cams = check_cams("cams", cams)
     labels = check_labels("labels", labels, cams)
     mask = check_mask("mask", mask, cams)
-    flat, valid = _flatten(cams, mask)
+    flat, valid = flatten_maps(cams, mask)
     if temperature is None:
-        positive = F.relu(flat)
-        if valid is not None:
-            positive = positive.masked_fill(~valid, 0.0)
-        seeds = positive / (positive.amax(dim=2, keepdim=True) + _MAX_NORM_EPS)
+        seeds = max_normalize(flat, valid)
     else:
         temperature = check_temperature("temperature", temperature)
-        logits = _scaled_logits(flat, valid, temperature, "raw")
+        logits = scaled_logits(flat, valid, temperature, "raw")
         seeds = torch.exp(logits - logits.amax(dim=2, keepdim=True))
     seeds = seeds * labels.to(seeds.dtype).unsqueeze(-1)
     return seeds.reshape(cams.shape).to(cams.dtype)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from seedkit._checks import (
+from seedkit.checks import (
     check_cams,
     check_choice,
     check_labels,
@@ -22,13 +22,13 @@ from seedkit._checks import (
 )
 from seedkit.errors import ShapeError
 from seedkit.losses._reduction import Reduction, check_reduction
-from seedkit.losses.activation import upcast
 from seedkit.losses.distances import (
     JSDivergence,
     KLDivergence,
     MaxNormL1,
     _propagates_nonfinite,
 )
+from seedkit.reference import upcast
 
 __all__ = ["ConsistencyLoss", "Distance", "consistency_loss", "make_distance"]
 

@@ -12,32 +12,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from seedkit._checks import check_temperature
+from seedkit.checks import check_temperature
 from seedkit.kernels import fused_kl_consistency, resolve_backend
-from seedkit.losses.activation import _scaled_logits
+from seedkit.reference import kl_divergence, log_distribution, max_normalize
 
 __all__ = ["JSDivergence", "KLDivergence", "MaxNormL1"]
-
-
-def _log_distribution(
-    flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, normalize_scale: bool
-) -> torch.Tensor:
-    logits = _scaled_logits(flat, valid, temperature, "max" if normalize_scale else "raw")
-    return torch.log_softmax(logits, dim=2)
-
-
-def _kl(log_p: torch.Tensor, log_q: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """``sum_n p (log p - log q)`` with ``0 log 0 = 0`` and masked positions skipped."""
-    p = log_p.exp()
-    keep = p > 0
-    if valid is not None:
-        keep = keep & valid
-    # Mask the difference itself, not the product: -inf - -inf is NaN at masked positions,
-    # and a NaN anywhere in a product poisons its gradient even where where() discards it.
-    difference = torch.where(keep, log_p - log_q, torch.zeros_like(log_p))
-    return (p * difference).sum(dim=2)
 
 
 @dataclass(frozen=True)
@@ -66,9 +46,8 @@ class KLDivergence:
         self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         teacher_temperature = self.teacher_temperature or self.temperature
-        max_scale = self.scale == "max"
-        log_student = _log_distribution(student, valid, self.temperature, max_scale)
-        log_teacher = _log_distribution(teacher, valid, teacher_temperature, max_scale)
+        log_student = log_distribution(student, valid, self.temperature, self.scale)
+        log_teacher = log_distribution(teacher, valid, teacher_temperature, self.scale)
         return log_student, log_teacher
 
     def _normalizer(
@@ -86,7 +65,7 @@ class KLDivergence:
         backend = resolve_backend(student)
         if backend == "reference":
             log_student, log_teacher = self._logs(student, teacher, valid)
-            divergence = _kl(log_teacher, log_student, valid)
+            divergence = kl_divergence(log_teacher, log_student, valid)
         else:
             # Fused kernels (seedkit.kernels): no (B, C, N) softmax kept for backward.
             divergence = fused_kl_consistency(
@@ -121,12 +100,13 @@ class JSDivergence(KLDivergence):
     ) -> torch.Tensor:
         log_student, log_teacher = self._logs(student, teacher, valid)
         if valid is not None:
-            # logaddexp(-inf, -inf) has a NaN gradient; masked positions are skipped by _kl anyway.
+            # logaddexp(-inf, -inf) has a NaN gradient; kl_divergence skips masked positions.
             log_student = log_student.masked_fill(~valid, 0.0)
             log_teacher = log_teacher.masked_fill(~valid, 0.0)
         log_mixture = torch.logaddexp(log_student, log_teacher) - math.log(2.0)
         divergence = 0.5 * (
-            _kl(log_teacher, log_mixture, valid) + _kl(log_student, log_mixture, valid)
+            kl_divergence(log_teacher, log_mixture, valid)
+            + kl_divergence(log_student, log_mixture, valid)
         )
         return divergence / self._normalizer(student, valid)
 
@@ -138,13 +118,7 @@ class MaxNormL1:
     def __call__(
         self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
     ) -> torch.Tensor:
-        def normalise(flat: torch.Tensor) -> torch.Tensor:
-            positive = F.relu(flat)
-            if valid is not None:
-                positive = positive.masked_fill(~valid, 0.0)
-            return positive / (positive.amax(dim=2, keepdim=True) + 1e-5)
-
-        difference = (normalise(student) - normalise(teacher)).abs()
+        difference = (max_normalize(student, valid) - max_normalize(teacher, valid)).abs()
         if valid is None:
             return difference.mean(dim=2)
         weights = valid.to(difference.dtype)

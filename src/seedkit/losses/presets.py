@@ -15,9 +15,9 @@ Per family (``for_backbone``), from the from-scratch networks:
 - ViT (4-block, patch-8 DeiT-tiny): ``tau = 20``, 18.9 against 16.7. Every
   sharper temperature hurt it (9.3-13.3): this ViT's CAMs are
   *under*-activated (FN 58 %, FP 25 % at GAP), not over-activated as the
-  USAGE paper's ViTs. DESIGN section 2's ViT, trained longer on real-photo
-  composites, was over-activated and gained from ``tau = 2``; such a network
-  is what ``for_activation`` is for.
+  USAGE paper's ViTs. The ViT of seedkit's first measurement, trained longer
+  on real-photo composites, was over-activated and gained from ``tau = 2``;
+  such a network is what ``for_activation`` is for.
 
 The benchmark's finding is that the activation state of the CAM baseline, not
 the family, orders the best temperatures (the *deterministic principle* in its
@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from types import MappingProxyType
 
-from seedkit._checks import check_choice
+from seedkit.checks import check_choice
 from seedkit.errors import InvalidValueError
 
 __all__ = [
@@ -66,8 +66,10 @@ __all__ = [
     "activation_temperature",
 ]
 
+#: Generation temperature per backbone family (``SeedGenerationLoss.for_backbone``).
 TEMPERATURE_PRESETS = MappingProxyType({"cnn": 30.0, "vit": 0.3})
 
+#: The activation states of a CAM baseline and the temperature each calls for.
 ACTIVATION_STATES: tuple[str, ...] = ("over", "balanced", "under")
 ACTIVATION_PRESETS = MappingProxyType({"over": 0.3, "balanced": 2.0, "under": 20.0})
 # FP / FN ratio beyond which a CAM baseline counts as over- (or, inverted, under-)

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from seedkit._checks import (
+from seedkit.backbones.family import resolve_family
+from seedkit.checks import (
     check_cams,
     check_choice,
     check_labels,
@@ -20,10 +21,10 @@ from seedkit._checks import (
     scan_mask,
     verify,
 )
-from seedkit._family import resolve_family
 from seedkit.losses._reduction import Reduction, check_reduction
-from seedkit.losses.activation import ActivationScale, _average, _pool, upcast
+from seedkit.losses.activation import ActivationScale, _average, _pool
 from seedkit.losses.presets import TEMPERATURE_PRESETS, activation_temperature
+from seedkit.reference import upcast
 
 __all__ = ["SeedGenerationLoss", "seed_generation_loss"]
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from seedkit._family import resolve_family
+from seedkit.backbones.family import resolve_family
 from seedkit.errors import InvalidValueError
 from seedkit.losses.consistency import ConsistencyLoss, Distance
 from seedkit.losses.presets import (

@@ -13,12 +13,19 @@ from seedkit.metrics.confusion import (
 )
 from seedkit.metrics.evaluate import evaluate_seeds
 from seedkit.metrics.io import load_gt_mask, load_psa_cam, load_psa_maps
-from seedkit.metrics.sweep import SweepResult, ThresholdSweep, default_thresholds
+from seedkit.metrics.sweep import (
+    SweepResult,
+    ThresholdSweep,
+    as_seed_maps,
+    default_thresholds,
+    seed_labels,
+)
 
 __all__ = [
     "MEAN_OVER",
     "SweepResult",
     "ThresholdSweep",
+    "as_seed_maps",
     "confusion_matrix",
     "default_thresholds",
     "evaluate_seeds",
@@ -27,4 +34,5 @@ __all__ = [
     "load_gt_mask",
     "load_psa_cam",
     "load_psa_maps",
+    "seed_labels",
 ]

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from seedkit.data import read_mask
 from seedkit.errors import DataError, DataFileError
 
 __all__ = ["load_gt_mask", "load_psa_cam", "load_psa_maps"]
@@ -136,6 +136,8 @@ def load_psa_cam(
 def load_gt_mask(path: PathLike, num_classes: int, ignore_index: int = 255) -> np.ndarray:
     """Read a ground-truth mask: a VOC palette PNG or a plain index (grey) PNG.
 
+    :func:`seedkit.data.read_mask` with RGB masks rejected (``colour=False``).
+
     Args:
         path: the mask file.
         num_classes: number of classes including background.
@@ -149,26 +151,4 @@ def load_gt_mask(path: PathLike, num_classes: int, ignore_index: int = 255) -> n
         DataError: unreadable, colour (RGB) instead of index, or class ids
             outside ``[0, num_classes)`` other than ``ignore_index``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileError(path, "ground-truth mask")
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            array = np.asarray(image)
-    except Exception as error:
-        raise DataError(path, "a readable PNG index mask", f"unreadable file ({error})") from error
-    if mode not in {"P", "L", "I", "I;16", "1"} or array.ndim != 2:
-        raise DataError(path, "a palette or grey-level index mask", f"an image of mode {mode}")
-    if array.dtype == np.uint8:
-        values = np.nonzero(np.bincount(array.ravel(), minlength=256))[0]
-    else:
-        values = np.unique(array)
-    bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
-    if bad.size:
-        raise DataError(
-            path,
-            f"class ids in [0, {num_classes}) or {ignore_index}",
-            f"unknown class ids {bad[:5].tolist()}",
-        )
-    return array
+    return read_mask(path, num_classes, ignore_index, colour=False)

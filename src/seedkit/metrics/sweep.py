@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from seedkit._voc_names import class_names_for
+from seedkit.data import class_names_for
 from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
 from seedkit.metrics.confusion import _check_num_classes, check_mean_over, fp_fn_rates
 
-__all__ = ["SweepResult", "ThresholdSweep", "default_thresholds"]
+__all__ = ["SweepResult", "ThresholdSweep", "as_seed_maps", "default_thresholds", "seed_labels"]
 
 
 def default_thresholds(max_threshold: float = 0.59, step: float = 0.01) -> np.ndarray:
@@ -255,7 +255,7 @@ def _fmt(value: float) -> str:
 class ThresholdSweep:
     """Accumulate seed maps and ground truth; score every background threshold at once.
 
-    The prediction at threshold ``t`` is ``argmax([t, map_1, ..., map_C])``
+    The prediction at threshold ``t`` is ``argmax([t, map_1, ..., map_C])`` (:func:`seed_labels`)
     with ties going to the lower index (background wins a tie), exactly as the
     evaluation scripts of psa / SEAM / MCTformer compute it, including their
     arithmetic: maps and threshold are compared in float32 (they copy the maps
@@ -335,9 +335,7 @@ class ThresholdSweep:
             self.thresholds = values
         self._thresholds32 = self.thresholds.astype(np.float32)
         self.ignore_index = int(ignore_index)
-        self.class_names = class_names_for(
-            self.num_classes, None if class_names is None else list(class_names)
-        )
+        self.class_names = class_names_for(self.num_classes - 1, class_names)
         if len(self.class_names) != self.num_classes:
             raise InvalidValueError(
                 "class_names",
@@ -560,6 +558,62 @@ class ThresholdSweep:
                 "SEAM / MCTformer / psa do; --mean-over present leaves them out"
             )
         return warnings
+
+
+def as_seed_maps(
+    maps: Mapping[int, np.ndarray] | np.ndarray, argument: str = "maps"
+) -> dict[int, np.ndarray]:
+    """Return seed maps as a psa dict ``{fg class index: float32 HxW map}``.
+
+    Args:
+        maps: a psa dict, or a ``(C_fg, H, W)`` stack whose all-zero maps
+            (absent classes) are left out.
+        argument: the name a shape error gives the maps.
+
+    Returns:
+        The dict, keys as given.
+    """
+    if isinstance(maps, Mapping):
+        return {int(k): np.asarray(v, dtype=np.float32) for k, v in maps.items()}
+    stack = np.asarray(maps, dtype=np.float32)
+    if stack.ndim != 3:
+        raise ShapeError(argument, "(C_fg, H, W) or a dict {class_index: HxW map}", stack.shape)
+    return {index: stack[index] for index in range(stack.shape[0]) if np.any(stack[index] != 0)}
+
+
+def seed_labels(
+    maps: Mapping[int, np.ndarray] | np.ndarray, threshold: float, shape: tuple[int, int]
+) -> np.ndarray:
+    """Return the seed label map ``argmax([t, map_1, ..., map_C])`` (background wins ties).
+
+    The one seeds-to-labels rule of seedkit: :class:`ThresholdSweep` scores it
+    at every threshold at once, the ``"threshold"`` pseudo masks and the
+    overlays of :mod:`seedkit.viz` draw it.
+
+    Args:
+        maps: psa dict ``{fg class index: HxW}`` or a ``(C_fg, H, W)`` stack.
+        threshold: background threshold ``t``.
+        shape: ``(H, W)``, used when ``maps`` is empty.
+
+    Returns:
+        ``(H, W)`` int32 class ids (0 = background, ``c + 1`` for fg index ``c``).
+
+    Example:
+        >>> import numpy as np
+        >>> from seedkit.metrics import seed_labels
+        >>> seed_labels({2: np.array([[0.2, 0.5]])}, 0.3, (1, 2)).tolist()
+        [[0, 3]]
+    """
+    maps = as_seed_maps(maps)
+    keys = sorted(maps)
+    label = np.zeros(shape, dtype=np.int32)
+    if not keys:
+        return label
+    stack = np.stack([maps[k] for k in keys]).astype(np.float32)
+    winner = stack.argmax(axis=0)
+    foreground = stack.max(axis=0) > np.float32(threshold)
+    label[foreground] = np.asarray(keys, dtype=np.int32)[winner[foreground]] + 1
+    return label
 
 
 def _max_argmax(arrays: list[np.ndarray], keys: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,7 @@ __all__ = [
     "pair_affinity",
 ]
 
+#: IRN's confident foreground / background seed thresholds (``conf_fg_thres`` / ``conf_bg_thres``).
 IRN_FG_THRESHOLD = 0.30
 IRN_BG_THRESHOLD = 0.05
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from seedkit.errors import InvalidValueError, ShapeError
+from seedkit.metrics import as_seed_maps
 
 __all__ = ["crf_refine_seeds", "dense_crf"]
 
@@ -96,8 +97,9 @@ def crf_refine_seeds(
     """Turn seed maps into a CRF-refined label map, as psa / SEAM do for pseudo masks.
 
     Stacks a constant background plane equal to ``threshold`` (the rule of the
-    threshold sweep) with the maps of the classes present, normalises the stack
-    to probabilities per pixel, runs :func:`dense_crf` and returns the argmax.
+    threshold sweep, :func:`seedkit.metrics.seed_labels`) with the maps of the
+    classes present, normalises the stack to probabilities per pixel, runs
+    :func:`dense_crf` and returns the argmax.
 
     Args:
         image: RGB image ``(H, W, 3)`` uint8.
@@ -110,15 +112,9 @@ def crf_refine_seeds(
         ``(H, W)`` int32 class ids (0 background, ``c + 1`` for fg index ``c``).
     """
     del num_fg_classes
-    if isinstance(seeds, dict):
-        keys = sorted(int(k) for k in seeds)
-        maps = [np.asarray(seeds[k], dtype=np.float32) for k in keys]
-    else:
-        stack = np.asarray(seeds, dtype=np.float32)
-        if stack.ndim != 3:
-            raise ShapeError("seeds", "(C_fg, H, W) or a dict", stack.shape)
-        keys = [i for i in range(stack.shape[0]) if np.any(stack[i] != 0)]
-        maps = [stack[k] for k in keys]
+    by_key = as_seed_maps(seeds, "seeds")
+    keys = sorted(by_key)
+    maps = [by_key[k] for k in keys]
     height, width = np.asarray(image).shape[:2]
     if not keys:
         return np.zeros((height, width), dtype=np.int32)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from seedkit.errors import InvalidValueError
+from seedkit.metrics import as_seed_maps, seed_labels
 from seedkit.refine.random_walk import (
     IRN_BETA,
     IRN_EXP_TIMES,
@@ -177,13 +178,12 @@ def pseudo_mask_from_seeds(
         if image is None:
             raise InvalidValueError("image", "the RGB image for method 'crf'", None)
         return crf_refine_seeds(image, seeds, threshold, **(crf_params or {})).astype(np.uint8)
-    keys_sorted, stack = _stack(seeds)
-    if not keys_sorted:
+    if not seeds:
         shape = image.shape[:2] if image is not None else (1, 1)
         return np.zeros(shape, np.uint8)
-    scores = np.concatenate([np.full((1, *stack.shape[1:]), threshold, np.float32), stack])
-    lookup = np.asarray([0, *(k + 1 for k in keys_sorted)], dtype=np.uint8)
-    return lookup[scores.argmax(axis=0)]
+    maps = as_seed_maps(seeds)
+    shape = next(iter(maps.values())).shape
+    return seed_labels(maps, threshold, shape).astype(np.uint8)
 
 
 def write_pseudo_masks(

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from seedkit.cam.inference import multi_scale_flip
+from seedkit.data import class_names_for
 from seedkit.errors import InvalidValueError, ShapeError
 
 __all__ = ["SegmentationResult", "evaluate_segmentation", "predict_probs"]
@@ -45,24 +46,11 @@ def predict_probs(
         raise ShapeError("image", "(3, H, W)", tuple(image.shape))
     if not scales or any(not math.isfinite(s) or s <= 0 for s in scales):
         raise InvalidValueError("scales", "a non-empty list of positive factors", scales)
-    height, width = image.shape[-2:]
-    total = None
-    views = 0
-    for scale in scales:
-        size = (max(8, round(height * scale)), max(8, round(width * scale)))
-        view = (
-            F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
-            if scale != 1
-            else image[None]
-        )
-        batch = torch.cat([view, view.flip(-1)]) if flip else view
-        probs = torch.softmax(model(batch).float(), dim=1)
-        if flip:
-            probs = probs[:1] + probs[1:].flip(-1)
-        probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)[0]
-        total = probs if total is None else total + probs
-        views += 2 if flip else 1
-    return total / views
+
+    def forward(views: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(views).float(), dim=1)
+
+    return multi_scale_flip(forward, image[None], scales, flip, min_size=8)[0]
 
 
 @dataclass
@@ -124,7 +112,8 @@ def evaluate_segmentation(
         crf: refine the probabilities with :func:`~seedkit.refine.dense_crf`.
         crf_params: CRF parameters.
         device: where the model runs.
-        class_names: names for the table (default ``class_k``).
+        class_names: names for the table (default
+            :func:`seedkit.data.class_names_for`).
         progress: progress bar.
         pred_dir: also write the predictions as palette PNGs there.
 
@@ -133,9 +122,7 @@ def evaluate_segmentation(
     """
     from seedkit.metrics import confusion_matrix, iou_from_confusion
 
-    names = (
-        list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_classes)]
-    )
+    names = list(class_names) if class_names is not None else class_names_for(num_classes - 1)
     if len(names) != num_classes:
         raise InvalidValueError("class_names", f"{num_classes} names", len(names))
     was_training = model.training

@@ -31,6 +31,7 @@ __all__ = [
     "create_segmentation_model",
 ]
 
+#: The ``architecture`` names :func:`create_segmentation_model` builds.
 SEGMENTATION_ARCHITECTURES = (
     "deeplabv3_resnet50",
     "deeplabv3_resnet101",

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
-from seedkit._family import Family, resolve_family
+from seedkit.backbones.family import Family, resolve_family
 from seedkit.errors import BackboneError, InvalidValueError
 from seedkit.views.sites import AdjustableBlock, Sites, find_adjustable_blocks
 

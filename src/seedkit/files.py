@@ -115,7 +115,7 @@ def atomic_write(path: str | os.PathLike, content: bytes | Callable[[BinaryIO], 
 
     Example:
         >>> import os, tempfile
-        >>> from seedkit._files import atomic_write
+        >>> from seedkit.files import atomic_write
         >>> path = atomic_write(os.path.join(tempfile.mkdtemp(), "a", "b.txt"), b"hello")
         >>> path.read_bytes(), sorted(os.listdir(path.parent))
         (b'hello', ['b.txt'])

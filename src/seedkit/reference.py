@@ -1,0 +1,143 @@
+"""Plain reference math of the losses, on flattened activations, without input checks.
+
+The bottom layer that both :mod:`seedkit.losses` (the checked public functions)
+and :mod:`seedkit.kernels` (whose ``"reference"`` backend is this math) import,
+so the two never import each other's internals. Every function takes
+activations flattened to ``(B, C, N)`` and an optional ``(B, 1, N)`` boolean
+validity mask ``valid`` (``None``: every position is valid) and assumes its
+arguments were checked by the caller (see the Method page of the docs for the
+formulas).
+
+Example:
+    >>> import torch
+    >>> from seedkit import reference
+    >>> flat = torch.tensor([[[0.0, 0.0, 0.0, 4.0]]])
+    >>> reference.temperature_pool(flat, None, 0.01, "raw")
+    tensor([[4.]])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "MAX_NORM_EPS",
+    "flatten_maps",
+    "kl_consistency",
+    "kl_divergence",
+    "log_distribution",
+    "max_normalize",
+    "scaled_logits",
+    "temperature_pool",
+    "upcast",
+]
+
+#: psa / IRN add this to the per-class maximum when max-normalising CAMs.
+MAX_NORM_EPS = 1e-5
+
+
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """Return ``tensor`` in the dtype the arithmetic runs in: float64 stays, the rest is float32."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
+def flatten_maps(
+    cams: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return upcast ``(B, C, N)`` activations and a ``(B, 1, N)`` validity mask.
+
+    Args:
+        cams: class activations ``(B, C, H, W)``.
+        mask: ``(B, 1, H, W)`` boolean validity mask, or ``None``.
+
+    Returns:
+        ``(flat, valid)``; ``valid`` is ``None`` when ``mask`` is.
+    """
+    flat = upcast(cams).flatten(2)
+    valid = None if mask is None else mask.flatten(2)
+    return flat, valid
+
+
+def scaled_logits(
+    flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, scale: str
+) -> torch.Tensor:
+    """Return ``A / tau`` (or ``A / (max|A| * tau)``) with masked positions at ``-inf``.
+
+    Args:
+        flat: activations ``(B, C, N)``.
+        valid: ``(B, 1, N)`` boolean mask or ``None``.
+        temperature: ``tau > 0``.
+        scale: ``"max"`` divides by the detached per-row maximum magnitude first;
+            anything else leaves the activations as they are (``"raw"``).
+
+    Returns:
+        The logits, ``(B, C, N)``.
+    """
+    logits = flat
+    if scale == "max":
+        # Scale-free form: divide by the detached per-image, per-class maximum magnitude,
+        # so tau means the same thing however large the logits have grown.
+        magnitude = flat.detach().abs()
+        if valid is not None:
+            magnitude = magnitude.masked_fill(~valid, 0.0)
+        logits = flat / magnitude.amax(dim=2, keepdim=True).clamp_min(1e-6)
+    logits = logits / temperature
+    if valid is not None:
+        logits = logits.masked_fill(~valid, float("-inf"))
+    return logits
+
+
+def log_distribution(
+    flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, scale: str
+) -> torch.Tensor:
+    """Log-softmax over positions of :func:`scaled_logits` (``-inf`` at masked positions)."""
+    return torch.log_softmax(scaled_logits(flat, valid, temperature, scale), dim=2)
+
+
+def temperature_pool(
+    flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, scale: str
+) -> torch.Tensor:
+    """Return ``s_c = sum_n softmax_n(logits)_n A_c(n)``, ``(B, C)``, in the dtype of ``flat``.
+
+    The softmax weight is exactly 0 at masked positions, so a finite value there
+    adds 0 and a non-finite one makes the row NaN (what the value checks read).
+    """
+    alpha = torch.softmax(scaled_logits(flat, valid, temperature, scale), dim=2)
+    return (alpha * flat).sum(dim=2)
+
+
+def kl_divergence(
+    log_p: torch.Tensor, log_q: torch.Tensor, valid: torch.Tensor | None
+) -> torch.Tensor:
+    """``sum_n p (log p - log q)`` with ``0 log 0 = 0`` and masked positions skipped."""
+    p = log_p.exp()
+    keep = p > 0
+    if valid is not None:
+        keep = keep & valid
+    # Mask the difference itself, not the product: -inf - -inf is NaN at masked positions,
+    # and a NaN anywhere in a product poisons its gradient even where where() discards it.
+    difference = torch.where(keep, log_p - log_q, torch.zeros_like(log_p))
+    return (p * difference).sum(dim=2)
+
+
+def kl_consistency(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    valid: torch.Tensor | None,
+    temperature: float,
+    teacher_temperature: float,
+    scale: str,
+) -> torch.Tensor:
+    """Per-row ``KL(softmax(T / tau_t) || softmax(S / tau_s))``, ``(B, C)``."""
+    log_student = log_distribution(student, valid, temperature, scale)
+    log_teacher = log_distribution(teacher, valid, teacher_temperature, scale)
+    return kl_divergence(log_teacher, log_student, valid)
+
+
+def max_normalize(flat: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """The psa / IRN max-normalised ReLU maps ``relu(A) / (max relu(A) + 1e-5)``, 0 where masked."""
+    positive = F.relu(flat)
+    if valid is not None:
+        positive = positive.masked_fill(~valid, 0.0)
+    return positive / (positive.amax(dim=2, keepdim=True) + MAX_NORM_EPS)
