@@ -12,7 +12,9 @@ runs the same three stages as ``examples/train_voc.py``: seeds on train
 trained on them and evaluated on val.
 
 Settings (documented in docs/pipeline.rst): stage 1 uses the MCTformer-style
-recipe (DeiT-S, AdamW, cosine) with 80 classes; stage 2 IRN's affinity settings
+recipe (DeiT-S, AdamW, cosine) with 80 classes (``--recipe mctformer-v2`` /
+``mctformer-v2-usage``: MCTformer-V2's multi-class-token model, as MCTformer's
+COCO run); stage 2 IRN's affinity settings
 (ResNet-50, stride 4, radius 5, conf_fg 0.30, conf_bg 0.05, beta 10,
 exp_times 8); stage 3 DeepLabV3-ResNet-101. ``--limit-images N`` keeps the
 first N images of each split for a quick trial.
@@ -43,7 +45,13 @@ from seedkit.engine.pipeline import (
     prepare_later_stages,
     run_later_stages,
 )
-from seedkit.errors import DataFileError, InvalidValueError, RunConflictError, SeedkitError
+from seedkit.errors import (
+    DataFileError,
+    InvalidValueError,
+    PretrainedWeightsError,
+    RunConflictError,
+    SeedkitError,
+)
 
 SPLITS = {"train": "train2014", "val": "val2014"}
 
@@ -57,9 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--recipe", choices=sorted(RECIPES), default="mctformer-deit-s", help="stage-1 settings"
     )
-    parser.add_argument("--method", choices=["usage", "cam"], default="usage")
+    parser.add_argument(
+        "--method", choices=["usage", "cam"], help="default: the recipe's, else usage"
+    )
     parser.add_argument("--backbone")
-    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--head", choices=["cam", "mct"], help="default: the recipe's")
+    parser.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="timm's ImageNet weights (default: the recipe's; --no-pretrained: none)",
+    )
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int)
     length = parser.add_mutually_exclusive_group()
@@ -162,17 +178,19 @@ def build_voc_view(
 
 def seed_config(args: argparse.Namespace, out: Path, voc_root: str) -> SeedStageConfig:
     config = apply_recipe(SeedStageConfig(), args.recipe)
+    method = args.method or config.method
     overrides = {
         "num_classes": 80,
         "train_split": "train",
         "eval_split": "train",
         "voc_root": voc_root,
-        "out": str(out / args.method),
-        "method": args.method,
+        "out": str(out / method),
+        "method": method,
         "seed": args.seed,
     }
     for name in (
         "backbone",
+        "head",
         "pretrained",
         "image_size",
         "batch_size",
@@ -275,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         if context.is_main:
             print(f"\nresults: {out / 'results.json'}")
+    except PretrainedWeightsError as error:
+        print(
+            f"train_coco.py: error: {error.model_name}: could not load timm's pretrained weights "
+            f"({error.reason}); run with --no-pretrained (random initialisation), or point "
+            "HF_HOME at a cache that has them",
+            file=sys.stderr,
+        )
+        return 2
     except SeedkitError as error:
         print(f"train_coco.py: error: {error}", file=sys.stderr)
         return 2

@@ -11,6 +11,10 @@ ones on an existing OUT:
 Several processes (DDP; gloo on CPU, NCCL on GPU):
     torchrun --nproc_per_node=4 examples/train_voc.py --voc-root ... --recipe mctformer-deit-s
 
+MCTformer-V2 (one class token per class; docs/mctformer.rst), its own losses or with USAGE:
+    python examples/train_voc.py --voc-root ... --recipe mctformer-v2 --out runs/mct
+    python examples/train_voc.py --voc-root ... --recipe mctformer-v2-usage --out runs/mct-usage
+
 Without --voc-root it writes the demo dataset (real VOC layout) and trains the
 CAM baseline and USAGE with the same model, data, schedule and seed, then prints
 their seed mIoU side by side. Every run writes OUT/config.json (the resolved
@@ -54,7 +58,12 @@ from seedkit.engine.pipeline import (
     prepare_later_stages,
     run_later_stages,
 )
-from seedkit.errors import InvalidValueError, RunConflictError, SeedkitError
+from seedkit.errors import (
+    InvalidValueError,
+    PretrainedWeightsError,
+    RunConflictError,
+    SeedkitError,
+)
 
 DEMO_IMAGES = 160
 
@@ -70,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", choices=sorted(RECIPES), help="named reference settings")
     parser.add_argument("--config", help="a config.json of an earlier run (flags override it)")
     parser.add_argument("--backbone", help="any timm CNN or ViT name")
+    parser.add_argument(
+        "--head",
+        choices=["cam", "mct"],
+        help="seed-model head: 1x1-conv CAMs, or one class token per class (MCTformer-V2, ViTs)",
+    )
     parser.add_argument(
         "--pretrained",
         action=argparse.BooleanOptionalAction,
@@ -156,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 FLAG_FIELDS = (
     "method", "backbone", "pretrained", "checkpoint_path", "image_size", "batch_size", "epochs",
-    "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split",
+    "max_steps", "lr", "grad_accum", "temperature", "consistency_weight", "train_split", "head",
     "eval_split", "eval_limit", "num_workers", "checkpoint_every", "log_every", "out", "seed",
     "tensorboard", "output_stride", "timm_kwargs", "consistency_temperature",
     "teacher_temperature", "consistency_start", "consistency_ramp", "eval_every", "max_threshold",
@@ -358,6 +372,14 @@ def main(argv: list[str] | None = None) -> int:
                 else Path(run_configs[methods[0]].out) / "results.json"
             )
             print(f"\nresults: {summary_path}")
+    except PretrainedWeightsError as error:
+        print(
+            f"train_voc.py: error: {error.model_name}: could not load timm's pretrained weights "
+            f"({error.reason}); run with --no-pretrained (random initialisation) or "
+            "--checkpoint-path FILE (local weights), or point HF_HOME at a cache that has them",
+            file=sys.stderr,
+        )
+        return 2
     except SeedkitError as error:
         print(f"train_voc.py: error: {error}", file=sys.stderr)
         return 2

@@ -39,12 +39,14 @@ PUBLIC_API: dict[str, list[str]] = {
         "spatial_activation_distribution", "temperature_pool",
     ],
     "seedkit.backbones": [
-        "SeedModel", "SeedModelOutput", "create_seed_model", "detect_family",
-        "is_transformer_block", "unwrap_model", "with_output_stride",
+        "HEADS", "MCTSeedModel", "MCTSeedModelOutput", "MCT_ATTENTION_BLOCKS", "SeedModel",
+        "SeedModelOutput", "create_seed_model", "detect_family", "is_transformer_block",
+        "unwrap_model", "with_output_stride",
     ],
     "seedkit.cam": [
-        "DEFAULT_SCALES", "SEED_FORMATS", "cams_of", "infer_cams", "save_psa_maps", "save_seeds",
-        "write_cams",
+        "DEFAULT_SCALES", "MAP_KINDS", "MCTLocalizationMaps", "SEED_FORMATS", "as_seed_map_model",
+        "cams_of", "fuse_attention_cams", "infer_cams", "localization_maps",
+        "refine_with_affinity", "save_psa_maps", "save_seeds", "write_cams",
     ],
     "seedkit.checks": [
         "flush_input_checks", "input_checks", "input_checks_enabled", "set_input_checks",
@@ -72,12 +74,12 @@ PUBLIC_API: dict[str, list[str]] = {
         "ensure_writable_directory", "eval_dataset", "evaluate_model_seeds", "fingerprint",
         "gt_dir", "has_run", "init_distributed", "load_checkpoint", "load_config",
         "load_seed_model", "lr_schedule", "run_pseudo_mask_stage", "run_seed_stage",
-        "run_segmentation_stage", "save_checkpoint", "save_config", "total_steps",
-        "train_seed_model", "view_drops", "wrap_model", "write_and_evaluate_seeds",
+        "run_segmentation_stage", "save_checkpoint", "save_config", "token_classification_loss",
+        "total_steps", "train_seed_model", "view_drops", "wrap_model", "write_and_evaluate_seeds",
     ],
     "seedkit.errors": [
         "BackboneError", "DataError", "DataFileError", "InvalidValueError", "NonFiniteError",
-        "OutputError", "RunConflictError", "SeedkitError", "ShapeError",
+        "OutputError", "PretrainedWeightsError", "RunConflictError", "SeedkitError", "ShapeError",
     ],
     "seedkit.files": [
         "TEMPORARY_SUFFIX", "atomic_write", "ensure_directory", "ensure_writable_directory",

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidValueError",
     "NonFiniteError",
     "OutputError",
+    "PretrainedWeightsError",
     "RunConflictError",
     "SeedkitError",
     "ShapeError",
@@ -94,6 +95,28 @@ class DataFileError(SeedkitError, FileNotFoundError):
 
 class BackboneError(SeedkitError, ValueError):
     """A model cannot be built, wrapped or adjusted as requested."""
+
+
+class PretrainedWeightsError(BackboneError):
+    """A model's pretrained weights cannot be fetched (offline, no cache) or do not load.
+
+    The message names the Python way out; command-line tools catch the error and
+    name their flags instead (``--no-pretrained``, ``--checkpoint-path``).
+
+    Attributes:
+        model_name: the timm model name.
+        reason: what went wrong (the underlying error).
+    """
+
+    def __init__(self, model_name: str, reason: str) -> None:
+        self.model_name = model_name
+        self.reason = reason
+        super().__init__(
+            f"{model_name}: could not load timm's pretrained weights ({reason}). Offline? "
+            f"Download the weights elsewhere and pass create_seed_model({model_name!r}, "
+            "num_classes, checkpoint_path='/path/to/weights.pth' or '.safetensors') with "
+            "pretrained=False, or point HF_HOME at a cache that has them"
+        )
 
 
 class OutputError(SeedkitError, OSError):

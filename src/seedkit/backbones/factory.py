@@ -11,10 +11,17 @@ import torch
 import torch.nn as nn
 
 from seedkit.backbones.family import detect_family
+from seedkit.backbones.mct import MCTSeedModel
 from seedkit.backbones.seed_model import SeedModel
-from seedkit.errors import BackboneError, DataFileError, InvalidValueError
+from seedkit.checks import check_choice
+from seedkit.errors import BackboneError, DataFileError, InvalidValueError, PretrainedWeightsError
 
-__all__ = ["create_seed_model", "with_output_stride"]
+__all__ = ["HEADS", "create_seed_model", "with_output_stride"]
+
+#: The seed-model heads of :func:`create_seed_model`: ``"cam"`` (a 1x1-conv CAM
+#: classifier, :class:`SeedModel`) and ``"mct"`` (one class token per class and a
+#: patch-token CAM head, :class:`~seedkit.backbones.MCTSeedModel`; ViTs only).
+HEADS: tuple[str, ...] = ("cam", "mct")
 
 #: The output strides timm's dilated CNNs support.
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
@@ -106,6 +113,7 @@ def create_seed_model(
     num_classes: int,
     pretrained: bool = False,
     checkpoint_path: str | os.PathLike[str] | None = None,
+    head: str = "cam",
     **timm_kwargs: Any,
 ) -> SeedModel:
     """Build a :class:`SeedModel` from a timm model name.
@@ -124,6 +132,12 @@ def create_seed_model(
         checkpoint_path: a local ``.pth`` / ``.safetensors`` file: either weights
             of the timm encoder (its classifier is ignored) or a whole
             ``SeedModel`` state dict (keys ``encoder.*`` and ``head.*``).
+        head: ``"cam"``: a bias-free 1x1-conv CAM classifier (:class:`SeedModel`);
+            ``"mct"``: one class token per class plus a 3x3-conv patch-token CAM
+            head (:class:`~seedkit.backbones.MCTSeedModel`, MCTformer-V2; ViTs
+            only). Its class tokens start from the encoder's class token when
+            weights are loaded (``pretrained`` or encoder weights in
+            ``checkpoint_path``), else at random.
         **timm_kwargs: passed to ``timm.create_model`` (``img_size``,
             ``output_stride``, ``drop_path_rate``, ``reg_tokens``...).
 
@@ -141,6 +155,9 @@ def create_seed_model(
         >>> out = model(torch.randn(1, 3, 48, 80))
         >>> model.family, tuple(out.cams.shape), tuple(out.features.shape)
         ('vit', (1, 5, 3, 5), (1, 192, 3, 5))
+        >>> mct = create_seed_model("deit_tiny_patch16_224", 5, head="mct", depth=1, img_size=64)
+        >>> type(mct).__name__, tuple(mct(torch.randn(1, 3, 48, 80)).token_logits.shape)
+        ('MCTSeedModel', (1, 5))
     """
     if not isinstance(name, str) or not name:
         raise InvalidValueError("name", "a timm model name", name)
@@ -150,6 +167,7 @@ def create_seed_model(
         raise InvalidValueError(
             "timm_kwargs", "no num_classes (the CAM head sets it)", "num_classes"
         )
+    head = check_choice("head", head, HEADS)
     if checkpoint_path is not None and not os.path.isfile(checkpoint_path):
         raise DataFileError(checkpoint_path, "checkpoint file")
     output_stride = timm_kwargs.get("output_stride")
@@ -165,6 +183,11 @@ def create_seed_model(
         probe = _create_timm(name, pretrained=False, num_classes=0, **timm_kwargs)
     family = detect_family(probe)
     del probe
+    if head == "mct" and family != "vit":
+        raise BackboneError(
+            f"{name}: head='mct' needs a ViT (class tokens attend to patch tokens); "
+            f"{name} is a {family.upper()}"
+        )
     kwargs = dict(timm_kwargs)
     if family == "vit":
         kwargs.setdefault("dynamic_img_size", True)
@@ -176,21 +199,10 @@ def create_seed_model(
     except Exception as error:
         if not pretrained:
             raise
-        raise BackboneError(
-            f"{name}: could not load timm's pretrained weights ({type(error).__name__}: "
-            f"{error}). Offline? Download the weights elsewhere and pass "
-            f"create_seed_model({name!r}, num_classes, checkpoint_path='/path/to/weights.pth' "
-            "or '.safetensors') with pretrained=False, or point HF_HOME at a cache that has them"
-        ) from error
+        raise PretrainedWeightsError(name, f"{type(error).__name__}: {error}") from error
 
-    # Keep only what feeds the last feature map (timm's own pruning contract), so
-    # every parameter gets a gradient and DDP needs no find_unused_parameters.
-    if hasattr(encoder, "prune_intermediate_layers"):
-        encoder.prune_intermediate_layers(indices=1, prune_norm=False, prune_head=True)
-    elif hasattr(encoder, "reset_classifier"):
-        encoder.reset_classifier(0, "")
-    model = SeedModel(encoder, num_classes, family=family)
-
+    state_dict = None
+    whole_model = False
     if checkpoint_path is not None:
         import timm.models
 
@@ -205,13 +217,32 @@ def create_seed_model(
                 f"checkpoint_path {path}: cannot read it as a PyTorch / safetensors state dict "
                 f"({type(error).__name__}: {reason})"
             ) from error
-        if any(k.startswith("encoder.") for k in state_dict) and any(
+        whole_model = any(k.startswith("encoder.") for k in state_dict) and any(
             k.startswith("head.") for k in state_dict
-        ):
-            try:
-                model.load_state_dict(state_dict, strict=True)
-            except RuntimeError as error:
-                raise BackboneError(f"checkpoint_path {path}: {error}") from error
-        else:
+        )
+
+    if head == "mct":
+        # Encoder weights hold one class token: load them before it becomes K tokens.
+        if state_dict is not None and not whole_model:
             _load_encoder_weights(encoder, state_dict, path)
+        weights = bool(pretrained) or (state_dict is not None and not whole_model)
+        model: SeedModel = MCTSeedModel(
+            encoder, num_classes, class_token_init="copy" if weights else "random"
+        )
+    else:
+        # Keep only what feeds the last feature map (timm's own pruning contract), so
+        # every parameter gets a gradient and DDP needs no find_unused_parameters.
+        if hasattr(encoder, "prune_intermediate_layers"):
+            encoder.prune_intermediate_layers(indices=1, prune_norm=False, prune_head=True)
+        elif hasattr(encoder, "reset_classifier"):
+            encoder.reset_classifier(0, "")
+        model = SeedModel(encoder, num_classes, family=family)
+        if state_dict is not None and not whole_model:
+            _load_encoder_weights(encoder, state_dict, path)
+
+    if state_dict is not None and whole_model:
+        try:
+            model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as error:
+            raise BackboneError(f"checkpoint_path {path}: {error}") from error
     return model

@@ -18,6 +18,7 @@ which decide what a rerun or a ``--resume`` may change (docs/reproducing.rst):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -299,10 +300,13 @@ class SeedStageConfig(StageConfig):
     STAGE: ClassVar[str] = "seeds"
     AFTER_TRAINING: ClassVar[frozenset[str]] = frozenset(
         {"eval_split", "eval_limit", "cam_scales", "seed_temperature", "max_threshold"}
-        | {"num_overlays"}
+        | {"num_overlays", "seed_format"}
     )
 
     method: str = "usage"
+    # The seed model's head (create_seed_model's ``head``): "cam" (1x1-conv CAM classifier)
+    # or "mct" (one class token per class + patch-CAM head, MCTformer-V2; ViTs only).
+    head: str = "cam"
     # augmentation
     color_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)
     # USAGE
@@ -339,6 +343,7 @@ class SeedStageConfig(StageConfig):
         """Choices and ranges of the seed stage's own fields."""
         choices = {
             "method": ("usage", "cam"),
+            "head": ("cam", "mct"),
             "scale": ("raw", "max"),
             "consistency_scale": (None, "raw", "max"),
             "distance": ("kl", "js", "l1"),
@@ -377,6 +382,28 @@ class SeedStageConfig(StageConfig):
             )
 
 
+# MCTformer-V2: its DeiT-S with one class token per class and a patch-CAM head
+# (docs/mctformer.rst). Seeds: class attention x patch CAM, refined by attention
+# affinity, at scale 1.0 + flip (MCTformer's published command). Stochastic depth 0.1
+# is MCTformer's default; padding lets images of any size through the 16-pixel patches.
+_MCTFORMER_V2: dict[str, Any] = {
+    "head": "mct",
+    "backbone": "deit_small_patch16_224",
+    "timm_kwargs": {"drop_path_rate": 0.1, "dynamic_img_pad": True},
+    "optimizer": "adamw",
+    "lr": 5e-4 * 64 / 512,
+    "weight_decay": 0.05,
+    "schedule": "cosine",
+    "warmup_epochs": 5,
+    "epochs": 60,
+    "batch_size": 64,
+    "image_size": 224,
+    "resize_long": (224, 448),
+    "head_lr_mult": 1.0,
+    "cam_scales": (1.0,),
+    "pretrained": True,
+}
+
 # Reference settings (the recipe table of docs/reproducing.rst). Learning rates scale
 # with the batch as the codebases do; `lr` here is the value at the recipe's own batch size.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -395,6 +422,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "head_lr_mult": 1.0,
         "pretrained": True,
     },
+    # MCTformer-V2 (docs/mctformer.rst): MCTformer's own losses (class tokens + patch CAMs).
+    "mctformer-v2": {**_MCTFORMER_V2, "method": "cam"},
+    # The same with USAGE's terms (the ViT presets) on the patch CAMs; class-token loss kept.
+    "mctformer-v2-usage": {**_MCTFORMER_V2, "method": "usage"},
     # IRN / psa style ResNet-50: SGD poly, output stride 16, 512 crops, 5 epochs.
     "irn-resnet50": {
         "backbone": "resnet50",
@@ -452,7 +483,7 @@ def apply_recipe(config: SeedStageConfig, recipe: str) -> SeedStageConfig:
     """Return a copy of ``config`` with a named recipe's values applied."""
     if recipe not in RECIPES:
         raise InvalidValueError("recipe", "one of " + ", ".join(RECIPES), recipe)
-    values = dict(RECIPES[recipe])
+    values = copy.deepcopy(RECIPES[recipe])  # a recipe's dicts are not shared with configs
     if "max_steps" in values:
         values.setdefault("epochs", None)
     if "epochs" in values and values["epochs"] is not None:

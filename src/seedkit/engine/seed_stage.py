@@ -49,6 +49,7 @@ __all__ = [
     "load_seed_model",
     "run_seed_stage",
     "seed_run_folder",
+    "token_classification_loss",
     "train_seed_model",
     "view_drops",
     "write_and_evaluate_seeds",
@@ -102,6 +103,22 @@ def cam_validity_mask(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return F.adaptive_max_pool2d(valid[:, None].float(), size) > 0
 
 
+def token_classification_loss(output: Any, labels: torch.Tensor) -> torch.Tensor | None:
+    """The classification loss of a model output's class-token scores, if it has any.
+
+    The hook by which a seed model adds its own classification term: an output
+    with a ``token_logits`` field (:class:`seedkit.backbones.MCTSeedModelOutput`,
+    one score per class token) adds MCTformer's multi-label soft margin loss on
+    them to the seed-stage loss (``L = L_patch-CAM + L_token``, MCTformer-V2; with
+    USAGE, ``L_GEN + lambda L_REG`` on the patch CAMs plus ``L_token``). Other
+    outputs add nothing (``None``).
+    """
+    scores = getattr(output, "token_logits", None)
+    if scores is None:
+        return None
+    return F.multilabel_soft_margin_loss(scores.float(), labels.float())
+
+
 class SeedTrainingState:
     """The model, EMA teacher, views, criterion and :class:`~seedkit.engine.Trainer` of a run.
 
@@ -133,6 +150,7 @@ class SeedTrainingState:
             num_classes=config.num_classes,
             pretrained=config.pretrained,
             checkpoint_path=config.checkpoint_path,
+            head=config.head,
             **backbone_kwargs(config),
         )
         steps = total_steps(config, num_samples)
@@ -195,32 +213,45 @@ class SeedTrainingState:
         self.teacher_view.generator = self.student_view.generator = generator
 
     def training_step(self, batch: dict[str, Any], info: StepInfo) -> StepOutput:
-        """The default step hook: USAGE's (or the CAM baseline's) loss of one micro-batch."""
+        """The default step hook: USAGE's (or the CAM baseline's) loss of one micro-batch.
+
+        A model whose output has class-token scores (``head="mct"``) adds their
+        classification loss (:func:`token_classification_loss`, logged as ``token``).
+        """
         images, labels, valid = batch["image"], batch["labels"], batch["valid"]
         if self.config.method != "usage":
-            cams = self.trainer.wrapped(images).cams
-            loss = self.criterion(cams, labels, cam_validity_mask(valid, cams.shape[-2:]))
-            return StepOutput(
-                loss,
-                {"generation": loss, "consistency": loss.new_zeros(()), "consistency_weight": 0.0},
+            output = self.trainer.wrapped(images)
+            cams = output.cams
+            loss = generation = self.criterion(
+                cams, labels, cam_validity_mask(valid, cams.shape[-2:])
             )
-        weight = self.criterion.weight_at(info.progress)
-        self.seed_views(info)
-        teacher_cams = None  # at lambda = 0 the term adds nothing: skip the teacher
-        if weight > 0:
-            with torch.no_grad():
-                teacher_cams = self.teacher_view(images).cams
-        cams = self.student_view(images).cams
-        mask = cam_validity_mask(valid, cams.shape[-2:])
-        out = self.criterion(cams, labels, teacher_cams, mask, progress=info.progress)
-        return StepOutput(
-            out.loss,
-            {
+            logs = {
+                "generation": generation,
+                "consistency": loss.new_zeros(()),
+                "consistency_weight": 0.0,
+            }
+        else:
+            weight = self.criterion.weight_at(info.progress)
+            self.seed_views(info)
+            teacher_cams = None  # at lambda = 0 the term adds nothing: skip the teacher
+            if weight > 0:
+                with torch.no_grad():
+                    teacher_cams = self.teacher_view(images).cams
+            output = self.student_view(images)
+            cams = output.cams
+            mask = cam_validity_mask(valid, cams.shape[-2:])
+            out = self.criterion(cams, labels, teacher_cams, mask, progress=info.progress)
+            loss = out.loss
+            logs = {
                 "generation": out.generation,
                 "consistency": out.consistency,
                 "consistency_weight": weight,
-            },
-        )
+            }
+        token = token_classification_loss(output, labels)
+        if token is not None:
+            loss = loss + token
+            logs["token"] = token
+        return StepOutput(loss, logs)
 
     def after_step(self, info: StepInfo) -> None:
         """Move the EMA teacher towards the student (USAGE)."""
@@ -373,7 +404,7 @@ def load_seed_model(config: SeedStageConfig, device: torch.device) -> torch.nn.M
             "pass the settings it was trained with, or retrain it (`overwrite`)",
         )
     model = create_seed_model(
-        config.backbone, num_classes=config.num_classes, **backbone_kwargs(config)
+        config.backbone, num_classes=config.num_classes, head=config.head, **backbone_kwargs(config)
     )
     model.load_state_dict(state["model"])
     return model.to(device)
@@ -409,17 +440,18 @@ def evaluate_model_seeds(
     :func:`seedkit.cam.infer_cams` at ``scales`` with flips, swept against the
     masks as ``seedkit eval-seeds`` does. The model's train / eval mode is restored.
     """
-    from seedkit.cam import infer_cams
+    from seedkit.cam import as_seed_map_model, infer_cams
     from seedkit.metrics import ThresholdSweep
 
     sweep = ThresholdSweep(num_classes=num_classes + 1, max_threshold=max_threshold)
     was_training = model.training
     model.eval()
+    seed_maps = as_seed_map_model(model)
     try:
         for index in range(len(dataset)):
             item = dataset[index]
             seeds = infer_cams(
-                model,
+                seed_maps,
                 item["image"][None].to(device),
                 item["labels"][None].to(device),
                 scales=scales,
@@ -464,9 +496,10 @@ def ensure_seeds(
 
     Seed files of another model or other inference settings (their fingerprint
     is in ``run.json``) are deleted first, never reused. Writing is sharded over
-    processes.
+    processes. A multi-class-token model's seeds are its localisation maps
+    (:func:`seedkit.cam.as_seed_map_model`).
     """
-    from seedkit.cam import write_cams
+    from seedkit.cam import as_seed_map_model, write_cams
 
     run = run or _open_run(config, context)
     seeds_dir = run.out / "seeds"
@@ -474,7 +507,7 @@ def ensure_seeds(
     run.begin_artefact("seeds", seeds_fingerprint(config, run.model_digest()))
     model.eval()
     write_cams(
-        model,
+        as_seed_map_model(model),  # MCT models: their localisation maps; others: CAMs
         dataset,
         seeds_dir,
         scales=config.cam_scales,
