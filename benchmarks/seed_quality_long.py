@@ -159,44 +159,80 @@ def pretrain_vit(out: Path, budget: Budget, data_root: Path) -> str:
     """Class-token pretraining of the benchmark's ViT on a disjoint demo set (cached).
 
     A timm ViT with its own class-token classifier, multi-label soft margin on the
-    demo classes, AdamW with cosine decay, to convergence; the encoder weights
+    demo classes, AdamW with cosine decay, for ``pretrain_steps``; the encoder weights
     (without the classifier) become the fine-tuning runs' ``checkpoint_path``.
     """
     import timm
     import torch
     import torch.nn.functional as F
-    from torch.utils.data import DataLoader
-
-    from seedkit.data import TrainTransform, VOCSegmentation, collate, make_demo_data
 
     target = out / "vit_pretrained.pth"
     if target.is_file():
         return str(target)
     torch.manual_seed(0)
+    dataset = _pretraining_set(budget, data_root)
+    model = timm.create_model(VIT, pretrained=False, num_classes=20, img_size=112, **VIT_KWARGS)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    scheduler = _warmup_cosine(optimizer, budget.pretrain_steps)
+    total, started, log = budget.pretrain_steps, time.time(), []
+    for step, batch in _pretraining_batches(dataset, total):
+        logits = model(batch["image"])
+        loss = F.multilabel_soft_margin_loss(logits, batch["labels"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % 50 == 0 or step == total:
+            accuracy = ((logits > 0).float() == batch["labels"]).all(1).float().mean()
+            log.append({"step": step, "loss": loss.item(), "exact": accuracy.item()})
+            print(
+                f"  pretrain vit {step}/{total} loss {loss.item():.4f} exact-match "
+                f"{accuracy.item():.2f} ({time.time() - started:.0f} s)",
+                flush=True,
+            )
+    encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("head")}
+    torch.save(encoder, target)
+    (out / "vit_pretrain_log.json").write_text(json.dumps(log, indent=1))
+    return str(target)
+
+
+def _pretraining_set(budget: Budget, data_root: Path) -> Any:
+    """The pretraining images: a demo set disjoint from the fine-tuning one (seed 1), cached."""
+    from seedkit.data import TrainTransform, VOCSegmentation, make_demo_data
+
     root = data_root / "pretrain" / "VOCdevkit" / "VOC2012"
     if not (root / "ImageSets").is_dir():
         # seed 1: other images than the fine-tuning set's (seed 0)
         root = make_demo_data(data_root / "pretrain", num_images=budget.pretrain_images, seed=1)
-    dataset = VOCSegmentation(
+    return VOCSegmentation(
         root,
         "trainval",
         transform=TrainTransform(112, resize_long=(96, 160)),
         with_masks=False,
         seed=1,
     )
-    model = timm.create_model(VIT, pretrained=False, num_classes=20, img_size=112, **VIT_KWARGS)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
-    total, warmup = budget.pretrain_steps, max(1, budget.pretrain_steps // 20)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    step, started, log = 0, time.time(), []
+def _warmup_cosine(optimizer: Any, total: int) -> Any:
+    """The engine's cosine schedule with a linear warm-up over the first 5 % of ``total``."""
+    import torch
+
+    from seedkit.engine import lr_schedule
+
+    warmup = max(1, total // 20)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule("cosine", warmup, total))
+
+
+def _pretraining_batches(dataset: Any, total: int) -> Any:
+    """``(step, batch)`` for steps 1 .. ``total``; each pass reshuffled (seeded), re-augmented."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from seedkit.data import collate
+
     generator = torch.Generator().manual_seed(0)
-    while step < total:
+    step = 0
+    while True:
         loader = DataLoader(
             dataset,
             batch_size=32,
@@ -207,27 +243,10 @@ def pretrain_vit(out: Path, budget: Budget, data_root: Path) -> str:
         )
         dataset.epoch = step  # new augmentations each pass
         for batch in loader:
-            logits = model(batch["image"])
-            loss = F.multilabel_soft_margin_loss(logits, batch["labels"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
             step += 1
-            if step % 50 == 0 or step == total:
-                accuracy = ((logits > 0).float() == batch["labels"]).all(1).float().mean()
-                log.append({"step": step, "loss": loss.item(), "exact": accuracy.item()})
-                print(
-                    f"  pretrain vit {step}/{total} loss {loss.item():.4f} exact-match "
-                    f"{accuracy.item():.2f} ({time.time() - started:.0f} s)",
-                    flush=True,
-                )
+            yield step, batch
             if step >= total:
-                break
-    encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("head")}
-    torch.save(encoder, target)
-    (out / "vit_pretrain_log.json").write_text(json.dumps(log, indent=1))
-    return str(target)
+                return
 
 
 def pretrain_vit_distilled(out: Path, budget: Budget, data_root: Path, cnn: str) -> str:
@@ -242,24 +261,12 @@ def pretrain_vit_distilled(out: Path, budget: Budget, data_root: Path, cnn: str)
     import timm
     import torch
     import torch.nn.functional as F
-    from torch.utils.data import DataLoader
-
-    from seedkit.data import TrainTransform, VOCSegmentation, collate, make_demo_data
 
     target = out / "vit_distilled.pth"
     if target.is_file():
         return str(target)
     torch.manual_seed(0)
-    root = data_root / "pretrain" / "VOCdevkit" / "VOC2012"
-    if not (root / "ImageSets").is_dir():
-        root = make_demo_data(data_root / "pretrain", num_images=budget.pretrain_images, seed=1)
-    dataset = VOCSegmentation(
-        root,
-        "trainval",
-        transform=TrainTransform(112, resize_long=(96, 160)),
-        with_masks=False,
-        seed=1,
-    )
+    dataset = _pretraining_set(budget, data_root)
     teacher = timm.create_model(
         PRETRAINED_CNN, pretrained=False, features_only=True, out_indices=(3,)
     )
@@ -274,51 +281,30 @@ def pretrain_vit_distilled(out: Path, budget: Budget, data_root: Path, cnn: str)
     projection = torch.nn.Linear(student.num_features, width)
     parameters = [*student.parameters(), *projection.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=5e-4, weight_decay=0.05)
-    total, warmup = budget.pretrain_steps, max(1, budget.pretrain_steps // 20)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    step, started, log = 0, time.time(), []
-    generator = torch.Generator().manual_seed(0)
+    scheduler = _warmup_cosine(optimizer, budget.pretrain_steps)
+    total, started, log = budget.pretrain_steps, time.time(), []
     prefix = student.num_prefix_tokens
-    while step < total:
-        loader = DataLoader(
-            dataset,
-            batch_size=32,
-            shuffle=True,
-            drop_last=True,
-            collate_fn=collate,
-            generator=generator,
-        )
-        dataset.epoch = step
-        for batch in loader:
-            images = batch["image"]
-            with torch.no_grad():
-                goal = teacher(images)[-1]  # (B, C, H/16, W/16)
-                goal = F.layer_norm(goal.permute(0, 2, 3, 1), (width,))
-            tokens = student.forward_features(images)[:, prefix:]
-            grid = (images.shape[-2] // 8, images.shape[-1] // 8)
-            tokens = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
-            pooled = F.adaptive_avg_pool2d(tokens, goal.shape[1:3]).permute(0, 2, 3, 1)
-            loss = F.mse_loss(projection(pooled), goal)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if step % 50 == 0 or step == total:
-                log.append({"step": step, "loss": loss.item()})
-                print(
-                    f"  distil vit {step}/{total} loss {loss.item():.4f} "
-                    f"({time.time() - started:.0f} s)",
-                    flush=True,
-                )
-            if step >= total:
-                break
+    for step, batch in _pretraining_batches(dataset, total):
+        images = batch["image"]
+        with torch.no_grad():
+            goal = teacher(images)[-1]  # (B, C, H/16, W/16)
+            goal = F.layer_norm(goal.permute(0, 2, 3, 1), (width,))
+        tokens = student.forward_features(images)[:, prefix:]
+        grid = (images.shape[-2] // 8, images.shape[-1] // 8)
+        tokens = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+        pooled = F.adaptive_avg_pool2d(tokens, goal.shape[1:3]).permute(0, 2, 3, 1)
+        loss = F.mse_loss(projection(pooled), goal)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % 50 == 0 or step == total:
+            log.append({"step": step, "loss": loss.item()})
+            print(
+                f"  distil vit {step}/{total} loss {loss.item():.4f} "
+                f"({time.time() - started:.0f} s)",
+                flush=True,
+            )
     torch.save(student.state_dict(), target)
     (out / "vit_distill_log.json").write_text(json.dumps(log, indent=1))
     return str(target)
