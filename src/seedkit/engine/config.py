@@ -382,14 +382,10 @@ class SeedStageConfig(StageConfig):
             )
 
 
-# MCTformer-V2: its DeiT-S with one class token per class and a patch-CAM head
-# (docs/mctformer.rst). Seeds: class attention x patch CAM, refined by attention
-# affinity, at scale 1.0 + flip (MCTformer's published command). Stochastic depth 0.1
-# is MCTformer's default; padding lets images of any size through the 16-pixel patches.
-_MCTFORMER_V2: dict[str, Any] = {
-    "head": "mct",
+# MCTformer's training: DeiT-S, AdamW lr 5e-4 x batch / 512, wd 0.05, cosine, 5 warm-up
+# epochs, 60 epochs.
+_MCTFORMER: dict[str, Any] = {
     "backbone": "deit_small_patch16_224",
-    "timm_kwargs": {"drop_path_rate": 0.1, "dynamic_img_pad": True},
     "optimizer": "adamw",
     "lr": 5e-4 * 64 / 512,
     "weight_decay": 0.05,
@@ -400,28 +396,24 @@ _MCTFORMER_V2: dict[str, Any] = {
     "image_size": 224,
     "resize_long": (224, 448),
     "head_lr_mult": 1.0,
-    "cam_scales": (1.0,),
     "pretrained": True,
+}
+# MCTformer-V2: its DeiT-S with one class token per class and a patch-CAM head
+# (docs/mctformer.rst). Seeds: class attention x patch CAM, refined by attention
+# affinity, at scale 1.0 + flip (MCTformer's published command). Stochastic depth 0.1
+# is MCTformer's default; padding lets images of any size through the 16-pixel patches.
+_MCTFORMER_V2: dict[str, Any] = {
+    **_MCTFORMER,
+    "head": "mct",
+    "timm_kwargs": {"drop_path_rate": 0.1, "dynamic_img_pad": True},
+    "cam_scales": (1.0,),
 }
 
 # Reference settings (the recipe table of docs/reproducing.rst). Learning rates scale
 # with the batch as the codebases do; `lr` here is the value at the recipe's own batch size.
 RECIPES: dict[str, dict[str, Any]] = {
-    # MCTformer: DeiT-S, AdamW lr 5e-4 x batch / 512, wd 0.05, cosine, 5 warm-up epochs, 60 epochs.
-    "mctformer-deit-s": {
-        "backbone": "deit_small_patch16_224",
-        "optimizer": "adamw",
-        "lr": 5e-4 * 64 / 512,
-        "weight_decay": 0.05,
-        "schedule": "cosine",
-        "warmup_epochs": 5,
-        "epochs": 60,
-        "batch_size": 64,
-        "image_size": 224,
-        "resize_long": (224, 448),
-        "head_lr_mult": 1.0,
-        "pretrained": True,
-    },
+    # MCTformer: its DeiT-S with one class token and a patch-token CAM head.
+    "mctformer-deit-s": dict(_MCTFORMER),
     # MCTformer-V2 (docs/mctformer.rst): MCTformer's own losses (class tokens + patch CAMs).
     "mctformer-v2": {**_MCTFORMER_V2, "method": "cam"},
     # The same with USAGE's terms (the ViT presets) on the patch CAMs; class-token loss kept.
