@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,8 @@ from torch.profiler import ProfilerActivity, profile
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+from bench_kernels import profiled_peak  # noqa: E402  (this folder: one trace reader)
 
 from seedkit.backbones import create_seed_model  # noqa: E402
 from seedkit.cam import cams_of, infer_cams  # noqa: E402
@@ -98,16 +99,7 @@ def cpu_peak(function: Callable[[], object]) -> tuple[int, float]:
         start = time.perf_counter()
         function()
         seconds = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as handle:
-            events = json.load(handle)["traceEvents"]
-    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
-    if not memory:
-        return 0, seconds
-    baseline = memory[0]["args"]["Total Allocated"] - memory[0]["args"]["Bytes"]
-    return max(0, *(e["args"]["Total Allocated"] - baseline for e in memory)), seconds
+    return profiled_peak(prof), seconds
 
 
 def cuda_peak(function: Callable[[], object]) -> tuple[int, float]:

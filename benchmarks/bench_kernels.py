@@ -57,6 +57,11 @@ def peak_bytes(function: Callable[[], torch.Tensor], leaf: torch.Tensor) -> int:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         function().sum().backward()
     leaf.grad = None
+    return profiled_peak(prof)
+
+
+def profiled_peak(prof: profile) -> int:
+    """Peak extra bytes of the CPU allocator over a finished ``profile_memory`` session."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "trace.json")
         prof.export_chrome_trace(path)
