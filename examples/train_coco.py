@@ -45,6 +45,7 @@ from seedkit.engine.pipeline import (
     prepare_later_stages,
     run_later_stages,
 )
+from seedkit.engine.run import setting_differences
 from seedkit.errors import (
     DataFileError,
     InvalidValueError,
@@ -124,10 +125,10 @@ def build_voc_view(
     record_path = view / "view.json"
     wanted = {"coco_root": str(coco_root.resolve()), "limit_images": limit}
     recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    flags = {"coco_root": "--coco-root", "limit_images": "--limit-images"}
     differences = [
-        (flag, recorded.get(key), wanted[key])
-        for key, flag in (("coco_root", "--coco-root"), ("limit_images", "--limit-images"))
-        if recorded.get(key) != wanted[key]
+        (flags.get(key, key), before, now)
+        for key, before, now in setting_differences(recorded, wanted)
     ]
     if marker.is_file() and differences and not overwrite:
         raise RunConflictError(

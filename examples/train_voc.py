@@ -58,6 +58,7 @@ from seedkit.engine.pipeline import (
     prepare_later_stages,
     run_later_stages,
 )
+from seedkit.engine.run import setting_differences
 from seedkit.errors import (
     InvalidValueError,
     PretrainedWeightsError,
@@ -236,10 +237,10 @@ def demo_root(out: Path, num_images: int, seed: int, overwrite: bool, context) -
     record_path = root / "demo.json"
     wanted = {"num_images": num_images, "seed": seed}
     recorded = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    flags = {"num_images": "--demo-images", "seed": "--seed"}
     differences = [
-        (flag, recorded.get(key), wanted[key])
-        for key, flag in (("num_images", "--demo-images"), ("seed", "--seed"))
-        if recorded.get(key) != wanted[key]
+        (flags.get(key, key), before, now)
+        for key, before, now in setting_differences(recorded, wanted)
     ]
     if marker.is_file() and differences and not overwrite:
         raise RunConflictError(
