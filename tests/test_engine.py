@@ -378,3 +378,17 @@ def test_benchmarks_and_examples_use_public_engine_names_only():
                 for alias in node.names:
                     if alias.name.startswith("seedkit"):
                         assert not any(p.startswith("_") for p in alias.name.split(".")), path.name
+
+
+def test_evaluation_list_check_accepts_a_voc_root_relative_to_the_working_folder(
+    tmp_path, monkeypatch
+):
+    # The README's demo run passes runs/demo/demo_data/...: a root relative to the cwd.
+    from seedkit.data import make_demo_data
+    from seedkit.engine import check_evaluation_list
+
+    make_demo_data(tmp_path / "demo", num_images=6, seed=0)
+    monkeypatch.chdir(tmp_path)
+    ids = check_evaluation_list("demo", "train", 20)
+    absolute = check_evaluation_list(tmp_path / "demo", "train", 20)
+    assert ids == absolute and len(ids) >= 1

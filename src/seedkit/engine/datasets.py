@@ -42,7 +42,10 @@ def check_evaluation_list(
             f"needed to evaluate on list {split!r}" if isinstance(split, str) else "",
         )
     names = class_names_for(num_classes)
-    dataset = VOCSegmentation(root, split, with_masks=True, mask_dir=folder, class_names=names[1:])
+    # mask_dir is relative to the VOC root (the root itself may be relative to the cwd).
+    dataset = VOCSegmentation(
+        root, split, with_masks=True, mask_dir=folder.name, class_names=names[1:]
+    )
     if limit is not None:
         dataset.ids = dataset.ids[:limit]
     dataset.check_files(masks=True)

@@ -197,7 +197,7 @@ def run_segmentation_stage(
     if not context.is_main:
         return None
     val = VOCSegmentation(
-        root, eval_ids, with_masks=True, mask_dir=gt_dir(root), class_names=names[1:]
+        root, eval_ids, with_masks=True, mask_dir=gt_dir(root).name, class_names=names[1:]
     )
     predictions = run.out / "predictions"
     if config.save_predictions and predictions.is_dir():  # this evaluation's, nothing older
