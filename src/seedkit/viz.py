@@ -1,6 +1,6 @@
 """PNG overlays of seed maps: heat map per class and the thresholded seed, with class names.
 
-Needs the ``examples`` extra (``pip install "seedkit[examples]"``), which brings
+Needs the ``examples`` extra (``pip install "seedkit-wsss[examples]"``), which brings
 ``imgviz``.
 """
 
@@ -26,7 +26,7 @@ def _imgviz() -> Any:
         import imgviz
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "seedkit.viz needs imgviz: install the extra with pip install 'seedkit[examples]'"
+            "seedkit.viz needs imgviz: install the extra with pip install 'seedkit-wsss[examples]'"
         ) from error
     return imgviz
 

@@ -25,7 +25,9 @@ def register(subparsers: Any) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--voc-root", help="VOC2012 folder, VOCdevkit, or its parent")
-    source.add_argument("--coco-json", help="COCO instances JSON (needs seedkit[coco])")
+    source.add_argument(
+        "--coco-json", help="COCO instances JSON (needs the seedkit-wsss[coco] extra)"
+    )
     parser.add_argument(
         "--list",
         default="train_aug",

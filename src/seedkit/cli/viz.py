@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write PNG overlays (heat map per class and thresholded seed) of seed files",
         description=(
             "For every id write <out>/<id>.png: the image, one heat map per class in the "
-            "seed file, and the seed at --threshold with a legend. Needs seedkit[examples]."
+            "seed file, and the seed at --threshold with a legend. Needs the "
+            "seedkit-wsss[examples] extra."
         ),
     )
     parser.add_argument(
