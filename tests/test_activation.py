@@ -121,21 +121,58 @@ def test_all_but_one_position_masked_gives_that_value():
 
 @pytest.mark.parametrize("temperature", [1e-3, 0.1, 1.0, 10.0, 1e3])
 def test_gradcheck_float64(temperature):
+    # The raw form's math; the scale-free forms divide by a detached number (next test).
     cams = (torch.randn(2, 2, 3, 4, dtype=torch.float64) * 2).requires_grad_()
     mask = torch.ones(2, 1, 3, 4, dtype=torch.bool)
     mask[1, 0, 0, :2] = False
     assert torch.autograd.gradcheck(
-        lambda a: seedkit.temperature_pool(a, temperature, mask=mask), (cams,), eps=1e-6, atol=1e-5
+        lambda a: seedkit.temperature_pool(a, temperature, mask=mask, scale="raw"),
+        (cams,),
+        eps=1e-6,
+        atol=1e-5,
     )
     assert torch.autograd.gradcheck(
-        lambda a: seedkit.spatial_activation_distribution(a, max(temperature, 0.1)),
+        lambda a: seedkit.spatial_activation_distribution(a, max(temperature, 0.1), scale="raw"),
         (cams,),
         eps=1e-6,
         atol=1e-5,
     )
 
 
-@pytest.mark.parametrize("scale", ["raw", "max"])
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 3.0])
+def test_std_scale_is_raw_pooling_at_tau_times_the_detached_spread(temperature):
+    cams = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(2, 1, 4, 5, dtype=torch.bool)
+    mask[1, 0, 0, :3] = False
+    flat = cams.detach().flatten(2)
+    spread = torch.stack(
+        [
+            torch.stack([flat[b, c][mask[b].flatten()].std(correction=0) for c in range(3)])
+            for b in range(2)
+        ]
+    )
+    pooled = seedkit.temperature_pool(cams, temperature, mask=mask, scale="std")
+    (grad,) = torch.autograd.grad(pooled.sum(), cams)
+    for b in range(2):
+        for c in range(3):
+            row = cams[b : b + 1, c : c + 1]
+            raw = seedkit.temperature_pool(
+                row, temperature * float(spread[b, c]), mask=mask[b : b + 1], scale="raw"
+            )
+            (raw_grad,) = torch.autograd.grad(raw.sum(), row)
+            torch.testing.assert_close(pooled[b, c], raw[0, 0])
+            torch.testing.assert_close(grad[b, c], raw_grad[0, 0])
+
+
+@given(cams_arrays(), st.floats(0.05, 20), st.floats(1e-3, 1e3), st.floats(-100, 100))
+def test_std_scale_distribution_ignores_affine_changes(array, temperature, factor, shift):
+    cams = torch.from_numpy(array)
+    alpha = seedkit.spatial_activation_distribution(cams, temperature)
+    changed = seedkit.spatial_activation_distribution(cams * factor + shift, temperature)
+    torch.testing.assert_close(changed, alpha, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", ["raw", "max", "std"])
 @pytest.mark.parametrize("temperature", [1e-3, 1.0, 1e3])
 @pytest.mark.parametrize("magnitude", [1e-3, 1.0, 1e4])
 def test_finite_gradients_at_extremes(scale, temperature, magnitude):
