@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -372,7 +374,7 @@ def test_effective_fraction_runs_from_one_over_n_to_one():
         fraction(cams, 1e-6), torch.full((3, 4), 1 / 30, dtype=torch.float64)
     )
     values = [fraction(cams, tau) for tau in (0.3, 1.0, 3.0, 10.0)]
-    assert all(bool((a <= b + 1e-12).all()) for a, b in zip(values, values[1:], strict=False))
+    assert all(bool((a <= b + 1e-12).all()) for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize("temperature", [0.7, 1.0, 2.0, 4.0])
