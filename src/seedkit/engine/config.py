@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from seedkit.errors import DataError, DataFileError, InvalidValueError
+from seedkit.reference import SCALES
 
 __all__ = [
     "RECIPES",
@@ -311,7 +312,7 @@ class SeedStageConfig(StageConfig):
     color_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)
     # USAGE
     temperature: float | None = None
-    scale: str = "raw"
+    scale: str = "std"
     consistency_weight: float | None = None
     # The consistency term's ramp, as fractions of the run (None: the preset): weight 0
     # until ``consistency_start``, then a sigmoid ramp over ``consistency_ramp``.
@@ -344,8 +345,8 @@ class SeedStageConfig(StageConfig):
         choices = {
             "method": ("usage", "cam"),
             "head": ("cam", "mct"),
-            "scale": ("raw", "max"),
-            "consistency_scale": (None, "raw", "max"),
+            "scale": SCALES,
+            "consistency_scale": (None, *SCALES),
             "distance": ("kl", "js", "l1"),
             "seed_format": ("psa", "irn"),
             "ema_schedule": (None, "constant", "cosine"),

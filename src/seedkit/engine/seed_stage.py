@@ -11,6 +11,7 @@ docs/reproducing.rst); a stale one is recomputed, never reused.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -47,6 +48,7 @@ __all__ = [
     "eval_dataset",
     "evaluate_model_seeds",
     "load_seed_model",
+    "pooling_fraction",
     "run_seed_stage",
     "seed_run_folder",
     "token_classification_loss",
@@ -180,6 +182,9 @@ class SeedTrainingState:
         else:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
             self.full_weight = 0.0
+        generation = getattr(self.criterion, "generation", self.criterion)
+        #: ``(temperature, scale)`` of the generation term's pooling; temperature None: GAP.
+        self.pooling = (generation.temperature, generation.scale)
         stateful = {"teacher": self.teacher} if self.teacher is not None else {}
         self.trainer = Trainer(model, config, context, num_samples, stateful=stateful)
         self.model = self.trainer.model
@@ -247,11 +252,29 @@ class SeedTrainingState:
                 "consistency": out.consistency,
                 "consistency_weight": weight,
             }
+        mask = cam_validity_mask(valid, cams.shape[-2:])
+        logs["neff_fraction"] = self.neff_fraction(cams, labels, mask)
         token = token_classification_loss(output, labels)
         if token is not None:
             loss = loss + token
             logs["token"] = token
         return StepOutput(loss, logs)
+
+    def neff_fraction(
+        self, cams: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Mean ``N_eff / N`` of the generation pooling over the present classes (1 at GAP).
+
+        How far from global average pooling the loss pools (see
+        :func:`seedkit.losses.effective_fraction`); logged as ``neff_fraction``.
+        """
+        temperature, scale = self.pooling
+        if temperature is None:
+            return cams.new_ones((), dtype=torch.float32)
+        cams = cams.detach().float()
+        fraction = seedkit.losses.effective_fraction(cams, temperature, mask, scale)
+        present = labels.detach().float()
+        return (fraction * present).sum() / present.sum().clamp_min(1.0)
 
     def after_step(self, info: StepInfo) -> None:
         """Move the EMA teacher towards the student (USAGE)."""
@@ -277,6 +300,10 @@ class SeedTrainingState:
                     f"{prefix}fn_rate": round(result.fn_rate, 5),
                 }
             )
+        temperature, scale = self.pooling
+        record["neff_fraction"] = round(
+            pooling_fraction(self.model, dataset, temperature, scale, self.context.device), 5
+        )
         return record
 
 
@@ -320,6 +347,7 @@ def train_seed_model(
     *,
     step: SeedStep | None = None,
     stop_after_steps: int | None = None,
+    evaluate: Callable[[SeedTrainingState], dict[str, Any]] | None = None,
 ) -> SeedTrainingState:
     """Train the seed model of ``config`` (if ``config.out`` has no finished one); return its state.
 
@@ -340,6 +368,9 @@ def train_seed_model(
         step: the step hook ``step(state, batch, info) -> loss | StepOutput``;
             default :meth:`SeedTrainingState.training_step`.
         stop_after_steps: testing aid; see :meth:`~seedkit.engine.Trainer.fit`.
+        evaluate: the ``eval_every`` hook ``evaluate(state) -> values`` of the
+            ``eval`` log records (rank 0 only; it must not change the training);
+            default :meth:`SeedTrainingState.evaluate` on the evaluation list.
 
     Returns:
         The :class:`SeedTrainingState` after the last step.
@@ -357,8 +388,10 @@ def train_seed_model(
         state.model.load_state_dict(load_seed_model(config, context.device).state_dict())
         state.trainer.step = int(run.record["step"])
         return state
-    # The masks of the evaluation list, read once, for eval_every (rank 0 only).
-    monitor = eval_dataset(config, voc_root, with_masks=True) if config.eval_every else None
+    if config.eval_every and evaluate is None:
+        # The masks of the evaluation list, read once, for eval_every (rank 0 only).
+        monitor = eval_dataset(config, voc_root, with_masks=True)
+        evaluate = functools.partial(SeedTrainingState.evaluate, dataset=monitor)
     hook = step or SeedTrainingState.training_step
     from seedkit.data import collate
 
@@ -369,7 +402,7 @@ def train_seed_model(
         collate=collate,
         resume=plan.resume,
         after_step=state.after_step,
-        evaluate=(lambda: state.evaluate(monitor)) if monitor is not None else None,
+        evaluate=(lambda: evaluate(state)) if config.eval_every and evaluate else None,
         eval_every=config.eval_every,
         stop_after_steps=stop_after_steps,
         desc=f"train {config.method}",
@@ -460,6 +493,38 @@ def evaluate_model_seeds(
     finally:
         model.train(was_training)
     return sweep.result()
+
+
+def pooling_fraction(
+    model: torch.nn.Module,
+    dataset: Any,
+    temperature: float | None,
+    scale: str = "std",
+    device: torch.device | str = "cpu",
+) -> float:
+    """Mean ``N_eff / N`` of a model's pooling weights on a dataset's present classes.
+
+    Single-scale CAMs of each image; 1.0 for global average pooling
+    (``temperature=None``). See :func:`seedkit.losses.effective_fraction`. The
+    model's train / eval mode is restored.
+    """
+    if temperature is None:
+        return 1.0
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    try:
+        with torch.no_grad():
+            for index in range(len(dataset)):
+                item = dataset[index]
+                cams = model(item["image"][None].to(device)).cams.float()
+                labels = item["labels"][None].to(cams.device).float()
+                fraction = seedkit.losses.effective_fraction(cams, temperature, scale=scale)
+                total += float((fraction * labels).sum())
+                count += float(labels.sum())
+    finally:
+        model.train(was_training)
+    return total / max(count, 1.0)
 
 
 def seeds_fingerprint(config: SeedStageConfig, model_digest: str) -> str:
@@ -612,6 +677,7 @@ def run_seed_stage(
     *,
     step: SeedStep | None = None,
     stop_after_steps: int | None = None,
+    evaluate: Callable[[SeedTrainingState], dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """Train (unless finished), write seeds, evaluate; write ``OUT/results.json`` on rank 0.
 
@@ -630,11 +696,16 @@ def run_seed_stage(
         overwrite=overwrite,
         step=step,
         stop_after_steps=stop_after_steps,
+        evaluate=evaluate,
     )
     run = state.run
     seeds = write_and_evaluate_seeds(state.model, config, context, voc_root, run=run)
     if seeds is None:
         return None
+    temperature, scale = state.pooling
+    seeds["neff_fraction"] = pooling_fraction(
+        state.model, eval_dataset(config, voc_root), temperature, scale, context.device
+    )
     table = seeds.pop("table")
     results = {
         "seeds": seeds,
