@@ -642,7 +642,6 @@ def write_and_evaluate_seeds(
         "fp_rate": result.fp_rate,
         "fn_rate": result.fn_rate,
         "activation_state": result.activation_state,
-        "recommended_temperature": result.recommended_temperature,
         "mean_over": result.mean_over,
         "iou": [None if math.isnan(v) else float(v) for v in result.iou],
         "num_images": result.num_images,

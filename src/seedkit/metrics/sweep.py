@@ -143,14 +143,6 @@ class SweepResult:
         return activation_state(self.fp_rate, self.fn_rate)
 
     @property
-    def recommended_temperature(self) -> float | None:
-        """The ``SeedGenerationLoss.for_activation`` temperature of :attr:`activation_state`."""
-        from seedkit.losses import ACTIVATION_PRESETS
-
-        state = self.activation_state
-        return None if state is None else ACTIVATION_PRESETS[state]
-
-    @property
     def curve(self) -> list[tuple[float, float]]:
         """``[(threshold, mIoU percent), ...]``."""
         return [(float(t), float(m)) for t, m in zip(self.thresholds, self.miou_curve, strict=True)]
@@ -198,10 +190,9 @@ class SweepResult:
         or ``"present"``: the classes every mean runs over) and ``mean_classes``
         (how many), ``fp_rate_per_class``, ``fn_rate_per_class``,
         ``fp_pixels``, ``fn_pixels``, ``class_names``, ``num_images``,
-        ``zero_images``, ``warnings`` and ``activation`` (``state``,
-        ``temperature``: the ``for_activation`` preset it recommends, and
-        ``at_edge``: the best threshold is the sweep's largest, so the state was
-        read off a truncated curve).
+        ``zero_images``, ``warnings`` and ``activation`` (``state``: a reading of FP
+        against FN, not a tuned recommendation, and ``at_edge``: the best threshold
+        is the sweep's largest, so the state was read off a truncated curve).
         """
         cm = self.confusion
         tp = np.diag(cm)
@@ -226,7 +217,6 @@ class SweepResult:
             "warnings": list(self.warnings),
             "activation": {
                 "state": self.activation_state,
-                "temperature": self.recommended_temperature,
                 "at_edge": self.at_edge,
             },
         }
@@ -266,9 +256,9 @@ class SweepResult:
                 else ""
             )
             lines.append(
-                f"activation: {self.activation_state}-activated seeds{note}; for their training, "
-                f"SeedGenerationLoss.for_activation({self.activation_state!r}) "
-                f"uses temperature {self.recommended_temperature:g}"
+                f"activation: {self.activation_state}-activated seeds{note} "
+                f"(FP {_fmt(self.fp_rate)} against FN {_fmt(self.fn_rate)}; a reading, "
+                "not a temperature recommendation: the family presets are the measured ones)"
             )
         return "\n".join(lines)
 
