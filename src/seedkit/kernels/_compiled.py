@@ -67,7 +67,7 @@ def _inverse(like: torch.Tensor, divisor: torch.Tensor | None, temperature: floa
     if divisor is None:
         shape = (like.shape[0], like.shape[1], 1)
         return torch.full(shape, 1.0 / temperature, dtype=like.dtype, device=like.device)
-    return divisor.reciprocal().mul_(1.0 / temperature)
+    return divisor.reciprocal().mul_(1.0 / temperature).clamp_(max=torch.finfo(like.dtype).max)
 
 
 @functools.cache
