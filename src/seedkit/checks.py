@@ -711,7 +711,7 @@ def check_number(
 
 
 def renamed_argument(
-    where: str, new: str, new_value: Any, old: str, old_value: Any, default: Any
+    where: str, new: str, new_value: Any, old: str, old_value: Any, default: Any, why: str = ""
 ) -> Any:
     """Resolve an argument that was renamed, keeping the old spelling with a warning.
 
@@ -722,6 +722,7 @@ def renamed_argument(
         old: its deprecated name.
         old_value: what was passed under ``old`` (``None``: nothing).
         default: the value when neither was passed.
+        why: a sentence for the warning (why the name changed).
 
     Returns:
         The value to use (the same count under either name: nothing shifts).
@@ -729,13 +730,57 @@ def renamed_argument(
     Raises:
         InvalidValueError: both names were passed.
     """
+    return _renamed(where, new, new_value, old, old_value, default, why, stacklevel=4)
+
+
+def _renamed(
+    where: str,
+    new: str,
+    new_value: Any,
+    old: str,
+    old_value: Any,
+    default: Any,
+    why: str,
+    stacklevel: int,
+) -> Any:
     if old_value is None:
         return default if new_value is None else new_value
     if new_value is not None:
         raise InvalidValueError(old, f"only {new}= ({old}= is its deprecated name)", old_value)
-    warnings.warn(
-        f"{where}: {old}= is deprecated, use {new}= (the same value: {new}={old_value!r})",
-        DeprecationWarning,
-        stacklevel=3,
-    )
+    message = f"{where}: {old}= is deprecated, use {new}= (the same value: {new}={old_value!r})."
+    warnings.warn(f"{message} {why}".strip(), DeprecationWarning, stacklevel=stacklevel)
     return old_value
+
+
+def check_num_labels(
+    where: str, num_labels: object, num_classes: object = None, default: object = None
+) -> int:
+    """The number of mask labels (background included) a metric or a segmentation net takes.
+
+    ``num_classes`` in seedkit's Python API counts foreground classes (the CAM
+    classifier's ``C``: 20 for VOC); a mask holds ``num_labels = num_classes + 1``
+    labels (21 for VOC). Functions that count mask labels take ``num_labels``;
+    their old keyword ``num_classes=`` (which meant the same count, background
+    included) still works, with a ``DeprecationWarning``: nothing shifts by one.
+
+    Args:
+        where: the function or class, for the warning.
+        num_labels: the value passed as ``num_labels`` (``None``: not passed).
+        num_classes: the value passed under the deprecated name (``None``: not passed).
+        default: the value when neither was passed (``None``: required).
+
+    Returns:
+        The count, an integer >= 2.
+    """
+    value = _renamed(
+        where,
+        "num_labels",
+        num_labels,
+        "num_classes",
+        num_classes,
+        default,
+        "num_labels counts the mask labels, background included (21 for VOC); "
+        "num_classes means the foreground classes everywhere in seedkit's Python API.",
+        stacklevel=4,
+    )
+    return check_int("num_labels", value, 2)
