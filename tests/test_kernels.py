@@ -104,7 +104,11 @@ def test_fused_kl_matches_reference(backend, case, temperature, teacher, scale):
     spread = a.abs().max().item() if scale == "raw" else 1.0
     logit_scale = max(1.0, spread / min(temperature, teacher))
     _close(out, ref_out, 1e-5, max(ref_out.abs().max().item(), logit_scale))
-    _close(grad, ref_grad, 1e-4, ref_grad.abs().max().item())
+    # The gradient (p - q) / (d tau) cancels too: float32 rounds p and q to ~1e-7, which
+    # the factor 1 / (d tau) of the scale divisor d multiplies (weights up to 1.5).
+    divisor = seedkit.reference.scale_divisor(a, valid, scale)
+    factor = 1.5 / temperature / (1.0 if divisor is None else divisor.min().item())
+    _close(grad, ref_grad, 1e-4, max(ref_grad.abs().max().item(), 0.04 * factor))
     assert bool((out >= -1e-5 * max(1.0, logit_scale)).all())
 
 
@@ -184,10 +188,10 @@ def test_backward_keeps_no_softmax():
     big = [s for s in saved if s.numel() >= a.numel()]
     # Only the input itself is kept at full size; the rest are per-row scalars or the mask.
     assert len(big) == 1 and big[0].data_ptr() == leaf.data_ptr()
-    # The eager path keeps the input and the softmax (pooling), or only p - q (KL).
+    # The eager path likewise (pooling), or keeps only p - q (KL).
     eager = fused_temperature_pool(leaf, valid, 1.0, backend="eager")
-    big = [s for s in eager.grad_fn.saved_tensors if s.numel() >= a.numel()]
-    assert len(big) == 2 and big[0].data_ptr() == leaf.data_ptr()
+    big = [s for s in eager.grad_fn.saved_tensors if s is not None and s.numel() >= a.numel()]
+    assert len(big) == 1 and big[0].data_ptr() == leaf.data_ptr()
     kl = fused_kl_consistency(leaf, a.flip(-1), valid, 1.0, backend="eager")
     assert [s.numel() >= a.numel() for s in kl.grad_fn.saved_tensors].count(True) == 1
 

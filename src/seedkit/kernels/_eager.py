@@ -2,13 +2,16 @@
 
 Nothing is compiled, so the first call costs what every call costs. Compared
 with the plain autograd composition (:mod:`seedkit.reference`), each function
-keeps one ``(B, C, N)`` tensor for backward instead of several (the softmax for
-the pooling, ``p - q`` for the KL), computes the softmax in place, and writes
-the gradient from a closed form in three in-place sweeps instead of running the
-softmax's backward through the graph (see the Performance page for the
-measured speed and memory).
 
-Shapes: ``a`` / ``student`` / ``teacher`` are ``(B, C, N)`` float32 or float64;
+- works through the batch a few images at a time (about ``CHUNK`` elements),
+  so its temporaries are a fraction of the map and stay in cache between sweeps;
+- keeps no ``(B, C, N)`` tensor for backward but its input (the pooling: the
+  softmax is recomputed from per-row scalars) or ``p - q`` (the KL);
+- writes the gradient from its closed form instead of running the softmax's
+  backward through the graph.
+
+See the Performance page for the measured speed and memory. Shapes: ``a`` /
+``student`` / ``teacher`` are contiguous ``(B, C, N)`` float32 or float64;
 ``bias`` a ``(B, 1, N)`` additive mask (0 at valid positions, ``-inf`` at masked
 ones) or ``None``; ``inverse`` the ``(B, C, 1)`` per-row factor
 ``1 / (divisor * tau)``. A NaN or infinity anywhere in a row (masked positions
@@ -18,64 +21,94 @@ what the value checks read.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["EagerKLFunction", "EagerPoolFunction"]
+__all__ = ["CHUNK", "EagerKLFunction", "EagerPoolFunction"]
+
+#: Elements per chunk of images (at least one image): 64 Ki float32 values, 256 KiB.
+CHUNK = 65536
 
 _softmax_out = torch.ops.aten._softmax.out
 _log_softmax_out = torch.ops.aten._log_softmax.out
 
 
-def _logits(a: torch.Tensor, inverse: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A new ``(B, C, N)`` buffer ``a * inverse + bias``."""
-    z = a * inverse
-    return z if bias is None else z.add_(bias)
+def _chunks(like: torch.Tensor) -> Iterator[slice]:
+    """Slices of whole images of ``like`` (``(B, C, N)``), about ``CHUNK`` elements each."""
+    batch, classes, n = like.shape
+    step = max(1, CHUNK // max(1, classes * n))
+    for start in range(0, batch, step):
+        yield slice(start, min(start + step, batch))
 
 
-def _no_autocast(device_type: str) -> Any:
+def _part(tensor: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    return None if tensor is None else tensor[rows]
+
+
+@contextlib.contextmanager
+def _no_autocast(device_type: str) -> Iterator[None]:
     """Autocast off inside the functions (their inputs are already float32 / float64)."""
     if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return _NULL
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
+    else:
+        yield
 
 
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
-_NULL = _Null()
+def _logits_into(
+    out: torch.Tensor, a: torch.Tensor, inverse: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``out = a * inverse + bias``."""
+    torch.mul(a, inverse, out=out)
+    return out if bias is None else out.add_(bias)
 
 
 class EagerPoolFunction(torch.autograd.Function):
-    """``s = sum_n softmax(a * inverse + bias)_n a_n`` per row; keeps only the softmax."""
+    """``s = sum_n softmax(a * inverse + bias)_n a_n`` per row; keeps per-row scalars only.
+
+    Forward keeps the maximum and the log-total of each row; backward recomputes
+    the softmax from them straight into the gradient's buffer, chunk by chunk.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, a: torch.Tensor, inverse: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         """Return the pooled ``(B, C)`` scores."""
+        rows_shape = (a.shape[0], a.shape[1], 1)
         with _no_autocast(a.device.type):
-            z = _logits(a, inverse, bias)
-            alpha = _softmax_out(z, 2, False, out=z)
-            pooled = (alpha * a).sum(dim=2, keepdim=True)
-        ctx.save_for_backward(a, inverse, alpha, pooled)
+            peak, log_total, pooled = (a.new_empty(rows_shape) for _ in range(3))
+            for rows in _chunks(a):
+                weights = _logits_into(
+                    torch.empty_like(a[rows]), a[rows], inverse[rows], _part(bias, rows)
+                )
+                row_peak = torch.amax(weights, dim=2, keepdim=True, out=peak[rows])
+                weights = weights.sub_(row_peak).exp_()
+                total = weights.sum(dim=2, keepdim=True)
+                torch.div((weights.mul_(a[rows])).sum(dim=2, keepdim=True), total, out=pooled[rows])
+                torch.log(total, out=log_total[rows])
+        ctx.save_for_backward(a, inverse, bias, peak, log_total, pooled)
         return pooled.squeeze(2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        """Return ``grad * alpha * (1 + (a - s) * inverse)`` for ``a``."""
-        a, inverse, alpha, pooled = ctx.saved_tensors
+        """Return ``grad * alpha * (1 + (a - s) * inverse)``, recomputing ``alpha``."""
+        a, inverse, bias, peak, log_total, pooled = ctx.saved_tensors
         grad = grad.unsqueeze(2)
+        scale = grad * inverse
+        shift = peak + log_total
+        grad_a = torch.empty_like(a)
         with _no_autocast(a.device.type):
-            grad_a = (a - pooled).mul_(grad * inverse).add_(grad).mul_(alpha)
+            for rows in _chunks(a):
+                alpha = _logits_into(grad_a[rows], a[rows], inverse[rows], _part(bias, rows))
+                alpha = alpha.sub_(shift[rows]).exp_()
+                factor = (a[rows] - pooled[rows]).mul_(scale[rows]).add_(grad[rows])
+                alpha.mul_(factor)
         return grad_a, None, None
 
 
@@ -92,19 +125,27 @@ class EagerKLFunction(torch.autograd.Function):
         bias: torch.Tensor | None,
     ) -> torch.Tensor:
         """Return the ``(B, C)`` divergences (the teacher gets no gradient)."""
+        masked = None if bias is None else torch.isneginf(bias)
         with _no_autocast(student.device.type):
-            log_p = _logits(student, student_inverse, bias)
-            log_p = _log_softmax_out(log_p, 2, False, out=log_p)
-            log_q = _logits(teacher, teacher_inverse, bias)
-            log_q = _log_softmax_out(log_q, 2, False, out=log_q)
-            q = log_q.exp()
-            difference = log_q.sub_(log_p)
-            if bias is not None:
-                # -inf - -inf is NaN at masked positions, where q is 0: they add nothing.
-                difference = difference.masked_fill_(torch.isneginf(bias), 0.0)
-            kl = difference.mul_(q).sum(dim=2)
-            del difference
-            p_minus_q = log_p.exp_().sub_(q)
+            p_minus_q = torch.empty_like(student)
+            kl = student.new_empty(student.shape[0], student.shape[1])
+            for rows in _chunks(student):
+                part_bias = _part(bias, rows)
+                log_p = _logits_into(
+                    p_minus_q[rows], student[rows], student_inverse[rows], part_bias
+                )
+                _log_softmax_out(log_p, 2, False, out=log_p)
+                log_q = _logits_into(
+                    torch.empty_like(log_p), teacher[rows], teacher_inverse[rows], part_bias
+                )
+                _log_softmax_out(log_q, 2, False, out=log_q)
+                q = log_q.exp()
+                difference = log_q.sub_(log_p)
+                if masked is not None:
+                    # -inf - -inf is NaN at masked positions, where q is 0: they add nothing.
+                    difference = difference.masked_fill_(masked[rows], 0.0)
+                torch.sum(difference.mul_(q), dim=2, out=kl[rows])
+                log_p.exp_().sub_(q)
         ctx.save_for_backward(p_minus_q, student_inverse)
         return kl
 
