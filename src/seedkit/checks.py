@@ -51,7 +51,6 @@ import torch
 from seedkit.errors import InvalidValueError, NonFiniteError, SeedkitError, ShapeError
 
 __all__ = [
-    "CHECK_MODES",
     "flush_input_checks",
     "input_checks",
     "input_checks_enabled",
