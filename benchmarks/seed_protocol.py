@@ -677,6 +677,65 @@ def selection_table(out: Path, dataset: str, backbone: str) -> dict[str, Any]:
     return rows
 
 
+def step_curve(evals: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """Per scored step: the report split's mIoU at the threshold the selection split picks."""
+    curve = []
+    for record in evals:
+        select = record["student"]["select"]["miou"]
+        index = int(np.argmax(select))
+        curve.append((record["step"], record["student"]["report"]["miou"][index]))
+    return curve
+
+
+def figure(out: Path, evidence: dict[str, Any], path: Path) -> None:
+    """Seed mIoU against training step: tuned CAM and the preset, each backbone and set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(evidence["datasets"])
+    backbones = sorted(
+        {b for d in evidence["datasets"].values() for b in d["backbones"]},
+        key=list(BACKBONES).index,
+    )
+    if not datasets or not backbones:
+        return
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(backbones),
+        figsize=(3.2 * len(backbones), 2.8 * len(datasets)),
+        squeeze=False,
+        sharex=True,
+    )
+    for row, dataset in enumerate(datasets):
+        entries = evidence["datasets"][dataset]["backbones"]
+        blob = evidence["datasets"][dataset]["trivial"]["blob"]["miou"]
+        for col, backbone in enumerate(backbones):
+            ax = axes[row][col]
+            ax.set_title(f"{backbone} on {dataset}", fontsize=10)
+            ax.axhline(blob, color="0.6", linestyle=":", label="centred blob")
+            entry = entries.get(backbone)
+            if entry is None:
+                ax.set_axis_off()
+                continue
+            for kind, method in entry["methods"].items():
+                curves = []
+                for point in method["points"]:
+                    summary = read_summary(out, f"{dataset}_{backbone}_{kind}_s{point['seed']}")
+                    curves.append(step_curve(summary["evals"]))
+                steps = [step for step, _ in curves[0]]
+                mean = [statistics.fmean(c[i][1] for c in curves) for i in range(len(steps))]
+                ax.plot(steps, mean, marker="o", markersize=3, label=method["label"])
+            ax.set_xlabel("step", fontsize=9)
+            ax.set_ylabel("seed mIoU (report)", fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -719,6 +778,7 @@ def main(argv: list[str] | None = None) -> None:
         if phase == "tables":
             evidence = tables(out, args.datasets, args.backbones)
             Path(args.evidence).write_text(json.dumps(evidence, indent=1) + "\n")
+            figure(out, evidence, Path(args.evidence).with_name("seed_protocol_curves.png"))
             print((out / "tables.md").read_text())
             continue
         if phase == "select":

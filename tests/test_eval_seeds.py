@@ -417,3 +417,80 @@ def test_warnings_for_all_zero_seeds_and_a_best_threshold_at_zero(tmp_path, caps
         [*_small_case(tmp_path, gt, {2: binary}), "--mean-over", "present"], capsys
     )
     assert code == 0 and "best threshold 0.00 mIoU 100.00" in out and "warning" not in err
+
+
+def mctformer_curve_best(stacks: list, gts: list, num_classes: int = NUM_CLASSES):
+    """MCTformer's evaluation.py --curve True, written out: IoU = TP / (T + P - TP + 1e-10),
+    the mean over every class, and a loop that stops at the first threshold that does not
+    improve, printing the last improving one as "Best"."""
+    max_miou, best_thr = 0.0, 0.0
+    for i in range(60):
+        t = i / 100.0
+        tp, p, gt_count = (np.zeros(num_classes) for _ in range(3))
+        for stack, gt in zip(stacks, gts, strict=True):
+            pred = naive_predict(stack, t)
+            cal = gt < 255
+            for c in range(num_classes):
+                p[c] += np.sum((pred == c) * cal)
+                gt_count[c] += np.sum((gt == c) * cal)
+                tp[c] += np.sum((gt == c) * (pred == gt) * cal)
+        miou = np.mean(tp / (gt_count + p - tp + 1e-10)) * 100
+        if miou > max_miou:
+            max_miou, best_thr = miou, t
+        else:
+            break
+    return best_thr, max_miou
+
+
+def test_mctformer_best_is_what_mctformer_evaluation_prints(voc_root, tmp_path, capsys):
+    """Seeds stored in steps of 0.1 give a flat curve between steps: MCTformer's loop stops."""
+    cams = tmp_path / "cams"
+    stacks = _write_maps(voc_root, cams, noise=0.7, seed=5)
+    for path, stack in zip(sorted(cams.glob("*.npy")), stacks, strict=True):
+        maps = np.load(path, allow_pickle=True).item()
+        maps = {c: np.round(m, 1).astype(np.float32) for c, m in maps.items()}
+        np.save(path, maps)
+        for c, m in maps.items():
+            stack[c] = m
+    ids = _ids(voc_root)
+    gts = [_gt(voc_root, i) for i in ids]
+    expected_threshold, expected_miou = mctformer_curve_best(stacks, gts)
+    args = ["eval-seeds", "--cams", str(cams), "--gt", str(voc_root / "SegmentationClass")]
+    args += ["--list", str(voc_root / "ImageSets/Segmentation/train.txt"), "--quiet"]
+    args += ["--mctformer-best", "--json", str(tmp_path / "r.json")]
+    code, out, _ = _run(args, capsys)
+    assert code == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    early = doc["early_stopped_best"]
+    assert early["threshold"] == expected_threshold
+    assert early["miou"] == pytest.approx(expected_miou, abs=1e-8)
+    # the loop stopped early: the full sweep's best is later and higher, and both are printed
+    assert doc["best"]["threshold"] > early["threshold"]
+    assert doc["best"]["miou"] > early["miou"] + 1
+    assert f"best threshold {expected_threshold:.2f} mIoU {expected_miou:.2f}" in out
+    assert f"the full sweep's best is {doc['best']['threshold']:.2f}" in out
+    without = [a for a in args if a != "--mctformer-best"]
+    assert _run(without, capsys)[0] == 0
+    assert "early_stopped_best" not in json.loads((tmp_path / "r.json").read_text())
+
+
+@pytest.mark.parametrize("num_classes", ["100000000", "3000"])
+def test_num_classes_too_large_for_memory_is_one_line(tmp_path, capsys, num_classes):
+    gt = np.zeros((4, 8), np.uint8)
+    code, out, err = _run(
+        [
+            *_small_case(tmp_path, gt, {0: np.ones((4, 8), np.float32)}),
+            "--num-classes",
+            num_classes,
+        ],
+        capsys,
+    )
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "--num-classes" in err and "at most 2097 labels" in err
+
+
+def test_num_labels_limit_follows_the_number_of_thresholds():
+    ThresholdSweep(num_labels=2097)  # 61 x 2097 x 2097 int64 fits in 2 GiB
+    with pytest.raises(ValueError, match="num_labels: expected at most 2097 labels"):
+        ThresholdSweep(num_labels=2098)
+    ThresholdSweep(num_labels=2200, thresholds=[0.3])  # one threshold: a larger table fits

@@ -5,7 +5,7 @@
 (:func:`resolve_backend`) from the tensor's device and the setting in force:
 
 - ``"auto"`` (default): the Triton kernels for CUDA tensors when ``triton``
-  imports (``pip install seedkit[triton]``) and their self-check passed there;
+  imports (``pip install "seedkit-wsss[triton]"``) and their self-check passed there;
   the ``"eager"`` path otherwise. ``"auto"`` never compiles anything: its first
   call costs what every call costs;
 - ``"reference"``: the plain autograd composition (softmax, multiply, sum);
