@@ -414,7 +414,7 @@ def widen(run_dir: Path, job: dict[str, Any]) -> dict[str, float]:
         run_dir / "seeds",
         root / "SegmentationClass",
         ids,
-        num_classes=21,
+        num_labels=21,
         max_threshold=WIDEST_THRESHOLD,
         progress=False,
     )
