@@ -6,7 +6,7 @@ with the plain autograd composition (:mod:`seedkit.reference`), each function
 - works through the batch a few images at a time (about ``CHUNK`` elements),
   so its temporaries are a fraction of the map and stay in cache between sweeps;
 - keeps no ``(B, C, N)`` tensor for backward but its input (the pooling: the
-  softmax is recomputed from per-row scalars) or ``p - q`` (the KL);
+  softmax is recomputed in backward) or ``p - q`` (the KL);
 - writes the gradient from its closed form instead of running the softmax's
   backward through the graph.
 
@@ -68,10 +68,12 @@ def _logits_into(
 
 
 class EagerPoolFunction(torch.autograd.Function):
-    """``s = sum_n softmax(a * inverse + bias)_n a_n`` per row; keeps per-row scalars only.
+    """``s = sum_n softmax(a * inverse + bias)_n a_n`` per row; keeps the ``(B, C)`` result only.
 
-    Forward keeps the maximum and the log-total of each row; backward recomputes
-    the softmax from them straight into the gradient's buffer, chunk by chunk.
+    Forward writes the logits of a chunk into one buffer, turns them into the
+    softmax in place (one ATen softmax: maximum, ``exp`` and sum in a single
+    vectorised kernel) and reduces it against ``a``; backward recomputes the
+    softmax the same way straight into the gradient's buffer, chunk by chunk.
     """
 
     @staticmethod
@@ -79,35 +81,37 @@ class EagerPoolFunction(torch.autograd.Function):
         ctx: Any, a: torch.Tensor, inverse: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         """Return the pooled ``(B, C)`` scores."""
-        rows_shape = (a.shape[0], a.shape[1], 1)
+        pooled = a.new_empty(a.shape[0], a.shape[1])
         with _no_autocast(a.device.type):
-            peak, log_total, pooled = (a.new_empty(rows_shape) for _ in range(3))
+            buffer: torch.Tensor | None = None
             for rows in _chunks(a):
-                weights = _logits_into(
-                    torch.empty_like(a[rows]), a[rows], inverse[rows], _part(bias, rows)
+                part = a[rows]
+                if buffer is None or buffer.shape != part.shape:
+                    buffer = torch.empty_like(part)
+                weights = _softmax_out(
+                    _logits_into(buffer, part, inverse[rows], _part(bias, rows)),
+                    2,
+                    False,
+                    out=buffer,
                 )
-                row_peak = torch.amax(weights, dim=2, keepdim=True, out=peak[rows])
-                weights = weights.sub_(row_peak).exp_()
-                total = weights.sum(dim=2, keepdim=True)
-                torch.div((weights.mul_(a[rows])).sum(dim=2, keepdim=True), total, out=pooled[rows])
-                torch.log(total, out=log_total[rows])
-        ctx.save_for_backward(a, inverse, bias, peak, log_total, pooled)
-        return pooled.squeeze(2)
+                torch.linalg.vecdot(weights, part, dim=2, out=pooled[rows])
+        ctx.save_for_backward(a, inverse, bias, pooled)
+        return pooled
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         """Return ``grad * alpha * (1 + (a - s) * inverse)``, recomputing ``alpha``."""
-        a, inverse, bias, peak, log_total, pooled = ctx.saved_tensors
+        a, inverse, bias, pooled = ctx.saved_tensors
         grad = grad.unsqueeze(2)
         scale = grad * inverse
-        shift = peak + log_total
+        pooled = pooled.unsqueeze(2)
         grad_a = torch.empty_like(a)
         with _no_autocast(a.device.type):
             for rows in _chunks(a):
                 alpha = _logits_into(grad_a[rows], a[rows], inverse[rows], _part(bias, rows))
-                alpha = alpha.sub_(shift[rows]).exp_()
-                factor = (a[rows] - pooled[rows]).mul_(scale[rows]).add_(grad[rows])
+                alpha = _softmax_out(alpha, 2, False, out=alpha)
+                factor = torch.sub(a[rows], pooled[rows]).mul_(scale[rows]).add_(grad[rows])
                 alpha.mul_(factor)
         return grad_a, None, None
 
