@@ -26,7 +26,11 @@ _COMPILE_SECONDS: dict[str, float] = {}
 
 
 def _compile(function: Callable[..., Any]) -> Callable[..., Any]:
-    compiled = torch.compile(function, dynamic=True, fullgraph=True)
+    # Not fullgraph: the kernels trace whole (the tests check it), but past dynamo's
+    # recompile limit (8 variants of one kernel: dtypes, masks, sizes 0 / 1 in one
+    # process) fullgraph=True raises in the user's call, where without it that call
+    # runs the same math in eager ops.
+    compiled = torch.compile(function, dynamic=True)
     name = function.__name__
 
     @functools.wraps(function)
