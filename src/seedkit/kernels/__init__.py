@@ -10,7 +10,8 @@
   call costs what every call costs;
 - ``"reference"``: the plain autograd composition (softmax, multiply, sum);
 - ``"eager"``: fused autograd functions in eager torch ops (no compilation,
-  about half the reference's memory, 1.3-2.8x its speed on the CPU);
+  about 0.3x the reference's extra memory, and faster than it at the default
+  ``"std"`` scale on the CPU: see the Performance page);
 - ``"fused"``: the ``torch.compile``-fused path on any device (C++/OpenMP loops
   on the CPU), compiled at its first call in each process (seconds to tens of
   seconds), the fastest on the CPU afterwards;

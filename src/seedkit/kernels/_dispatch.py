@@ -63,7 +63,8 @@ def set_backend(backend: str) -> None:
             is ever compiled behind your back),
             ``"reference"`` (the plain autograd composition),
             ``"eager"`` (fused autograd functions in eager torch ops: no
-            compilation, no ``(B, C, N)`` intermediate kept but the softmax),
+            compilation, no ``(B, C, N)`` intermediate kept for backward but
+            the KL's ``p - q``),
             ``"fused"`` (``torch.compile``-generated kernels on any device,
             compiled at their first call in the process: fastest on the CPU
             once compiled, see the Performance page) or ``"triton"`` (the
