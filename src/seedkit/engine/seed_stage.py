@@ -245,7 +245,7 @@ class SeedTrainingState:
             output = self.student_view(images)
             cams = output.cams
             mask = cam_validity_mask(valid, cams.shape[-2:])
-            out = self.criterion(cams, labels, teacher_cams, mask, progress=info.progress)
+            out = self.criterion(cams, teacher_cams, labels, mask, progress=info.progress)
             loss = out.loss
             logs = {
                 "generation": out.generation,
