@@ -52,6 +52,12 @@ def _cases():
             seedkit.spatial_activation_distribution(c, 0.7, m)
         ),
         "global_average_pool": lambda c, t, y, m: seedkit.losses.global_average_pool(c, m),
+        "temperature_pool_reference": lambda c, t, y, m: seedkit.losses.temperature_pool_reference(
+            c, 0.7, m
+        ),
+        "spatial_log_distribution": lambda c, t, y, m: seedkit.losses.spatial_log_distribution(
+            c, 0.7
+        ),
         "seed_generation_loss": lambda c, t, y, m: seedkit.seed_generation_loss(c, y, 2.0, m),
         "seed_generation_loss_gap": lambda c, t, y, m: seedkit.seed_generation_loss(c, y, None),
         "SeedGenerationLoss": lambda c, t, y, m: generation(c, y, m),
@@ -86,6 +92,18 @@ def test_compiles_whole_and_matches_eager(name):
     actual, grad = _value_and_grad(compiled, *inputs)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_effective_fraction_compiles_whole_and_matches_eager():
+    # The diagnostic the engine logs (neff_fraction): detached, so forward only.
+    torch._dynamo.reset()
+    cams, _, _, mask = _inputs()
+
+    def fraction(c, m):
+        return seedkit.losses.effective_fraction(c, 0.7, m)
+
+    compiled = torch.compile(fraction, fullgraph=True, backend="eager", dynamic=False)
+    torch.testing.assert_close(compiled(cams, mask), fraction(cams, mask), rtol=1e-5, atol=1e-6)
 
 
 def test_usage_loss_compiles_with_inductor():
