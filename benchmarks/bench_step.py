@@ -38,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import seedkit
+from seedkit import kernels
 from seedkit.backbones import create_seed_model, local_pretrained_weights
 
 # name -> (image size, create_seed_model keywords, ImageNet weights from the pip package)
@@ -142,7 +143,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(
         f"device={args.device} threads={torch.get_num_threads()} batch={args.batch} "
-        f"repeats={args.repeats} kernels={seedkit.kernels.get_backend()} "
+        f"repeats={args.repeats} kernels={kernels.get_backend()} "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
