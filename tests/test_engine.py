@@ -229,8 +229,10 @@ def test_consistency_temperature_sets_the_consistency_term_only():
         DistributedContext(),
         num_samples=8,
     )
+    # consistency_scale sets the consistency term only: the generation term keeps the
+    # config's scale (the default "std").
     assert (
-        shaped.criterion.generation.scale == "raw" and shaped.criterion.consistency.scale == "max"
+        shaped.criterion.generation.scale == "std" and shaped.criterion.consistency.scale == "max"
     )
     assert shaped.criterion.consistency.temperature == 0.2
     with pytest.raises(InvalidValueError, match="consistency_scale"):

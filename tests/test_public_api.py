@@ -39,9 +39,10 @@ PUBLIC_API: dict[str, list[str]] = {
         "spatial_activation_distribution", "temperature_pool",
     ],
     "seedkit.backbones": [
-        "HEADS", "MCTSeedModel", "MCTSeedModelOutput", "MCT_ATTENTION_BLOCKS", "SeedModel",
-        "SeedModelOutput", "create_seed_model", "detect_family", "is_transformer_block",
-        "unwrap_model", "with_output_stride",
+        "HEADS", "LOCAL_WEIGHT_PACKAGES", "MCTSeedModel", "MCTSeedModelOutput",
+        "MCT_ATTENTION_BLOCKS", "SeedModel", "SeedModelOutput", "create_seed_model",
+        "detect_family", "is_transformer_block", "local_pretrained_weights", "unwrap_model",
+        "with_output_stride",
     ],
     "seedkit.cam": [
         "DEFAULT_SCALES", "MAP_KINDS", "MCTLocalizationMaps", "SEED_FORMATS", "as_seed_map_model",
@@ -73,9 +74,10 @@ PUBLIC_API: dict[str, list[str]] = {
         "cam_validity_mask", "check_evaluation_list", "class_names_for", "ensure_seeds",
         "ensure_writable_directory", "eval_dataset", "evaluate_model_seeds", "fingerprint",
         "gt_dir", "has_run", "init_distributed", "load_checkpoint", "load_config",
-        "load_seed_model", "lr_schedule", "run_pseudo_mask_stage", "run_seed_stage",
-        "run_segmentation_stage", "save_checkpoint", "save_config", "token_classification_loss",
-        "total_steps", "train_seed_model", "view_drops", "wrap_model", "write_and_evaluate_seeds",
+        "load_seed_model", "lr_schedule", "pooling_fraction", "run_pseudo_mask_stage",
+        "run_seed_stage", "run_segmentation_stage", "save_checkpoint", "save_config",
+        "token_classification_loss", "total_steps", "train_seed_model", "view_drops", "wrap_model",
+        "write_and_evaluate_seeds",
     ],
     "seedkit.errors": [
         "BackboneError", "DataError", "DataFileError", "InvalidValueError", "NonFiniteError",
@@ -86,8 +88,8 @@ PUBLIC_API: dict[str, list[str]] = {
         "file_digest", "remove_stale_temporaries",
     ],
     "seedkit.kernels": [
-        "AUTO_MIN_NUMEL", "AUTO_MIN_NUMEL_CPU", "BACKENDS", "compile_seconds",
-        "compiled_available", "fused_kl_consistency", "fused_temperature_pool", "get_backend",
+        "AUTO_MIN_NUMEL", "BACKENDS", "compile_seconds", "compiled_available",
+        "fused_kl_consistency", "fused_temperature_pool", "get_backend", "kl_rows", "pool_rows",
         "resolve_backend", "self_check", "self_check_results", "set_backend", "triton_available",
         "use_backend",
     ],
@@ -95,18 +97,21 @@ PUBLIC_API: dict[str, list[str]] = {
         "ACTIVATION_PRESETS", "ACTIVATION_STATES", "CONSISTENCY_PRESETS", "CONSISTENCY_WEIGHT",
         "ConsistencyLoss", "JSDivergence", "KLDivergence", "MaxNormL1", "SeedGenerationLoss",
         "TEMPERATURE_PRESETS", "USAGELoss", "USAGELossOutput", "activation_state",
-        "consistency_loss", "consistency_ramp", "global_average_pool", "make_distance",
+        "consistency_loss", "consistency_ramp", "effective_fraction", "global_average_pool",
+        "make_distance",
         "seed_generation_loss", "seeds_from_cams", "spatial_activation_distribution",
         "spatial_log_distribution", "temperature_pool", "temperature_pool_reference",
     ],
     "seedkit.metrics": [
-        "MEAN_OVER", "SweepResult", "ThresholdSweep", "as_seed_maps", "confusion_matrix",
-        "default_thresholds", "evaluate_seeds", "fp_fn_rates", "iou_from_confusion",
-        "load_gt_mask", "load_psa_cam", "load_psa_maps", "seed_labels",
+        "MEAN_OVER", "SweepResult", "TRIVIAL_BASELINES", "ThresholdSweep", "as_seed_maps",
+        "centred_blob", "confusion_matrix", "default_thresholds", "evaluate_seeds", "fp_fn_rates",
+        "iou_from_confusion", "load_gt_mask", "load_psa_cam", "load_psa_maps", "seed_labels",
+        "trivial_baselines",
     ],
     "seedkit.reference": [
-        "MAX_NORM_EPS", "flatten_maps", "kl_consistency", "kl_divergence", "log_distribution",
-        "max_normalize", "scaled_logits", "temperature_pool", "upcast",
+        "MAX_NORM_EPS", "SCALES", "flatten_maps", "kl_consistency", "kl_divergence",
+        "log_distribution", "max_normalize", "neff_fraction", "scale_divisor", "scaled_logits",
+        "temperature_pool_flat", "upcast",
     ],
     "seedkit.refine": [
         "AffinityLabels", "AffinityNet", "IRN_BETA", "IRN_BG_THRESHOLD", "IRN_EXP_TIMES",
@@ -389,3 +394,39 @@ def test_every_declared_dependency_is_imported() -> None:
         if IMPORT_NAMES.get(name, name.replace("-", "_")) not in imported:
             unused.append(name)
     assert not unused, f"declared but never imported by src/seedkit: {unused}"
+
+
+def test_no_two_public_functions_share_a_name_with_different_signatures() -> None:
+    # One meaning per name: a public function or class name means one thing across
+    # the package (re-exports of one object are fine; the command modules' register /
+    # run protocol has one signature).
+    import inspect
+    import pkgutil
+
+    import seedkit
+
+    seen: dict[str, dict[int, tuple[str, object]]] = {}
+    for info in pkgutil.walk_packages(seedkit.__path__, "seedkit."):
+        if info.name.endswith("__main__") or any(
+            _private(part) for part in info.name.split(".")[1:]
+        ):
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name, None)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__.startswith(
+                "seedkit"
+            ):
+                seen.setdefault(name, {})[id(obj)] = (info.name, obj)
+
+    def parameters(obj: object) -> list[tuple[str, object]]:
+        if inspect.isclass(obj):
+            return [("class", obj.__qualname__)]
+        return [(p.name, p.kind) for p in inspect.signature(obj).parameters.values()]
+
+    clashes = {
+        name: sorted(module for module, _ in objects.values())
+        for name, objects in seen.items()
+        if len({str(parameters(obj)) for _, obj in objects.values()}) > 1
+    }
+    assert clashes == {}

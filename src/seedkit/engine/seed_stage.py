@@ -245,7 +245,7 @@ class SeedTrainingState:
             output = self.student_view(images)
             cams = output.cams
             mask = cam_validity_mask(valid, cams.shape[-2:])
-            out = self.criterion(cams, labels, teacher_cams, mask, progress=info.progress)
+            out = self.criterion(cams, teacher_cams, labels, mask, progress=info.progress)
             loss = out.loss
             logs = {
                 "generation": out.generation,
@@ -476,7 +476,7 @@ def evaluate_model_seeds(
     from seedkit.cam import as_seed_map_model, infer_cams
     from seedkit.metrics import ThresholdSweep
 
-    sweep = ThresholdSweep(num_classes=num_classes + 1, max_threshold=max_threshold)
+    sweep = ThresholdSweep(num_labels=num_classes + 1, max_threshold=max_threshold)
     was_training = model.training
     model.eval()
     seed_maps = as_seed_map_model(model)
@@ -616,7 +616,7 @@ def write_and_evaluate_seeds(
         seeds_dir,
         gt_dir(dataset.root),
         dataset.ids,
-        num_classes=config.num_classes + 1,
+        num_labels=config.num_classes + 1,
         max_threshold=config.max_threshold,
         progress=config.progress,
         class_names=names,
