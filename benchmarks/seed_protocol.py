@@ -733,6 +733,34 @@ def ablation_table(out: Path, datasets: list[str], evidence: dict[str, Any]) -> 
     return lines
 
 
+def markdown_tables_to_rst(text: str) -> str:
+    """The markdown of ``tables.md`` as reStructuredText: headings in bold, list-tables."""
+    lines: list[str] = []
+    rows: list[list[str]] = []
+
+    def flush() -> None:
+        if not rows:
+            return
+        lines.extend([".. list-table::", "   :header-rows: 1", ""])
+        for row in rows:
+            for index, cell in enumerate(row):
+                lines.append((("   * - " if index == 0 else "     - ") + cell).rstrip())
+        lines.append("")
+        rows.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if not all(set(cell) <= {"-"} for cell in cells):
+                rows.append([cell.replace("*", "\\*") for cell in cells])
+            continue
+        flush()
+        if line.startswith("## "):
+            lines.extend([f"**{line[3:]}**", ""])
+    flush()
+    return "\n".join(lines)
+
+
 def selection_table(out: Path, dataset: str, backbone: str) -> dict[str, Any]:
     """Selection-split scores (seed 0) of every configuration tried."""
     rows = {}
@@ -851,6 +879,10 @@ def main(argv: list[str] | None = None) -> None:
             evidence = tables(out, args.datasets, args.backbones)
             Path(args.evidence).write_text(json.dumps(evidence, indent=1) + "\n")
             figure(out, evidence, Path(args.evidence).with_name("seed_protocol_curves.png"))
+            # The docs page includes the tables as written, so no number is copied by hand.
+            Path(args.evidence).with_name("seed_protocol_tables.inc").write_text(
+                markdown_tables_to_rst((out / "tables.md").read_text())
+            )
             print((out / "tables.md").read_text())
             continue
         if phase == "select":
