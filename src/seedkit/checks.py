@@ -429,19 +429,25 @@ def check_number(
     maximum: float | None = None,
     *,
     strict_minimum: bool = False,
+    strict_maximum: bool = False,
 ) -> float:
     """Return ``value`` as a float if it is finite and in range; else name ``argument``.
 
-    The range is ``[minimum, maximum]`` (``(minimum, maximum]`` with
-    ``strict_minimum``); ``None`` leaves that side open.
+    The range is ``[minimum, maximum]``; ``strict_minimum`` / ``strict_maximum``
+    exclude that end (``(minimum, maximum)``); ``None`` leaves that side open.
+
+    Example:
+        >>> check_number("momentum", 0.9, 0.0, 1.0, strict_maximum=True)
+        0.9
     """
     if minimum is not None and maximum is not None:
         left = "(" if strict_minimum else "["
-        expected = f"a finite number in {left}{minimum}, {maximum}]"
+        right = ")" if strict_maximum else "]"
+        expected = f"a finite number in {left}{minimum}, {maximum}{right}"
     elif minimum is not None:
         expected = f"a finite number {'>' if strict_minimum else '>='} {minimum}"
     elif maximum is not None:
-        expected = f"a finite number <= {maximum}"
+        expected = f"a finite number {'<' if strict_maximum else '<='} {maximum}"
     else:
         expected = "a finite number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -450,7 +456,7 @@ def check_number(
     if (
         not math.isfinite(number)
         or (minimum is not None and (number <= minimum if strict_minimum else number < minimum))
-        or (maximum is not None and number > maximum)
+        or (maximum is not None and (number >= maximum if strict_maximum else number > maximum))
     ):
         raise InvalidValueError(argument, expected, value)
     return number

@@ -286,7 +286,7 @@ class ContentDigests:
     def save(self) -> None:
         """Write the entries used since loading to :attr:`path` (no-op without a path)."""
         if self.path is not None and self.used:
-            used = {key: self.entries[key] for key in sorted(self.used)}
+            used = {key: self.entries[key] for key in sorted(self.used) if key in self.entries}
             atomic_write(self.path, json.dumps(used).encode())
 
 
