@@ -30,7 +30,7 @@ from pathlib import Path
 import seedkit
 from seedkit.engine.pipeline import CommandParser, DataAdapter, add_command_arguments, run_command
 from seedkit.engine.run import setting_differences
-from seedkit.errors import DataFileError, InvalidValueError, RunConflictError
+from seedkit.errors import DataFileError, RunConflictError
 
 PROG = "train_coco.py"
 SPLITS = {"train": "train2014", "val": "val2014"}
@@ -64,8 +64,6 @@ def build_voc_view(
     )
     from seedkit.data.coco import load_coco
 
-    if limit is not None and limit < 1:
-        raise InvalidValueError("--limit-images", "an integer >= 1", limit)
     marker = view / "cls_labels.npy"
     record_path = view / "view.json"
     wanted = {"coco_root": str(coco_root.resolve()), "limit_images": limit}
@@ -144,7 +142,10 @@ def coco(args: argparse.Namespace) -> DataAdapter:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.limit_images is not None and args.limit_images < 1:
+        parser.error(f"--limit-images: expected an integer >= 1, got {args.limit_images}")
     return run_command(args, coco(args))
 
 

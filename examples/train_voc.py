@@ -85,6 +85,8 @@ def demo(args: argparse.Namespace) -> DataAdapter:
     methods = [args.method] if args.method else ["cam", "usage"]
 
     def segmentation(seed: StageConfig) -> dict:
+        if args.seg_arch not in (None, DEMO_SEGMENTATION["architecture"]):
+            return {**DEMO_SEGMENTATION, "architecture": args.seg_arch}
         # No ImageNet weights in the demo: the segmentation encoder starts from stage 1's.
         return {
             **DEMO_SEGMENTATION, "backbone": seed.backbone, "timm_kwargs": dict(seed.timm_kwargs),
@@ -110,8 +112,6 @@ def demo_data(command, num_images: int, overwrite: bool, context) -> str:
     """Write the demo dataset under ``OUT/demo_data`` once; refuse data of other settings."""
     from seedkit.data import atomic_write_bytes, make_demo_data
 
-    if num_images < 1:
-        raise InvalidValueError("--demo-images", "an integer >= 1", num_images)
     root = command.out / "demo_data"
     marker = root / "VOCdevkit" / "VOC2012" / "cls_labels.npy"
     record_path = root / "demo.json"
@@ -151,7 +151,10 @@ def print_comparison(results: dict[str, dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.demo_images < 1:
+        parser.error(f"--demo-images: expected an integer >= 1, got {args.demo_images}")
     is_demo = args.voc_root is None and args.config is None
     return run_command(args, demo(args) if is_demo else voc(args))
 

@@ -51,7 +51,7 @@ from seedkit.engine.pseudo_mask_stage import PSEUDO_MASK_STAGE
 from seedkit.engine.segmentation_stage import SEGMENTATION_STAGE
 from seedkit.engine.stages import Stage, current_results, locked, run_stage
 from seedkit.data import read_id_list
-from seedkit.errors import InvalidValueError, PretrainedWeightsError, SeedkitError
+from seedkit.errors import DataFileError, InvalidValueError, PretrainedWeightsError, SeedkitError
 from seedkit.files import atomic_write, check_writable_directory
 
 __all__ = [
@@ -179,6 +179,8 @@ def add_command_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...]
 
 def flag_of(stage: str, name: str) -> str:
     """The flag of ``name`` in ``stage`` (a derived setting: ``stage-N name``)."""
+    if name.startswith("--"):
+        return name
     setting = settings_of(stage).get(name)
     flag = setting.flag(stage) if setting is not None else None
     return flag or _COMMAND_FLAGS.get(name) or f"stage-{NUMBERS[stage]} {name}"
@@ -192,6 +194,9 @@ def named(error: SeedkitError, stage: str) -> SeedkitError:
         for name in {*settings_of(stage), *_COMMAND_FLAGS}:
             hint = hint.replace(f"`{name}`", f"`{flag_of(stage, name)}`")
         return RunConflictError(error.path, error.problem, renamed, hint)
+    if isinstance(error, DataFileError) and error.what.split(" ")[0] in settings_of(stage):
+        name, _, rest = error.what.partition(" ")
+        return DataFileError(error.path, f"{flag_of(stage, name)} {rest}")
     if type(error) is InvalidValueError and not error.argument.startswith("--"):
         parts = [flag_of(stage, part.strip()) for part in error.argument.split("/")]
         expected = error.expected.removesuffix(" or None")
@@ -204,7 +209,7 @@ def naming(stage: str) -> Iterator[None]:
     """Re-raise the errors of ``stage``'s settings with their flags."""
     try:
         yield
-    except (InvalidValueError, RunConflictError) as error:
+    except (InvalidValueError, RunConflictError, DataFileError) as error:
         raise named(error, stage) from None
 
 
@@ -312,7 +317,9 @@ def resolve(args: argparse.Namespace, adapter: DataAdapter) -> Command:
         seed = load_config(args.config)
         if not isinstance(seed, SeedStageConfig):
             raise InvalidValueError("--config", "a stage-1 config.json", seed.STAGE)
-    seed = _drop_vit_output_stride(_with(seed, given[SEEDS], SEEDS), given[SEEDS])
+    seed = _with(seed, given[SEEDS], SEEDS)
+    with naming(SEEDS):
+        seed = _drop_vit_output_stride(seed.validate(), given[SEEDS])
     out = Path(args.out or adapter.default_out(seed))
     variants = adapter.variants or {"": {}}
     seeds = {}
@@ -361,7 +368,10 @@ def _upstream(stage: Stage, config: StageConfig, context: DistributedContext, vo
         with naming(stage.name):
             plan = stage.run_folder(config, context, voc_root).decide()
     except RunConflictError as error:
-        problem = f"holds no finished stage-{number} run of these settings ({error.problem})"
+        problem = (
+            f"holds a stage-{number} run of other settings" if error.differences
+            else f"holds no finished stage-{number} run of these settings ({error.problem})"
+        )  # fmt: skip
         raise RunConflictError(error.path, problem, error.differences, hint) from None
     if plan.train:
         problem = f"holds no current stage-{number} run ({plan.note or 'not started'})"
@@ -462,7 +472,8 @@ def compose_results(command: Command, voc_root: str, prog: str) -> dict[str, Any
         elif why != "not run":
             stale[f"seeds{f' ({name})' if name else ''}"] = why
     main = seed_results.get(list(command.seeds)[-1])
-    if main is not None:
+    if main is not None:  # stage 1's own entries (OUT/results.json may be its file)
+        main = {k: v for k, v in main.items() if k not in (*STAGES[1:], "stale", "methods")}
         if Path(command.seed.out) == command.out:
             document.update(main)
         else:
@@ -528,7 +539,7 @@ def run_command(args: argparse.Namespace, adapter: DataAdapter) -> int:
         )
         return 2
     except SeedkitError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {named(error, SEEDS)}", file=sys.stderr)
         return 2
     finally:
         if context is not None:
