@@ -411,22 +411,10 @@ def check_command(command: Command, context: DistributedContext, voc_root: str, 
 
 
 def _masks_current(config: StageConfig, context: DistributedContext, voc_root: str) -> bool:
-    path = Path(config.out) / "run.json"
-    if not path.is_file():
-        return False
     run = PSEUDO_MASK_STAGE.run_folder(config, context, voc_root)
-    run.record = json.loads(path.read_text())
-    masks = run.record.get("artefacts", {}).get("masks", {})
-    if masks.get("fingerprint") != PSEUDO_MASK_STAGE.masks_fingerprint(config, run):
-        return False
-    files = masks.get("files", {})
-    folder = run.out / "masks"
-    ids = read_id_list(voc_root, config.train_split)
-    return all(
-        f"{i}.png" in files and (folder / f"{i}.png").is_file()
-        and run.digests.digest(folder / f"{i}.png")[:16] == files[f"{i}.png"]
-        for i in ids
-    )  # fmt: skip
+    run.record = run.read() or {}
+    names = [f"{i}.png" for i in read_id_list(voc_root, config.train_split)]
+    return run.artefact_current("masks", PSEUDO_MASK_STAGE.masks_fingerprint(config, run), names)
 
 
 def _seed_threshold(command: Command, voc_root: str, given: dict[str, Any]) -> StageConfig:

@@ -32,13 +32,7 @@ from typing import Any
 
 from seedkit.engine.config import ARTEFACT, LENGTH, TRAINING, StageConfig, save_config
 from seedkit.engine.distributed import DistributedContext
-from seedkit.errors import (
-    DataError,
-    DataFileError,
-    InvalidValueError,
-    OutputError,
-    RunConflictError,
-)
+from seedkit.errors import DataError, InvalidValueError, OutputError, RunConflictError
 from seedkit.files import (
     TEMPORARY_SUFFIX,
     ContentDigests,
@@ -475,6 +469,18 @@ class RunFolder:
             self.write_record()
         self.context.barrier()
 
+    def artefact_current(self, name: str, print_: str, names: list[str]) -> bool:
+        """Whether ``OUT/name`` holds files ``names`` of fingerprint ``print_``, unchanged."""
+        recorded = (self.read() or {}).get("artefacts", {}).get(name, {})
+        files = recorded.get("files", {})
+        if recorded.get("fingerprint") != print_:
+            return False
+        folder = self.out / name
+        return all(
+            n in files and (folder / n).is_file()
+            and self.digests.digest(folder / n)[:16] == files[n] for n in names
+        )  # fmt: skip
+
     def close_artefact(self, name: str) -> str | None:
         """Record the content of every file of ``OUT/name``, mark it complete; its digest."""
         if not self.context.is_main:
@@ -520,8 +526,3 @@ def setting_differences(
             result.append((key, a, b))
     return result
 
-
-def require_file(path: str | Path | None, what: str) -> None:
-    """Raise :class:`~seedkit.errors.DataFileError` naming ``path`` if it is not a file."""
-    if path is not None and not Path(path).is_file():
-        raise DataFileError(path, what)

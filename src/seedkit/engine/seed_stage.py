@@ -542,35 +542,12 @@ def seeds_fingerprint(config: SeedStageConfig, model_digest: str | None) -> str:
     return fingerprint({"model": model_digest, "num_classes": config.num_classes, **settings})
 
 
-def open_seed_run(config: SeedStageConfig, context: DistributedContext) -> RunFolder:
-    """The finished stage-1 run folder of ``config``, read, not changed."""
-    run = RunFolder(config, context, SEED_STAGE.model_file, SEED_STAGE.owned, {}, 0)
-    path = run.out / RUN_RECORD
-    if not path.is_file():
-        raise DataFileError(path, "stage-1 run record", "run stage 1 first (--stages 1)")
-    run.record = json.loads(path.read_text())
-    return run
-
-
 def seeds_current(config: SeedStageConfig, ids: list[str]) -> bool:
     """Whether ``config.out/seeds`` holds this model's seeds of every id, unchanged."""
-    path = Path(config.out) / RUN_RECORD
-    if not path.is_file():
-        return False
-    record = json.loads(path.read_text())
-    seeds = record.get("artefacts", {}).get("seeds", {})
-    model = record.get("model", {}).get("sha256")
-    if seeds.get("fingerprint") != seeds_fingerprint(config, model):
-        return False
-    files, digests = seeds.get("files", {}), ContentDigests(Path(config.out) / "digests.json")
-    folder = Path(config.out) / "seeds"
-    for image_id in ids:
-        path = folder / f"{image_id}.npy"
-        if path.name not in files or not path.is_file():
-            return False
-        if digests.digest(path)[:16] != files[path.name]:
-            return False
-    return True
+    run = SEED_STAGE.run_folder(config, DistributedContext(), None, produced=True)
+    model = (run.read() or {}).get("model", {}).get("sha256")
+    names = [f"{i}.npy" for i in ids]
+    return run.artefact_current("seeds", seeds_fingerprint(config, model), names)
 
 
 def ensure_seeds(
@@ -590,7 +567,11 @@ def ensure_seeds(
     """
     from seedkit.cam import as_seed_map_model, write_cams
 
-    run = run or open_seed_run(config, context)
+    if run is None:
+        run = SEED_STAGE.run_folder(config, context, None, produced=True)
+        run.record = run.read() or {}
+        if run.record.get("status") != "trained":
+            raise DataFileError(run.out / RUN_RECORD, "finished stage-1 run", "run stage 1 first")
     with locked(context, run.out):
         seeds_dir = run.out / "seeds"
         model = model if model is not None else load_seed_model(config, context.device)

@@ -218,21 +218,23 @@ class Stage:
     def run_folder(
         self, config: Any, context: DistributedContext, voc_root: Any, produced: bool = False
     ) -> RunFolder:
-        """The stage's :class:`~seedkit.engine.RunFolder`, with its inputs' digests."""
+        """The stage's :class:`~seedkit.engine.RunFolder`, with its inputs' digests.
+
+        ``produced``: the inputs are still to be made (not digested); without
+        ``voc_root`` the folder is only read (no schedule length).
+        """
+        from seedkit.data import read_id_list
+
         digests = ContentDigests(Path(config.out) / "digests.json")
         inputs = None
         if not produced:
             inputs = context.broadcast(
                 self.inputs(config, voc_root, digests) if context.is_main else None
             )
-        steps = total_steps(config, self.num_samples(config, voc_root)) if config.trains() else 0
+        steps = 0
+        if config.trains() and voc_root is not None:
+            steps = total_steps(config, len(read_id_list(voc_root, config.train_split)))
         return RunFolder(config, context, self.model_file, self.owned, inputs, steps, digests)
-
-    def num_samples(self, config: Any, voc_root: Any) -> int:
-        """Length of the training list."""
-        from seedkit.data import read_id_list
-
-        return len(read_id_list(voc_root, config.train_split))
 
 
 @contextlib.contextmanager
