@@ -85,11 +85,12 @@ def demo(args: argparse.Namespace) -> DataAdapter:
     methods = [args.method] if args.method else ["cam", "usage"]
 
     def segmentation(seed: StageConfig) -> dict:
-        if args.seg_arch not in (None, DEMO_SEGMENTATION["architecture"]):
-            return {**DEMO_SEGMENTATION, "architecture": args.seg_arch}
+        demo = {k: v for k, v in DEMO_SEGMENTATION.items() if k != "train_split"}  # stage 2's
+        if args.seg_arch not in (None, demo["architecture"]):
+            return {**demo, "architecture": args.seg_arch}
         # No ImageNet weights in the demo: the segmentation encoder starts from stage 1's.
         return {
-            **DEMO_SEGMENTATION, "backbone": seed.backbone, "timm_kwargs": dict(seed.timm_kwargs),
+            **demo, "backbone": seed.backbone, "timm_kwargs": dict(seed.timm_kwargs),
             "output_stride": seed.output_stride, "checkpoint_path": str(Path(seed.out) / "model.pt"),
         }  # fmt: skip
 

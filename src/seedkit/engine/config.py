@@ -282,7 +282,8 @@ DEMO_PSEUDO_MASKS: dict[str, Any] = {
 #: Stage-3 settings of the built-in demo: DeepLabV3's head on the stage-1 encoder at 128 px
 #: (the pipeline sets ``backbone`` and ``checkpoint_path`` to the stage-1 model's).
 DEMO_SEGMENTATION: dict[str, Any] = {
-    "architecture": "deeplabv3_timm", "image_size": 128, "resize_long": (112, 192),
+    "architecture": "deeplabv3_timm", "train_split": "train", "image_size": 128,
+    "resize_long": (112, 192),
     "batch_size": 8, "max_steps": 600, "optimizer": "adamw", "lr": 5e-4, "head_lr_mult": 1.0,
     "schedule": "cosine", "warmup_steps": 10, "eval_scales": (0.75, 1.0, 1.25),
     "checkpoint_every": 200, "num_workers": 0,
