@@ -17,14 +17,34 @@ def softmax_rows(values: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def pool(cams: np.ndarray, temperature: float, mask: np.ndarray | None = None) -> np.ndarray:
+def divisor(values: np.ndarray, valid: np.ndarray | None, scale: str) -> float:
+    """What a map is divided by before the temperature: 1 (raw), max |A| or its spread."""
+    kept = values if valid is None else values[valid.astype(bool)]
+    if scale == "raw":
+        return 1.0
+    if scale == "max":
+        return max(float(np.abs(kept).max()), 1e-6)
+    spread = float(np.std(kept))
+    return spread if spread > 0 else max(float(np.abs(kept).max()) * 2.0**-100, 1e-300)
+
+
+def distribution(
+    values: np.ndarray, temperature: float, valid: np.ndarray | None = None, scale: str = "std"
+) -> np.ndarray:
+    """Softmax of a flat map over its valid positions at a temperature in the given scale."""
+    return softmax_rows(values / (divisor(values, valid, scale) * temperature), valid)
+
+
+def pool(
+    cams: np.ndarray, temperature: float, mask: np.ndarray | None = None, scale: str = "std"
+) -> np.ndarray:
     batch, classes = cams.shape[:2]
     result = np.zeros((batch, classes))
     for b in range(batch):
         valid = None if mask is None else mask[b].reshape(-1)
         for c in range(classes):
             values = cams[b, c].reshape(-1).astype(np.float64)
-            alpha = softmax_rows(values / temperature, valid)
+            alpha = distribution(values, temperature, valid, scale)
             result[b, c] = float((alpha * values).sum())
     return result
 
@@ -34,8 +54,10 @@ def bce_with_logits(score: float, target: float) -> float:
     return max(score, 0.0) - score * target + math.log1p(math.exp(-abs(score)))
 
 
-def generation_loss(cams: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    scores = pool(cams, temperature)
+def generation_loss(
+    cams: np.ndarray, labels: np.ndarray, temperature: float, scale: str = "std"
+) -> float:
+    scores = pool(cams, temperature, scale=scale)
     per_image = [
         np.mean([bce_with_logits(scores[b, c], labels[b, c]) for c in range(labels.shape[1])])
         for b in range(labels.shape[0])
@@ -49,14 +71,15 @@ def kl_consistency(
     labels: np.ndarray,
     temperature: float,
     teacher_temperature: float,
+    scale: str = "std",
 ) -> float:
     total, count = 0.0, 0
     for b in range(student.shape[0]):
         for c in range(student.shape[1]):
             if labels[b, c] == 0:
                 continue
-            p = softmax_rows(student[b, c].reshape(-1) / temperature, None)
-            q = softmax_rows(teacher[b, c].reshape(-1) / teacher_temperature, None)
+            p = distribution(student[b, c].reshape(-1), temperature, None, scale)
+            q = distribution(teacher[b, c].reshape(-1), teacher_temperature, None, scale)
             terms = [
                 qi * (math.log(qi) - math.log(pi)) for qi, pi in zip(q, p, strict=True) if qi > 0
             ]

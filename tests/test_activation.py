@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -121,21 +123,58 @@ def test_all_but_one_position_masked_gives_that_value():
 
 @pytest.mark.parametrize("temperature", [1e-3, 0.1, 1.0, 10.0, 1e3])
 def test_gradcheck_float64(temperature):
+    # The raw form's math; the scale-free forms divide by a detached number (next test).
     cams = (torch.randn(2, 2, 3, 4, dtype=torch.float64) * 2).requires_grad_()
     mask = torch.ones(2, 1, 3, 4, dtype=torch.bool)
     mask[1, 0, 0, :2] = False
     assert torch.autograd.gradcheck(
-        lambda a: seedkit.temperature_pool(a, temperature, mask=mask), (cams,), eps=1e-6, atol=1e-5
+        lambda a: seedkit.temperature_pool(a, temperature, mask=mask, scale="raw"),
+        (cams,),
+        eps=1e-6,
+        atol=1e-5,
     )
     assert torch.autograd.gradcheck(
-        lambda a: seedkit.spatial_activation_distribution(a, max(temperature, 0.1)),
+        lambda a: seedkit.spatial_activation_distribution(a, max(temperature, 0.1), scale="raw"),
         (cams,),
         eps=1e-6,
         atol=1e-5,
     )
 
 
-@pytest.mark.parametrize("scale", ["raw", "max"])
+@pytest.mark.parametrize("temperature", [0.3, 1.0, 3.0])
+def test_std_scale_is_raw_pooling_at_tau_times_the_detached_spread(temperature):
+    cams = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(2, 1, 4, 5, dtype=torch.bool)
+    mask[1, 0, 0, :3] = False
+    flat = cams.detach().flatten(2)
+    spread = torch.stack(
+        [
+            torch.stack([flat[b, c][mask[b].flatten()].std(correction=0) for c in range(3)])
+            for b in range(2)
+        ]
+    )
+    pooled = seedkit.temperature_pool(cams, temperature, mask=mask, scale="std")
+    (grad,) = torch.autograd.grad(pooled.sum(), cams)
+    for b in range(2):
+        for c in range(3):
+            row = cams[b : b + 1, c : c + 1]
+            raw = seedkit.temperature_pool(
+                row, temperature * float(spread[b, c]), mask=mask[b : b + 1], scale="raw"
+            )
+            (raw_grad,) = torch.autograd.grad(raw.sum(), row)
+            torch.testing.assert_close(pooled[b, c], raw[0, 0])
+            torch.testing.assert_close(grad[b, c], raw_grad[0, 0])
+
+
+@given(cams_arrays(), st.floats(0.05, 20), st.floats(1e-3, 1e3), st.floats(-100, 100))
+def test_std_scale_distribution_ignores_affine_changes(array, temperature, factor, shift):
+    cams = torch.from_numpy(array)
+    alpha = seedkit.spatial_activation_distribution(cams, temperature)
+    changed = seedkit.spatial_activation_distribution(cams * factor + shift, temperature)
+    torch.testing.assert_close(changed, alpha, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", ["raw", "max", "std"])
 @pytest.mark.parametrize("temperature", [1e-3, 1.0, 1e3])
 @pytest.mark.parametrize("magnitude", [1e-3, 1.0, 1e4])
 def test_finite_gradients_at_extremes(scale, temperature, magnitude):
@@ -306,3 +345,51 @@ def test_value_checks_can_be_switched_off():
     assert seedkit.input_checks_enabled()
     with pytest.raises(NonFiniteError):
         seedkit.temperature_pool(cams, 1.0)
+
+
+# ---------------------------------------------------------------- scale-free temperatures
+
+
+@pytest.mark.parametrize("family", ["cnn", "vit"])
+def test_family_presets_pool_a_and_ten_a_alike(family):
+    criterion = seedkit.SeedGenerationLoss.for_backbone(family)
+    cams = torch.randn(2, 5, 7, 9, dtype=torch.float64) * 3 + 1
+    for use_scale in (True, False):  # the loss's own scale, and the functional's default
+        scale = {"scale": criterion.scale} if use_scale else {}
+        alpha = seedkit.spatial_activation_distribution(cams, criterion.temperature, **scale)
+        scaled = seedkit.spatial_activation_distribution(10 * cams, criterion.temperature, **scale)
+        torch.testing.assert_close(scaled, alpha)
+    pooled = seedkit.temperature_pool(cams, criterion.temperature, scale=criterion.scale)
+    torch.testing.assert_close(
+        seedkit.temperature_pool(10 * cams, criterion.temperature, scale=criterion.scale),
+        10 * pooled,
+    )
+
+
+def test_effective_fraction_runs_from_one_over_n_to_one():
+    cams = torch.randn(3, 4, 6, 5, dtype=torch.float64)
+    fraction = seedkit.losses.effective_fraction
+    torch.testing.assert_close(fraction(cams, 1e6), torch.ones(3, 4, dtype=torch.float64))
+    torch.testing.assert_close(
+        fraction(cams, 1e-6), torch.full((3, 4), 1 / 30, dtype=torch.float64)
+    )
+    values = [fraction(cams, tau) for tau in (0.3, 1.0, 3.0, 10.0)]
+    assert all(bool((a <= b + 1e-12).all()) for a, b in itertools.pairwise(values))
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0, 2.0, 4.0])
+def test_effective_fraction_of_gaussian_maps_is_exp_minus_one_over_tau_squared(temperature):
+    # For values ~ N(mu, s^2) over positions, the std-scaled weights exp(z / tau) give
+    # N_eff / N = E[w]^2 / E[w^2] = exp(-1 / tau^2) (lognormal moments).
+    generator = torch.Generator().manual_seed(0)
+    cams = torch.randn(1, 1, 400, 400, generator=generator, dtype=torch.float64) * 5 - 2
+    measured = float(seedkit.losses.effective_fraction(cams, temperature))
+    assert measured == pytest.approx(np.exp(-1 / temperature**2), rel=0.02)
+
+
+def test_effective_fraction_counts_valid_positions_only():
+    cams = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, :2] = True
+    fraction = seedkit.losses.effective_fraction(cams, 1e6, mask=mask)
+    torch.testing.assert_close(fraction, torch.ones(1, 2, dtype=torch.float64))

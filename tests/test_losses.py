@@ -49,11 +49,11 @@ def batches(draw, max_hw: int = 5):
 # ---------------------------------------------------------------- generation loss
 
 
-@given(batches(), st.floats(0.1, 20))
-def test_generation_loss_matches_reference(batch, temperature):
+@given(batches(), st.floats(0.1, 20), st.sampled_from(["std", "raw", "max"]))
+def test_generation_loss_matches_reference(batch, temperature, scale):
     cams, labels = batch
-    loss = seed_generation_loss(cams, labels, temperature)
-    expected = reference.generation_loss(cams.numpy(), labels.numpy(), temperature)
+    loss = seed_generation_loss(cams, labels, temperature, scale=scale)
+    expected = reference.generation_loss(cams.numpy(), labels.numpy(), temperature, scale)
     assert float(loss) == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
@@ -85,7 +85,8 @@ def test_generation_loss_gradcheck_float64():
     mask[0, :, 0] = False
     for temperature in (0.05, 1.0, 50.0, None):
         assert torch.autograd.gradcheck(
-            lambda a, t=temperature: seed_generation_loss(a, labels, t, mask=mask), (cams,)
+            lambda a, t=temperature: seed_generation_loss(a, labels, t, mask=mask, scale="raw"),
+            (cams,),
         )
 
 
@@ -95,7 +96,9 @@ def test_scale_free_gradient_treats_the_maximum_as_a_constant():
     labels = torch.ones(1, 1, dtype=torch.float64)
     (scale_free,) = torch.autograd.grad(seed_generation_loss(cams, labels, 0.5, scale="max"), cams)
     effective = 0.5 * float(cams.detach().abs().max())
-    (raw,) = torch.autograd.grad(seed_generation_loss(cams, labels, effective), cams)
+    (raw,) = torch.autograd.grad(
+        seed_generation_loss(cams, labels, effective, scale="raw"), cams
+    )
     torch.testing.assert_close(scale_free, raw)
 
 
@@ -148,19 +151,30 @@ def test_usage_loss_finite_under_autocast(autocast_dtype, temperature):
 # ---------------------------------------------------------------- consistency loss
 
 
-@given(batches(max_hw=4), batches(max_hw=4), st.floats(0.3, 5), st.floats(0.3, 5))
+@given(
+    batches(max_hw=4),
+    batches(max_hw=4),
+    st.floats(0.3, 5),
+    st.floats(0.3, 5),
+    st.sampled_from(["std", "raw"]),
+)
 def test_kl_consistency_matches_reference(
-    student_batch, teacher_batch, temperature, teacher_temperature
+    student_batch, teacher_batch, temperature, teacher_temperature, scale
 ):
     student, labels = student_batch
     teacher = teacher_batch[0]
     if teacher.shape != student.shape:
         teacher = torch.flip(student, dims=(3,)) * 0.5
     loss = consistency_loss(
-        student, teacher, labels, temperature=temperature, teacher_temperature=teacher_temperature
+        student,
+        teacher,
+        labels,
+        temperature=temperature,
+        teacher_temperature=teacher_temperature,
+        scale=scale,
     )
     expected = reference.kl_consistency(
-        student.numpy(), teacher.numpy(), labels.numpy(), temperature, teacher_temperature
+        student.numpy(), teacher.numpy(), labels.numpy(), temperature, teacher_temperature, scale
     )
     assert float(loss) == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
@@ -267,10 +281,18 @@ def test_consistency_gradcheck_float64():
     labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
     mask = torch.ones(2, 3, 3, dtype=torch.bool)
     mask[1, 0] = False
+    # The raw form's math; the scale-free forms divide by detached numbers.
     for distance in ("kl", "js", "l1"):
         assert torch.autograd.gradcheck(
             lambda s, d=distance: consistency_loss(
-                s, teacher, labels, distance=d, temperature=0.7, teacher_temperature=1.3, mask=mask
+                s,
+                teacher,
+                labels,
+                distance=d,
+                temperature=0.7,
+                teacher_temperature=1.3,
+                mask=mask,
+                scale="raw",
             ),
             (student,),
         )

@@ -23,11 +23,14 @@ import torch.nn.functional as F
 
 __all__ = [
     "MAX_NORM_EPS",
+    "SCALES",
+    "effective_fraction",
     "flatten_maps",
     "kl_consistency",
     "kl_divergence",
     "log_distribution",
     "max_normalize",
+    "scale_divisor",
     "scaled_logits",
     "temperature_pool",
     "upcast",
@@ -35,6 +38,13 @@ __all__ = [
 
 #: psa / IRN add this to the per-class maximum when max-normalising CAMs.
 MAX_NORM_EPS = 1e-5
+
+#: How a temperature relates to the activations (see :func:`scale_divisor`).
+SCALES: tuple[str, ...] = ("raw", "max", "std")
+
+# The "std" divisor of a constant map (spread exactly 0) is this fraction of its
+# magnitude instead: all its logits are equal (a uniform distribution) and stay finite.
+_FLAT_FRACTION = 2.0**-100
 
 
 def upcast(tensor: torch.Tensor) -> torch.Tensor:
@@ -59,29 +69,70 @@ def flatten_maps(
     return flat, valid
 
 
+def scale_divisor(
+    flat: torch.Tensor, valid: torch.Tensor | None, scale: str
+) -> torch.Tensor | None:
+    """The detached per-row number the activations are divided by before ``/ tau``.
+
+    - ``"raw"``: none (``None``): ``tau`` is in the units of the logits.
+    - ``"max"``: the maximum magnitude ``max_n |A(n)|`` (at least 1e-6).
+    - ``"std"``: the spatial standard deviation of the map over its valid
+      positions. Softmax ignores a constant, so this is the standardised map
+      ``(A - mean) / std``: the distribution of ``c A + b`` equals that of ``A``
+      for every ``c > 0`` and ``b``, and ``tau`` is in units of the map's own
+      spread (see the Method page of the docs). A constant map (spread 0) gets
+      ``2**-100 max|A|``: equal, finite logits, a uniform distribution.
+
+    Args:
+        flat: activations ``(B, C, N)``.
+        valid: ``(B, 1, N)`` boolean mask or ``None``.
+        scale: one of :data:`SCALES`.
+
+    Returns:
+        ``(B, C, 1)`` detached divisors, or ``None`` for ``"raw"``.
+    """
+    if scale == "raw":
+        return None
+    a = flat.detach()
+    magnitude = a.abs() if valid is None else a.abs().masked_fill(~valid, 0.0)
+    largest = magnitude.amax(dim=2, keepdim=True)
+    if scale == "max":
+        return largest.clamp_min(1e-6)
+    tiny = torch.finfo(a.dtype).tiny
+    # The spread of the map in units of its magnitude (no overflow near the float
+    # maximum), scaled back.
+    unit = a / largest.clamp_min(tiny)
+    if valid is None:
+        spread = unit.std(dim=2, correction=0, keepdim=True)
+    else:
+        weights = valid.to(a.dtype)
+        count = weights.sum(dim=2, keepdim=True).clamp_min(1.0)
+        unit = unit.masked_fill(~valid, 0.0)
+        mean = unit.sum(dim=2, keepdim=True) / count
+        spread = ((unit - mean) * weights).square().sum(dim=2, keepdim=True).div(count).sqrt()
+    return torch.maximum(spread * largest, (largest * _FLAT_FRACTION).clamp_min(tiny))
+
+
 def scaled_logits(
     flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, scale: str
 ) -> torch.Tensor:
-    """Return ``A / tau`` (or ``A / (max|A| * tau)``) with masked positions at ``-inf``.
+    """Return ``A / (d * tau)`` with masked positions at ``-inf``.
 
     Args:
         flat: activations ``(B, C, N)``.
         valid: ``(B, 1, N)`` boolean mask or ``None``.
         temperature: ``tau > 0``.
-        scale: ``"max"`` divides by the detached per-row maximum magnitude first;
-            anything else leaves the activations as they are (``"raw"``).
+        scale: one of :data:`SCALES`; ``d`` is its :func:`scale_divisor` (1 for
+            ``"raw"``).
 
     Returns:
         The logits, ``(B, C, N)``.
     """
     logits = flat
-    if scale == "max":
-        # Scale-free form: divide by the detached per-image, per-class maximum magnitude,
-        # so tau means the same thing however large the logits have grown.
-        magnitude = flat.detach().abs()
-        if valid is not None:
-            magnitude = magnitude.masked_fill(~valid, 0.0)
-        logits = flat / magnitude.amax(dim=2, keepdim=True).clamp_min(1e-6)
+    divisor = scale_divisor(flat, valid, scale)
+    if divisor is not None:
+        # Scale-free forms: tau means the same however large the logits have grown.
+        logits = flat / divisor
     logits = logits / temperature
     if valid is not None:
         logits = logits.masked_fill(~valid, float("-inf"))
@@ -105,6 +156,24 @@ def temperature_pool(
     """
     alpha = torch.softmax(scaled_logits(flat, valid, temperature, scale), dim=2)
     return (alpha * flat).sum(dim=2)
+
+
+def effective_fraction(alpha: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """``N_eff / N`` of distributions over positions: ``1 / (N sum_n alpha(n)^2)``.
+
+    The effective number of positions ``N_eff`` (Kish's effective sample size,
+    the inverse participation ratio) is ``N`` for a uniform distribution (global
+    average pooling) and 1 for a one-hot one (global max pooling).
+
+    Args:
+        alpha: distributions ``(B, C, N)`` summing to 1 over ``N`` (0 where masked).
+        valid: ``(B, 1, N)`` boolean mask or ``None``; ``N`` counts valid positions.
+
+    Returns:
+        ``(B, C)`` fractions in ``(0, 1]``.
+    """
+    count = alpha.shape[2] if valid is None else valid.sum(dim=2).clamp_min(1).to(alpha.dtype)
+    return 1.0 / ((alpha * alpha).sum(dim=2) * count)
 
 
 def kl_divergence(

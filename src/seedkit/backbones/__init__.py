@@ -11,9 +11,11 @@ from seedkit.backbones.factory import HEADS, create_seed_model, with_output_stri
 from seedkit.backbones.family import detect_family, is_transformer_block, unwrap_model
 from seedkit.backbones.mct import MCT_ATTENTION_BLOCKS, MCTSeedModel, MCTSeedModelOutput
 from seedkit.backbones.seed_model import SeedModel, SeedModelOutput
+from seedkit.backbones.weights import LOCAL_WEIGHT_PACKAGES, local_pretrained_weights
 
 __all__ = [
     "HEADS",
+    "LOCAL_WEIGHT_PACKAGES",
     "MCT_ATTENTION_BLOCKS",
     "MCTSeedModel",
     "MCTSeedModelOutput",
@@ -22,6 +24,7 @@ __all__ = [
     "create_seed_model",
     "detect_family",
     "is_transformer_block",
+    "local_pretrained_weights",
     "unwrap_model",
     "with_output_stride",
 ]

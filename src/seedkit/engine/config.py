@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 from seedkit.checks import check_choice, check_int, check_number
 from seedkit.errors import DataError, DataFileError, InvalidValueError
+from seedkit.reference import SCALES
 
 __all__ = [
     "DEMO_PSEUDO_MASKS",
@@ -376,8 +377,8 @@ SETTINGS: tuple[Setting, ...] = (
        stages=S1),
     _s("temperature", TRAINING, "generation temperature (None: the family's preset)",
        type=float, low=0.0, open_low=True, optional=True, stages=S1),
-    _s("scale", TRAINING, "activations the temperature acts on: raw logits, or divided by "
-       "their maximum", "raw", choices=("raw", "max"), stages=S1),
+    _s("scale", TRAINING, "scale-free temperature: each map divided by its spatial standard "
+       "deviation (std), its maximum (max), or raw logits", "std", choices=SCALES, stages=S1),
     _s("consistency_weight", TRAINING, "lambda of the consistency term (None: the preset)",
        type=float, low=0.0, optional=True, stages=S1),
     _s("consistency_start", TRAINING, "fraction of the run with the consistency term off "
@@ -389,7 +390,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("consistency_temperature", TRAINING, "the student's temperature in L_REG (None: "
        "temperature)", type=float, low=0.0, open_low=True, optional=True, stages=S1),
     _s("consistency_scale", TRAINING, "scale of the consistency term (None: scale)",
-       choices=(None, "raw", "max"), optional=True, stages=S1),
+       choices=(None, *SCALES), optional=True, stages=S1),
     _s("distance", TRAINING, "distance of the consistency term", "kl",
        choices=("kl", "js", "l1"), stages=S1),
     _s("normalize_consistency", TRAINING, "normalise the consistency term", False, type=bool,

@@ -235,7 +235,7 @@ class PseudoMaskStage(Stage):
                             "num_classes": config.num_classes, **settings})  # fmt: skip
 
     def produce(
-        self, config: Any, context: DistributedContext, voc_root: Any, model: Any, run: RunFolder
+        self, config: Any, context: DistributedContext, voc_root: Any, state: Any, run: RunFolder
     ) -> dict[str, Any] | None:
         """Write ``OUT/masks/<id>.png`` (the missing ones), evaluate them (rank 0)."""
         from seedkit.refine import RandomWalkSettings, evaluate_pseudo_masks, write_pseudo_masks
@@ -253,7 +253,7 @@ class PseudoMaskStage(Stage):
         )  # fmt: skip
         write_pseudo_masks(
             base, config.seeds_dir, run.out / "masks", config.num_classes,
-            method=config.method, model=model, settings=settings,
+            method=config.method, model=state and state.model, settings=settings,
             threshold=config.seed_threshold,
             crf=config.crf, device=context.device, overwrite=False,
             progress=config.progress and context.is_main, rank=context.rank,

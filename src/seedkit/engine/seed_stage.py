@@ -50,6 +50,7 @@ __all__ = [
     "eval_dataset",
     "evaluate_model_seeds",
     "load_seed_model",
+    "pooling_fraction",
     "run_seed_stage",
     "token_classification_loss",
     "train_seed_model",
@@ -180,6 +181,9 @@ class SeedTrainingState(TrainingState):
             self.full_weight = self.criterion.consistency_weight
         else:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
+        generation = getattr(self.criterion, "generation", self.criterion)
+        #: ``(temperature, scale)`` of the generation term's pooling; temperature None: GAP.
+        self.pooling = (generation.temperature, generation.scale)
         stateful = {"teacher": self.teacher} if self.teacher is not None else {}
         super().__init__(model, config, context, num_samples, stateful)
         self.student_view = self.teacher_view = None
@@ -230,11 +234,29 @@ class SeedTrainingState(TrainingState):
                 "consistency": out.consistency,
                 "consistency_weight": weight,
             }
+        logs["neff_fraction"] = self.neff_fraction(
+            cams, labels, cam_validity_mask(valid, cams.shape[-2:])
+        )
         token = token_classification_loss(output, labels)
         if token is not None:
             loss = loss + token
             logs["token"] = token
         return StepOutput(loss, logs)
+
+    def neff_fraction(
+        self, cams: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Mean ``N_eff / N`` of the generation pooling over the present classes (1 at GAP).
+
+        How far from global average pooling the loss pools (see
+        :func:`seedkit.losses.effective_fraction`); logged as ``neff_fraction``.
+        """
+        temperature, scale = self.pooling
+        if temperature is None:
+            return cams.new_ones((), dtype=torch.float32)
+        fraction = seedkit.losses.effective_fraction(cams.detach().float(), temperature, mask, scale)
+        present = labels.detach().float()
+        return (fraction * present).sum() / present.sum().clamp_min(1.0)
 
     def after_step(self, info: StepInfo) -> None:
         """Move the EMA teacher towards the student (USAGE)."""
@@ -264,6 +286,10 @@ class SeedTrainingState(TrainingState):
                 ("fp_rate", result.fp_rate, 5), ("fn_rate", result.fn_rate, 5),
             ):  # fmt: skip
                 record[f"{prefix}{key}"] = round(value, digits)
+        temperature, scale = self.pooling
+        record["neff_fraction"] = round(
+            pooling_fraction(self.model, dataset, temperature, scale, self.context.device), 5
+        )
         return record
 
 
@@ -364,7 +390,7 @@ class SeedStage(Stage):
         return dataset, state
 
     def produce(
-        self, config: Any, context: DistributedContext, voc_root: Any, model: Any, run: RunFolder
+        self, config: Any, context: DistributedContext, voc_root: Any, state: Any, run: RunFolder
     ) -> dict[str, Any] | None:
         """Seeds of the evaluation list, the threshold sweep, overlays; the results (rank 0)."""
         from seedkit.data import read_image
@@ -373,7 +399,7 @@ class SeedStage(Stage):
 
         names = class_names_for(config.num_classes)
         dataset = eval_dataset(config, voc_root)
-        seeds_dir = ensure_seeds(config, context, dataset, run=run, model=model)
+        seeds_dir = ensure_seeds(config, context, dataset, run=run, model=state.model)
         if not context.is_main:
             return None
         result = evaluate_seeds(
@@ -405,6 +431,7 @@ class SeedStage(Stage):
             "iou": [None if math.isnan(v) else float(v) for v in result.iou],
             "num_images": result.num_images,
             "warnings": list(result.warnings),
+            "neff_fraction": pooling_fraction(state.model, dataset, *state.pooling, context.device),
         }
         return {
             "seeds": seeds,
@@ -530,6 +557,38 @@ def evaluate_model_seeds(
     finally:
         model.train(was_training)
     return sweep.result()
+
+
+def pooling_fraction(
+    model: torch.nn.Module,
+    dataset: Any,
+    temperature: float | None,
+    scale: str = "std",
+    device: torch.device | str = "cpu",
+) -> float:
+    """Mean ``N_eff / N`` of a model's pooling weights on a dataset's present classes.
+
+    Single-scale CAMs of each image; 1.0 for global average pooling
+    (``temperature=None``). See :func:`seedkit.losses.effective_fraction`. The
+    model's train / eval mode is restored.
+    """
+    if temperature is None:
+        return 1.0
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    try:
+        with torch.no_grad():
+            for index in range(len(dataset)):
+                item = dataset[index]
+                cams = model(item["image"][None].to(device)).cams.float()
+                labels = item["labels"][None].to(cams.device).float()
+                fraction = seedkit.losses.effective_fraction(cams, temperature, scale=scale)
+                total += float((fraction * labels).sum())
+                count += float(labels.sum())
+    finally:
+        model.train(was_training)
+    return total / max(count, 1.0)
 
 
 def seeds_fingerprint(config: SeedStageConfig, model_digest: str | None) -> str:

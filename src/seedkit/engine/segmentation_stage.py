@@ -128,7 +128,7 @@ class SegmentationStage(Stage):
         return dataset, SegmentationTrainingState(model, config, context, len(dataset))
 
     def produce(
-        self, config: Any, context: DistributedContext, voc_root: Any, model: Any, run: RunFolder
+        self, config: Any, context: DistributedContext, voc_root: Any, state: Any, run: RunFolder
     ) -> dict[str, Any] | None:
         """Evaluate on ``eval_split`` (rank 0): ``table.txt``, optional predictions, results."""
         from seedkit.files import atomic_write
@@ -143,7 +143,7 @@ class SegmentationStage(Stage):
                 old.unlink()
             remove_stale_temporaries(predictions)
         result = evaluate_segmentation(
-            model, val, config.num_classes + 1, scales=config.eval_scales, flip=config.flip,
+            state.model, val, config.num_classes + 1, scales=config.eval_scales, flip=config.flip,
             crf=config.crf, device=context.device, class_names=class_names_for(config.num_classes),
             progress=config.progress,
             pred_dir=str(predictions) if config.save_predictions else None,

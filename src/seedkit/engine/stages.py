@@ -202,9 +202,10 @@ class Stage:
         raise NotImplementedError
 
     def produce(
-        self, config: Any, context: DistributedContext, voc_root: Any, model: Any, run: RunFolder
+        self, config: Any, context: DistributedContext, voc_root: Any, state: Any, run: RunFolder
     ) -> dict[str, Any] | None:
-        """Write the stage's files and evaluate them: the results (rank 0), else ``None``."""
+        """Write the stage's files and evaluate them with the trained ``state`` (``None``: the
+        stage trains no network): the results (rank 0), else ``None``."""
         raise NotImplementedError
 
     def result_inputs(
@@ -288,7 +289,7 @@ def train_stage(
 
     Returns:
         The :class:`TrainingState` after training (a finished run's network is
-        loaded into one), or the network / ``None`` for a stage that trains none.
+        loaded into one), or ``None`` for a stage that trains no network.
     """
     run, plan = prepare(stage, config, context, voc_root, resume, overwrite)
     if plan.note and context.is_main:
@@ -344,11 +345,10 @@ def run_stage(
         ``results.json``'s content on rank 0 (``None`` on other ranks).
     """
     state, run = train_stage(stage, config, context, voc_root, resume, overwrite, **hooks)
-    model = state.model if isinstance(state, TrainingState) else state
     with locked(context, run.out):
-        if model is not None:
-            model.eval()
-        results = stage.produce(config, context, voc_root, model, run)
+        if state is not None:
+            state.model.eval()
+        results = stage.produce(config, context, voc_root, state, run)
         if results is None:
             return None
         document = {

@@ -21,6 +21,7 @@ _CASES: tuple[tuple[int, bool, str], ...] = (
     (37, True, "raw"),
     (300, False, "max"),
     (2100, True, "max"),
+    (300, True, "std"),
 )
 _STUDENT_TAU = 0.7
 _TEACHER_TAU = 1.3

@@ -24,11 +24,9 @@ from seedkit.checks import check_choice, check_temperature
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.kernels._dispatch import resolve_backend
 from seedkit.kernels._functions import KLConsistencyFunction, TemperaturePoolFunction
-from seedkit.reference import kl_consistency, temperature_pool
+from seedkit.reference import SCALES, kl_consistency, scale_divisor, temperature_pool
 
 __all__ = ["fused_kl_consistency", "fused_temperature_pool"]
-
-_SCALES: tuple[str, ...] = ("raw", "max")
 
 
 def _check_flat(argument: str, flat: object) -> torch.Tensor:
@@ -89,17 +87,17 @@ def _mask(valid: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor | None:
 def _divisor(
     impl: SimpleNamespace, a: torch.Tensor, valid: torch.Tensor | None, scale: str
 ) -> torch.Tensor | None:
-    """Per-row maximum magnitude for ``scale="max"``; ``None`` (divide by 1) for raw."""
+    """Per-row divisor of the scale-free forms (fused for ``"max"``); ``None`` for raw."""
     if scale == "max":
         return impl.max_magnitude(a.detach(), valid)
-    return None
+    return scale_divisor(a, valid, scale)
 
 
 def fused_temperature_pool(
     flat: torch.Tensor,
     valid: torch.Tensor | None,
     temperature: float,
-    scale: str = "raw",
+    scale: str = "std",
     backend: str | None = None,
 ) -> torch.Tensor:
     """Temperature pooling ``s_c = sum_n softmax_n(A_c / tau) A_c(n)`` on flat maps.
@@ -108,8 +106,9 @@ def fused_temperature_pool(
         flat: class activations flattened over positions.
         valid: optional boolean mask, ``True`` at real positions.
         temperature: softmax temperature ``tau > 0``.
-        scale: ``"raw"``, or ``"max"`` (logits divided by the detached per-row
-            maximum magnitude first, as in :func:`seedkit.temperature_pool`).
+        scale: ``"std"`` (default), ``"max"`` or ``"raw"`` (logits divided by the detached
+            per-row maximum magnitude or spatial spread first, as in
+            :func:`seedkit.temperature_pool`).
         backend: override of the process-wide backend (``None``: use it).
 
     Returns:
@@ -130,7 +129,7 @@ def fused_temperature_pool(
     flat = _check_flat("flat", flat)
     valid = _check_valid(valid, flat)
     temperature = check_temperature("temperature", temperature)
-    check_choice("scale", scale, _SCALES)
+    check_choice("scale", scale, SCALES)
     choice = resolve_backend(flat, backend)
     a = _working(flat)
     if choice == "reference":
@@ -157,7 +156,7 @@ def fused_kl_consistency(
     valid: torch.Tensor | None,
     temperature: float,
     teacher_temperature: float | None = None,
-    scale: str = "raw",
+    scale: str = "std",
     backend: str | None = None,
 ) -> torch.Tensor:
     """Per-row ``KL(softmax(T / tau_t) || softmax(S / tau_s))`` with the teacher detached.
@@ -168,7 +167,8 @@ def fused_kl_consistency(
         valid: optional boolean mask, ``True`` at real positions.
         temperature: student temperature ``tau_s > 0``.
         teacher_temperature: teacher temperature (``None``: same as the student).
-        scale: ``"raw"`` or ``"max"`` (each map divided by its detached maximum magnitude).
+        scale: ``"raw"``, ``"max"`` or ``"std"`` (each map divided by its detached
+            maximum magnitude or spatial spread, see :func:`seedkit.reference.scale_divisor`).
         backend: override of the process-wide backend (``None``: use it).
 
     Returns:
@@ -199,7 +199,7 @@ def fused_kl_consistency(
     if teacher_temperature is None:
         teacher_temperature = temperature
     teacher_temperature = check_temperature("teacher_temperature", teacher_temperature)
-    check_choice("scale", scale, _SCALES)
+    check_choice("scale", scale, SCALES)
     choice = resolve_backend(student_flat, backend)
     student = _working(student_flat)
     teacher = teacher_flat.detach().to(student.dtype)

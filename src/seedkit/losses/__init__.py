@@ -4,6 +4,7 @@ Each loss is a functional plus an ``nn.Module`` that calls it.
 """
 
 from seedkit.losses.activation import (
+    effective_fraction,
     global_average_pool,
     seeds_from_cams,
     spatial_activation_distribution,
@@ -40,6 +41,7 @@ __all__ = [
     "activation_state",
     "consistency_loss",
     "consistency_ramp",
+    "effective_fraction",
     "global_average_pool",
     "make_distance",
     "seed_generation_loss",

@@ -36,11 +36,13 @@ from seedkit.checks import (
     verify,
 )
 from seedkit.kernels import fused_temperature_pool, resolve_backend
-from seedkit.reference import flatten_maps, max_normalize, scaled_logits
+from seedkit.reference import SCALES, flatten_maps, max_normalize, scaled_logits
+from seedkit.reference import effective_fraction as fraction_of
 from seedkit.reference import temperature_pool as pool_flat
 
 __all__ = [
     "ActivationScale",
+    "effective_fraction",
     "global_average_pool",
     "seeds_from_cams",
     "spatial_activation_distribution",
@@ -48,8 +50,11 @@ __all__ = [
     "temperature_pool",
 ]
 
-ActivationScale = Literal["raw", "max"]
-_SCALES: tuple[str, ...] = ("raw", "max")
+#: How a temperature relates to the activations: ``"std"`` (default, scale-free: in
+#: units of each map's spatial spread), ``"max"`` (in units of its maximum magnitude)
+#: or ``"raw"`` (in logit units). See :func:`seedkit.reference.scale_divisor`.
+ActivationScale = Literal["raw", "max", "std"]
+_SCALES = SCALES
 
 
 def _diagnose_cams(cams: torch.Tensor, mask: torch.Tensor | None) -> None:
@@ -62,7 +67,7 @@ def spatial_log_distribution(
     cams: torch.Tensor,
     temperature: float,
     mask: torch.Tensor | None = None,
-    scale: ActivationScale = "raw",
+    scale: ActivationScale = "std",
 ) -> torch.Tensor:
     """Log of :func:`spatial_activation_distribution`, flattened, in float32.
 
@@ -73,8 +78,9 @@ def spatial_log_distribution(
         cams: class activations.
         temperature: softmax temperature ``tau > 0``.
         mask: optional validity mask, ``True`` where a position is real.
-        scale: ``"raw"`` divides the activations by ``tau``; ``"max"`` first
-            divides them by their detached per-image, per-class maximum magnitude.
+        scale: ``"std"`` (default) first divides each map by its detached spatial
+            standard deviation, ``"max"`` by its maximum magnitude, ``"raw"`` not at
+            all (see :data:`ActivationScale`).
 
     Returns:
         Log-probabilities over positions.
@@ -101,7 +107,7 @@ def spatial_activation_distribution(
     cams: torch.Tensor,
     temperature: float,
     mask: torch.Tensor | None = None,
-    scale: ActivationScale = "raw",
+    scale: ActivationScale = "std",
 ) -> torch.Tensor:
     """Softmax of each class map over its spatial positions.
 
@@ -110,8 +116,10 @@ def spatial_activation_distribution(
         temperature: softmax temperature ``tau > 0``; large spreads, small sharpens.
         mask: optional validity mask (``True`` or 1 = real pixel). Masked positions
             get probability 0 and never influence the others.
-        scale: ``"raw"`` (activations as given) or ``"max"`` (scale-free: divided by
-            their detached per-image, per-class maximum magnitude before ``/ tau``).
+        scale: ``"std"`` (default, scale-free: ``tau`` in units of each map's
+            detached spatial standard deviation, so ``A`` and ``c A + b`` give the same
+            distribution), ``"max"`` (in units of its maximum magnitude) or
+            ``"raw"`` (``softmax(A / tau)``, in logit units).
 
     Returns:
         ``alpha`` with ``alpha.sum((2, 3)) == 1`` for every image and class, in the
@@ -133,6 +141,57 @@ def spatial_activation_distribution(
     """
     log_alpha = spatial_log_distribution(cams, temperature, mask, scale)
     return log_alpha.exp().reshape(cams.shape).to(cams.dtype)
+
+
+def effective_fraction(
+    cams: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+    scale: ActivationScale = "std",
+) -> torch.Tensor:
+    """How far from global average pooling a temperature pools: ``N_eff / N``.
+
+    ``N_eff = 1 / sum_n alpha_c(n)^2`` is the effective number of positions of the
+    pooling weights :func:`spatial_activation_distribution` (Kish's effective
+    sample size): ``N_eff / N`` is 1 at GAP (``tau -> inf``) and ``1 / N`` at
+    GMP. With the default scale-free ``scale="std"`` it depends on the shape of
+    the map only; for a map whose values are Gaussian over positions it is
+    ``exp(-1 / tau^2)`` (0.37 at ``tau = 1``, 0.78 at ``tau = 2``); peaked CAMs
+    give less. The engine logs it during training (``neff_fraction``).
+
+    Args:
+        cams: class activations.
+        temperature: softmax temperature ``tau > 0``.
+        mask: optional validity mask; ``N`` counts the valid positions.
+        scale: ``"std"`` (default), ``"max"`` or ``"raw"``, see
+            :func:`spatial_activation_distribution`.
+
+    Returns:
+        ``(B, C)`` fractions in ``(0, 1]``, float32 (float64 for float64 input),
+        detached.
+
+    Shape:
+        - cams: :math:`(B, C, H, W)`
+        - output: :math:`(B, C)`
+
+    Example:
+        >>> import torch, seedkit
+        >>> cams = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
+        >>> round(seedkit.losses.effective_fraction(cams, 1e6).item(), 4)  # ~ GAP
+        1.0
+        >>> round(seedkit.losses.effective_fraction(cams, 1e-3).item(), 4)  # ~ GMP: 1 / N
+        0.25
+        >>> fraction = seedkit.losses.effective_fraction
+        >>> torch.allclose(fraction(10 * cams - 3, 1.0), fraction(cams, 1.0))  # scale-free
+        True
+    """
+    cams = check_cams("cams", cams)
+    temperature = check_temperature("temperature", temperature)
+    check_choice("scale", scale, _SCALES)
+    mask = check_mask("mask", mask, cams)
+    flat, valid = flatten_maps(cams.detach(), mask)
+    alpha = torch.softmax(scaled_logits(flat, valid, temperature, scale), dim=2)
+    return fraction_of(alpha, valid)
 
 
 def global_average_pool(cams: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -230,7 +289,7 @@ def _overflow_safe(
 
 def _rescaled_temperature(temperature: float, exponent: int, scale: str) -> float:
     """The temperature of a map divided by ``2**exponent``, kept where ``A / tau`` is finite."""
-    if scale != "max":  # "max" divides by max|A| itself: its temperature stays
+    if scale == "raw":  # the scale-free forms are homogeneous in A: their tau stays
         temperature = math.ldexp(temperature, -exponent)
     # Below 1e-30 (relative to |A| <= 1) the softmax is already one-hot at the maximum:
     # values near it differ by at least one ulp, far more than 1e-30.
@@ -260,7 +319,7 @@ def temperature_pool_reference(
     cams: torch.Tensor,
     temperature: float,
     mask: torch.Tensor | None = None,
-    scale: ActivationScale = "raw",
+    scale: ActivationScale = "std",
 ) -> torch.Tensor:
     """Plain autograd composition of :func:`temperature_pool` (softmax, multiply, sum).
 
@@ -314,7 +373,7 @@ def temperature_pool(
     cams: torch.Tensor,
     temperature: float,
     mask: torch.Tensor | None = None,
-    scale: ActivationScale = "raw",
+    scale: ActivationScale = "std",
 ) -> torch.Tensor:
     """Normalised expected activation ``s_c = sum_n alpha_c(n) A_c(n)``.
 
@@ -335,7 +394,7 @@ def temperature_pool(
         cams: class activations (CAM logits).
         temperature: softmax temperature ``tau > 0``.
         mask: optional validity mask; masked positions never contribute.
-        scale: ``"raw"`` or ``"max"`` (scale-free temperature), see
+        scale: ``"std"`` (default), ``"max"`` or ``"raw"``, see
             :func:`spatial_activation_distribution`.
 
     Returns:
@@ -350,7 +409,7 @@ def temperature_pool(
         >>> import torch, seedkit
         >>> cams = torch.tensor([[[[0.0, 0.0], [0.0, 4.0]]]])
         >>> seedkit.temperature_pool(cams, temperature=1000.0)  # ~ average
-        tensor([[1.0030]])
+        tensor([[1.0017]])
         >>> seedkit.temperature_pool(cams, temperature=0.01)  # ~ maximum
         tensor([[4.]])
     """
@@ -371,6 +430,7 @@ def seeds_from_cams(
     labels: torch.Tensor,
     temperature: float | None = None,
     mask: torch.Tensor | None = None,
+    scale: ActivationScale = "std",
 ) -> torch.Tensor:
     """Turn class activations into seed maps in ``[0, 1]``, zero for absent classes.
 
@@ -378,8 +438,9 @@ def seeds_from_cams(
 
     - ``temperature=None`` (default): the standard max-normalised ReLU form of
       psa / IRN / MCTformer, ``relu(A) / (max relu(A) + 1e-5)``.
-    - ``temperature=tau``: the temperature form ``exp((A - max A) / tau)``,
-      i.e. ``alpha / max alpha``. In seedkit's first measurement it made worse
+    - ``temperature=tau``: the temperature form ``alpha / max alpha``, i.e.
+      ``exp((A - max A) / (d tau))`` with ``d`` the map's spread for the default
+      ``scale="std"`` (1 for ``"raw"``). In seedkit's first measurement it made worse
       seeds than the max-normalised form (the Seeds section of the Method page),
       so it is opt-in.
 
@@ -388,6 +449,7 @@ def seeds_from_cams(
         labels: multi-hot image labels; absent classes get all-zero seeds.
         temperature: ``None`` for max-normalised seeds, or a temperature ``> 0``.
         mask: optional validity mask; masked positions get 0.
+        scale: the temperature form's scale, see :func:`spatial_activation_distribution`.
 
     Returns:
         Seeds in the dtype of ``cams``.
@@ -412,7 +474,8 @@ def seeds_from_cams(
         seeds = max_normalize(flat, valid)
     else:
         temperature = check_temperature("temperature", temperature)
-        logits = scaled_logits(flat, valid, temperature, "raw")
+        check_choice("scale", scale, _SCALES)
+        logits = scaled_logits(flat, valid, temperature, scale)
         seeds = torch.exp(logits - logits.amax(dim=2, keepdim=True))
     seeds = seeds * labels.to(seeds.dtype).unsqueeze(-1)
     return seeds.reshape(cams.shape).to(cams.dtype)

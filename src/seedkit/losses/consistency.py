@@ -28,7 +28,7 @@ from seedkit.losses.distances import (
     MaxNormL1,
     _propagates_nonfinite,
 )
-from seedkit.reference import upcast
+from seedkit.reference import SCALES, upcast
 
 __all__ = ["ConsistencyLoss", "Distance", "consistency_loss", "make_distance"]
 
@@ -40,7 +40,7 @@ def make_distance(
     distance: str | Distance,
     temperature: float = 1.0,
     teacher_temperature: float | None = None,
-    scale: str = "raw",
+    scale: str = "std",
     normalize: bool = False,
 ) -> Distance:
     """Return a distance callable from its name, or the callable itself.
@@ -50,7 +50,8 @@ def make_distance(
             temperature-free) or a callable ``(student, teacher, valid) -> (B, C)``.
         temperature: student temperature of ``"kl"`` / ``"js"``.
         teacher_temperature: teacher temperature (``None``: the student's).
-        scale: ``"raw"`` or ``"max"`` for ``"kl"`` / ``"js"``.
+        scale: ``"std"`` (default), ``"max"`` or ``"raw"`` for ``"kl"`` / ``"js"``
+            (see :func:`seedkit.spatial_activation_distribution`).
         normalize: divide ``"kl"`` / ``"js"`` by ``log N``.
 
     Returns:
@@ -59,7 +60,7 @@ def make_distance(
     if callable(distance):
         return distance
     name = check_choice("distance", distance, _DISTANCES)
-    check_choice("scale", scale, ("raw", "max"))
+    check_choice("scale", scale, SCALES)
     if name == "l1":
         return MaxNormL1()
     kind = KLDivergence if name == "kl" else JSDivergence
@@ -84,7 +85,7 @@ def consistency_loss(
     teacher_temperature: float | None = None,
     mask: torch.Tensor | None = None,
     reduction: Reduction = "mean",
-    scale: str = "raw",
+    scale: str = "std",
     normalize: bool = False,
 ) -> torch.Tensor:
     """Distance between student and (detached) teacher class maps, present classes only.
@@ -104,7 +105,7 @@ def consistency_loss(
         mask: optional validity mask shared by both maps.
         reduction: ``"none"`` gives ``(B, C)`` with zeros for absent classes;
             ``"mean"`` divides by the number of present classes; ``"sum"``.
-        scale: ``"raw"`` or ``"max"`` (scale-free temperature).
+        scale: ``"std"`` (default, scale-free), ``"max"`` or ``"raw"``.
         normalize: divide the KL / JS by ``log N``.
 
     Returns:
@@ -188,7 +189,7 @@ class ConsistencyLoss(nn.Module):
         temperature: student temperature.
         teacher_temperature: teacher temperature (``None``: follows the student's).
         reduction: ``"none"``, ``"mean"`` or ``"sum"``.
-        scale: ``"raw"`` or ``"max"``.
+        scale: ``"std"`` (default, scale-free), ``"max"`` or ``"raw"``.
         normalize: divide the KL / JS by ``log N``.
 
     Example:
@@ -208,7 +209,7 @@ class ConsistencyLoss(nn.Module):
         temperature: float = 1.0,
         teacher_temperature: float | None = None,
         reduction: Reduction = "mean",
-        scale: str = "raw",
+        scale: str = "std",
         normalize: bool = False,
     ) -> None:
         super().__init__()

@@ -27,14 +27,15 @@ class KLDivergence:
     Args:
         temperature: student softmax temperature.
         teacher_temperature: teacher softmax temperature (``None``: same as the student).
-        scale: ``"raw"`` or ``"max"`` (scale-free: maps divided by their detached maximum).
+        scale: ``"std"`` (default, scale-free), ``"max"`` or ``"raw"``, see
+            :func:`seedkit.reference.scale_divisor`.
         normalize: divide by ``log N`` (the largest KL a uniform target can have) so the
             term's size does not grow with the map resolution.
     """
 
     temperature: float = 1.0
     teacher_temperature: float | None = None
-    scale: str = "raw"
+    scale: str = "std"
     normalize: bool = False
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ from seedkit.checks import (
 from seedkit.losses._reduction import Reduction, check_reduction
 from seedkit.losses.activation import ActivationScale, _safe_average, _safe_pool
 from seedkit.losses.presets import TEMPERATURE_PRESETS, activation_temperature
-from seedkit.reference import upcast
+from seedkit.reference import SCALES, upcast
 
 __all__ = ["SeedGenerationLoss", "seed_generation_loss"]
 
@@ -41,7 +41,7 @@ def seed_generation_loss(
     temperature: float | None,
     mask: torch.Tensor | None = None,
     reduction: Reduction = "mean",
-    scale: ActivationScale = "raw",
+    scale: ActivationScale = "std",
 ) -> torch.Tensor:
     """Multi-label soft-margin loss of temperature-pooled class scores.
 
@@ -56,7 +56,8 @@ def seed_generation_loss(
             pooling (the plain CAM baseline, the ``tau -> inf`` limit).
         mask: optional validity mask; masked positions never contribute.
         reduction: ``"none"`` (one value per image), ``"mean"`` or ``"sum"``.
-        scale: ``"raw"`` or ``"max"`` (scale-free temperature).
+        scale: ``"std"`` (default, scale-free), ``"max"`` or ``"raw"``, see
+            :func:`seedkit.spatial_activation_distribution`.
 
     Returns:
         The loss, float32.
@@ -82,7 +83,7 @@ def seed_generation_loss(
     if temperature is None:
         scores = _safe_average(cams, mask)
     else:
-        check_choice("scale", scale, ("raw", "max"))
+        check_choice("scale", scale, SCALES)
         scores = _safe_pool(cams, check_temperature("temperature", temperature), mask, scale)
     # The (B, C) scores are non-finite wherever the map holds NaN / inf: one flag for
     # all value checks, read without a pass over the map (see the Performance page).
@@ -105,7 +106,8 @@ class SeedGenerationLoss(nn.Module):
         temperature: pooling temperature ``> 0``, or ``None`` for global average
             pooling (the CAM baseline).
         reduction: ``"none"``, ``"mean"`` (default) or ``"sum"``.
-        scale: ``"raw"`` (default) or ``"max"`` (scale-free temperature).
+        scale: ``"std"`` (default, scale-free), ``"max"`` or ``"raw"``, see
+            :func:`seedkit.spatial_activation_distribution`.
 
     Example:
         >>> import torch, seedkit
@@ -121,14 +123,14 @@ class SeedGenerationLoss(nn.Module):
         self,
         temperature: float | None = 1.0,
         reduction: Reduction = "mean",
-        scale: ActivationScale = "raw",
+        scale: ActivationScale = "std",
     ) -> None:
         super().__init__()
         self.temperature = (
             None if temperature is None else check_temperature("temperature", temperature)
         )
         self.reduction = check_reduction(reduction)
-        self.scale = check_choice("scale", scale, ("raw", "max"))
+        self.scale = check_choice("scale", scale, SCALES)
 
     @classmethod
     def for_backbone(cls, model_or_family: object, **kwargs: object) -> SeedGenerationLoss:

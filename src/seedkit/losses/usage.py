@@ -176,7 +176,7 @@ class USAGELoss(nn.Module):
         consistency_start: float | None = None,
         consistency_ramp: float | None = None,
         distance: str | Distance = "kl",
-        scale: str = "raw",
+        scale: str = "std",
         consistency_scale: str | None = None,
         normalize: bool = False,
         **unknown: object,
@@ -199,7 +199,8 @@ class USAGELoss(nn.Module):
             consistency_ramp: fraction of the run it then ramps in over (default: preset).
             distance: ``"kl"``, ``"js"``, ``"l1"`` or a callable, see
                 :class:`~seedkit.ConsistencyLoss`.
-            scale: ``"raw"`` or ``"max"`` for the generation term (and the
+            scale: ``"std"`` (default, scale-free), ``"max"`` or ``"raw"`` for the
+                generation term (and the
                 consistency term unless ``consistency_scale`` is set).
             consistency_scale: the consistency term's own scale.
             normalize: divide the KL / JS by ``log N``.

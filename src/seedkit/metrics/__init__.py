@@ -5,6 +5,7 @@ prediction rule, same float32 arithmetic) for all thresholds in one pass over
 the data. See :doc:`/evaluation` for file formats and definitions.
 """
 
+from seedkit.metrics.baselines import TRIVIAL_BASELINES, centred_blob, trivial_baselines
 from seedkit.metrics.confusion import (
     MEAN_OVER,
     confusion_matrix,
@@ -23,9 +24,11 @@ from seedkit.metrics.sweep import (
 
 __all__ = [
     "MEAN_OVER",
+    "TRIVIAL_BASELINES",
     "SweepResult",
     "ThresholdSweep",
     "as_seed_maps",
+    "centred_blob",
     "confusion_matrix",
     "default_thresholds",
     "evaluate_seeds",
@@ -35,4 +38,5 @@ __all__ = [
     "load_psa_cam",
     "load_psa_maps",
     "seed_labels",
+    "trivial_baselines",
 ]
