@@ -88,7 +88,8 @@ def build_voc_view(
                 raise DataFileError(
                     image_dir, "COCO image folder", "expected train2014/ and val2014/"
                 )
-            sources[split] = (image_dir, load_coco(coco_root / "annotations" / f"instances_{folder}.json"))
+            annotations = coco_root / "annotations" / f"instances_{folder}.json"
+            sources[split] = (image_dir, load_coco(annotations))
         if view.exists():
             shutil.rmtree(view)
         labels = {}

@@ -91,7 +91,8 @@ def demo(args: argparse.Namespace) -> DataAdapter:
         # No ImageNet weights in the demo: the segmentation encoder starts from stage 1's.
         return {
             **demo, "backbone": seed.backbone, "timm_kwargs": dict(seed.timm_kwargs),
-            "output_stride": seed.output_stride, "checkpoint_path": str(Path(seed.out) / "model.pt"),
+            "output_stride": seed.output_stride,
+            "checkpoint_path": str(Path(seed.out) / "model.pt"),
         }  # fmt: skip
 
     return DataAdapter(

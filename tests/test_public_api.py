@@ -79,7 +79,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "gt_dir", "has_run", "init_distributed", "load_checkpoint", "load_config",
         "load_seed_model", "load_stage_model", "lr_schedule", "run_pseudo_mask_stage",
         "run_seed_stage", "run_segmentation_stage", "run_stage", "save_checkpoint",
-        "save_config", "settings_table", "token_classification_loss", "total_steps",
+        "save_config", "token_classification_loss", "total_steps",
         "train_seed_model", "train_stage", "view_drops", "wrap_model",
     ],
     "seedkit.errors": [
@@ -328,9 +328,9 @@ def _defining_module(name: str) -> str:
     if module == name or not path.is_file():
         return module
     for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            if any((alias.asname or alias.name) == leaf for alias in node.names):
-                return _defining_module(f"{node.module}.{leaf}")
+        names = [a.asname or a.name for a in getattr(node, "names", [])]
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level and leaf in names:
+            return _defining_module(f"{node.module}.{leaf}")
     return module
 
 

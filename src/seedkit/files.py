@@ -314,7 +314,7 @@ class _Refused(pickle.UnpicklingError):
 
 
 def _tensor_storage(data: bytes) -> Any:
-    """torch's storage reader, but with ``weights_only=True`` (torch's own runs any pickle)."""
+    """Torch's storage reader, but with ``weights_only=True`` (torch's own runs any pickle)."""
     import re
 
     import torch
@@ -377,9 +377,9 @@ def load_npy(path: str | os.PathLike, what: str = "a .npy file") -> Any:
         with open(path, "rb") as stream:
             version = np.lib.format.read_magic(stream)
             if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+                dtype = np.lib.format.read_array_header_1_0(stream)[2]
             elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+                dtype = np.lib.format.read_array_header_2_0(stream)[2]
             else:
                 raise ValueError(f"unsupported .npy version {version}")
             if not dtype.hasobject:

@@ -1,23 +1,11 @@
 """Every setting of the three stages, declared once; the stage configs are built from it.
 
-A :class:`Setting` holds a setting's type, range, default (per stage where they
-differ), help, the stages it belongs to and its *kind*:
-
-- ``training``: determines the trained network; part of the run's fingerprint; a
-  resumed run must keep it;
-- ``length`` (``epochs`` / ``max_steps``): training too, but may grow on resume;
-- ``artefact``: changes a file made after training (seeds, masks, an evaluation);
-  part of that artefact's fingerprint (:attr:`Setting.affects`);
-- ``location``: a path whose *content* (not the path) identifies the run: the
-  data, starting weights, the previous stage's files;
-- ``cosmetic``: changes no number (where to write, how fast, what to show).
-
-:data:`SETTINGS` is the one table. The config classes (:class:`SeedStageConfig`,
-:class:`~seedkit.engine.PseudoMaskStageConfig`,
-:class:`~seedkit.engine.SegmentationStageConfig`), their validation, the example
-scripts' flags, the resume rules, the fingerprints and the docs' settings table
-are all derived from it. A setting missing from the table does not exist, so none
-can be left out of a fingerprint by omission.
+A :class:`Setting` holds a setting's type, range, default (per stage), help, stages
+and *kind* (:data:`KINDS`: ``training``, ``length``, ``artefact``, ``location``,
+``cosmetic``). :data:`SETTINGS` is the one table: the config classes, their
+validation, the example scripts' flags, the resume rules, the fingerprints and the
+docs' settings table (``docs/_static/settings_table.py``) are derived from it, so no
+setting can be left out of a fingerprint by omission.
 """
 
 from __future__ import annotations
@@ -25,9 +13,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,24 +22,13 @@ from typing import Any, ClassVar
 from seedkit.checks import check_choice, check_int, check_number
 from seedkit.errors import DataError, DataFileError, InvalidValueError
 from seedkit.reference import SCALES
+from seedkit.segmentation import SEGMENTATION_ARCHITECTURES
 
 __all__ = [
-    "DEMO_PSEUDO_MASKS",
-    "DEMO_SEGMENTATION",
-    "KINDS",
-    "RECIPES",
-    "SETTINGS",
-    "STAGES",
-    "PseudoMaskStageConfig",
-    "SeedStageConfig",
-    "SegmentationStageConfig",
-    "Setting",
-    "StageConfig",
-    "apply_recipe",
-    "load_config",
-    "save_config",
-    "settings_table",
-]
+    "DEMO_PSEUDO_MASKS", "DEMO_SEGMENTATION", "KINDS", "RECIPES", "SETTINGS", "STAGES",
+    "PseudoMaskStageConfig", "SeedStageConfig", "SegmentationStageConfig", "Setting",
+    "StageConfig", "apply_recipe", "load_config", "save_config",
+]  # fmt: skip
 
 SEEDS, PSEUDO_MASKS, SEGMENTATION = "seeds", "pseudo_masks", "segmentation"
 #: The stages of the pipeline, in order.
@@ -77,7 +53,7 @@ OUT_STAGES = (SEEDS, SEGMENTATION)  # stages whose network has an output stride 
 class From:
     """A default taken from another stage's resolved value (e.g. stage 2 follows stage 1)."""
 
-    stage: str
+    stage: str  # the stage it follows
 
 
 @dataclass(frozen=True)
@@ -149,17 +125,14 @@ class Setting:
             return "true or false"
         span = _range(self)
         return {
-            int: f"an integer{span}",
-            float: f"a finite number{span}",
-            "scales": f"one or more numbers{span}",
-            "pair": f"two integers (low, high){span} with low <= high",
-            "jitter": "four numbers >= 0 (brightness, contrast, saturation, hue)",
-            "json": "a JSON object of timm.create_model arguments",
-            str: "a non-empty string",
-        }[self.type]
+            int: f"an integer{span}", float: f"a finite number{span}",
+            "scales": f"one or more numbers{span}", "pair": f"two integers (low, high){span} with "
+            "low <= high", "jitter": "four numbers >= 0 (brightness, contrast, saturation, hue)",
+            "json": "a JSON object of timm.create_model arguments", str: "a non-empty string",
+        }[self.type]  # fmt: skip
 
     def check(self, value: Any, stage: str | None = None) -> None:
-        """Raise :class:`~seedkit.errors.InvalidValueError` naming the setting if ``value`` is bad."""
+        """Raise :class:`~seedkit.errors.InvalidValueError` naming the setting for a bad value."""
         if value is None:
             if self.optional is True or (stage is not None and stage in (self.optional or ())):
                 return
@@ -171,12 +144,12 @@ class Setting:
             if not isinstance(value, bool):
                 raise InvalidValueError(name, self.expected(), value)
         elif self.type is int:
-            check_int(name, value, int(self.low or 0), None if self.high is None else int(self.high))
+            check_int(name, value, int(self.low or 0), self.high and int(self.high))
         elif self.type is float:
             self._number(value)
         elif self.type in ("scales", "pair", "jitter"):
             size = {"scales": None, "pair": 2, "jitter": 4}[self.type]
-            if not isinstance(value, (tuple, list)) or not value or len(value) != (size or len(value)):
+            if not isinstance(value, (tuple, list)) or len(value) != (size or len(value) or 1):
                 raise InvalidValueError(name, self.expected(), value)
             for item in value:
                 if self.type == "pair":
@@ -213,8 +186,7 @@ RESERVED_TIMM_KWARGS = ("output_stride", "num_classes", "pretrained", "model_nam
 def _check_timm_kwargs(name: str, value: Any) -> None:
     if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise InvalidValueError(name, "a dict with string keys", value)
-    reserved = sorted(set(value) & set(RESERVED_TIMM_KWARGS))
-    if reserved:
+    if reserved := sorted(set(value) & set(RESERVED_TIMM_KWARGS)):
         raise InvalidValueError(name, "no keys that have their own setting", ", ".join(reserved))
     try:
         json.dumps(value)
@@ -291,12 +263,8 @@ DEMO_SEGMENTATION: dict[str, Any] = {
 }  # fmt: skip
 
 S1, S2, S3 = (SEEDS,), (PSEUDO_MASKS,), (SEGMENTATION,)
-_OPT = None  # an optional setting's default
 _SCALES = {"type": "scales", "low": 0.1, "high": 4.0}
 _RATIO = {"type": float, "low": 0.0, "high": 1.0}
-_SEG_ARCHS = (
-    "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large", "deeplabv3_timm",
-)  # fmt: skip
 
 
 def _s(name: str, kind: str, help: str, default: Any = None, **spec: Any) -> Setting:
@@ -315,24 +283,25 @@ SETTINGS: tuple[Setting, ...] = (
     _s("train_split", TRAINING, "training list (a name under ImageSets/Segmentation or a file)",
        {SEEDS: "train_aug", PSEUDO_MASKS: "train_aug", SEGMENTATION: From(PSEUDO_MASKS)},
        flags={PSEUDO_MASKS: "--pm-split", SEGMENTATION: None}),
-    _s("eval_split", ARTEFACT, "evaluation list (seeds and pseudo masks on train, segmentation "
-       "on val)", {SEEDS: "train", PSEUDO_MASKS: From(SEEDS), SEGMENTATION: "val"},
+    _s("eval_split", ARTEFACT, "evaluation list (seeds and pseudo masks on train, segmentation on "
+       "val; stage 2: None, no evaluation)",
+       {SEEDS: "train", PSEUDO_MASKS: From(SEEDS), SEGMENTATION: "val"}, optional=S2,
        affects=("evaluation",)),
     _s("eval_limit", ARTEFACT, "evaluate only the first N images of each evaluation list",
        type=int, low=1, optional=True, affects=("evaluation",), command=True),
     # ---- the network
-    _s("backbone", TRAINING, "timm model name (stage 2: a CNN with features_only; stage 3: "
-       "the encoder of deeplabv3_timm, None: resnet50)", {SEEDS: "resnet18",
-       PSEUDO_MASKS: "resnet50", SEGMENTATION: None}, optional=S3,
+    _s("backbone", TRAINING, "timm model name (stage 2: a CNN with features_only; stage 3: the "
+       "encoder of deeplabv3_timm, None: resnet50)",
+       {SEEDS: "resnet18", PSEUDO_MASKS: "resnet50", SEGMENTATION: None}, optional=S3,
        aliases={SEGMENTATION: ("--seg-encoder",)}),
     _s("pretrained", TRAINING, "start from timm's / torchvision's ImageNet weights",
        {SEEDS: False, PSEUDO_MASKS: From(SEEDS), SEGMENTATION: False}, type=bool,
        aliases={SEGMENTATION: ("--seg-pretrained-backbone",)}),
     _s("checkpoint_path", LOCATION, "local starting weights (instead of pretrained)",
        optional=True, aliases={SEGMENTATION: ("--seg-backbone-checkpoint",)}),
-    _s("output_stride", TRAINING, "CNN output stride (None: the model's own, stage 3: 16; "
-       "not for ViTs or torchvision's networks)", None, type=int, choices=(None, 8, 16, 32),
-       optional=True, stages=OUT_STAGES),
+    _s("output_stride", TRAINING, "CNN output stride (None: the model's own, stage 3: 16; not for "
+       "ViTs or torchvision's networks)", None, type=int, choices=(None, 8, 16, 32), optional=True,
+       stages=OUT_STAGES),
     _s("timm_kwargs", TRAINING, "extra timm.create_model arguments, as JSON", {}, type="json",
        stages=OUT_STAGES),
     _s("head", TRAINING, "seed-model head: 1x1-conv CAMs, or one class token per class "
@@ -340,9 +309,9 @@ SETTINGS: tuple[Setting, ...] = (
     # ---- input
     _s("image_size", TRAINING, "side of the square training crop",
        {SEEDS: 224, PSEUDO_MASKS: 512, SEGMENTATION: 512}, type=int, low=16, high=4096),
-    _s("resize_long", TRAINING, "range of the random long side before cropping (None: "
-       "image_size .. 1.7 x image_size)", {SEEDS: None, PSEUDO_MASKS: (320, 640),
-       SEGMENTATION: (256, 1000)}, type="pair", low=1, optional=True),
+    _s("resize_long", TRAINING, "range of the random long side before cropping (None: image_size "
+       ".. 1.7 x image_size)", {SEEDS: None, PSEUDO_MASKS: (320, 640), SEGMENTATION: (256, 1000)},
+       type="pair", low=1, optional=True),
     _s("color_jitter", TRAINING, "colour jitter (brightness, contrast, saturation, hue)",
        (0.3, 0.3, 0.3, 0.1), type="jitter", low=0.0, optional=True, stages=S1),
     # ---- optimisation
@@ -355,10 +324,9 @@ SETTINGS: tuple[Setting, ...] = (
        flags={PSEUDO_MASKS: "--pm-steps", SEGMENTATION: "--seg-steps"}),
     _s("optimizer", TRAINING, "optimiser", "sgd", choices=("sgd", "adamw")),
     _s("lr", TRAINING, "learning rate (the head's is lr x head_lr_mult)",
-       {SEEDS: 0.01, PSEUDO_MASKS: 0.1, SEGMENTATION: 0.01}, type=float, low=0.0,
-       open_low=True),
-    _s("weight_decay", TRAINING, "weight decay", {SEEDS: 5e-4, PSEUDO_MASKS: 1e-4,
-       SEGMENTATION: 1e-4}, type=float, low=0.0),
+       {SEEDS: 0.01, PSEUDO_MASKS: 0.1, SEGMENTATION: 0.01}, type=float, low=0.0, open_low=True),
+    _s("weight_decay", TRAINING, "weight decay",
+       {SEEDS: 5e-4, PSEUDO_MASKS: 1e-4, SEGMENTATION: 1e-4}, type=float, low=0.0),
     _s("momentum", TRAINING, "SGD momentum", 0.9, **_RATIO, open_high=True),
     _s("schedule", TRAINING, "learning-rate schedule after the warm-up", "poly",
        choices=("poly", "cosine", "constant")),
@@ -368,37 +336,37 @@ SETTINGS: tuple[Setting, ...] = (
     _s("head_lr_mult", TRAINING, "learning-rate factor of the new layers", 10.0, type=float,
        low=0.0, open_low=True),
     _s("grad_accum", TRAINING, "micro-batches per optimiser step", 1, type=int, low=1),
-    _s("amp", TRAINING, "mixed precision on CUDA (auto: on)", "auto", choices=("auto", "on",
-       "off")),
+    _s("amp", TRAINING, "mixed precision on CUDA (auto: on)", "auto",
+       choices=("auto", "on", "off")),
     _s("grad_clip", TRAINING, "clip the gradient norm to this value", type=float, low=0.0,
        open_low=True, optional=True),
     # ---- stage 1: the method
     _s("method", TRAINING, "USAGE or the plain CAM baseline", "usage", choices=("usage", "cam"),
        stages=S1),
-    _s("temperature", TRAINING, "generation temperature (None: the family's preset)",
-       type=float, low=0.0, open_low=True, optional=True, stages=S1),
+    _s("temperature", TRAINING, "generation temperature (None: the family's preset)", type=float,
+       low=0.0, open_low=True, optional=True, stages=S1),
     _s("scale", TRAINING, "scale-free temperature: each map divided by its spatial standard "
        "deviation (std), its maximum (max), or raw logits", "std", choices=SCALES, stages=S1),
     _s("consistency_weight", TRAINING, "lambda of the consistency term (None: the preset)",
        type=float, low=0.0, optional=True, stages=S1),
-    _s("consistency_start", TRAINING, "fraction of the run with the consistency term off "
-       "(None: the preset)", **_RATIO, optional=True, stages=S1),
-    _s("consistency_ramp", TRAINING, "fraction of the run the term ramps in over (None: "
+    _s("consistency_start", TRAINING, "fraction of the run with the consistency term off (None: "
        "the preset)", **_RATIO, optional=True, stages=S1),
-    _s("teacher_temperature", TRAINING, "the teacher's temperature in L_REG (None: the "
-       "student's)", type=float, low=0.0, open_low=True, optional=True, stages=S1),
+    _s("consistency_ramp", TRAINING, "fraction of the run the term ramps in over (None: the "
+       "preset)", **_RATIO, optional=True, stages=S1),
+    _s("teacher_temperature", TRAINING, "the teacher's temperature in L_REG (None: the student's)",
+       type=float, low=0.0, open_low=True, optional=True, stages=S1),
     _s("consistency_temperature", TRAINING, "the student's temperature in L_REG (None: "
        "temperature)", type=float, low=0.0, open_low=True, optional=True, stages=S1),
     _s("consistency_scale", TRAINING, "scale of the consistency term (None: scale)",
        choices=(None, *SCALES), optional=True, stages=S1),
-    _s("distance", TRAINING, "distance of the consistency term", "kl",
-       choices=("kl", "js", "l1"), stages=S1),
+    _s("distance", TRAINING, "distance of the consistency term", "kl", choices=("kl", "js", "l1"),
+       stages=S1),
     _s("normalize_consistency", TRAINING, "normalise the consistency term", False, type=bool,
        stages=S1),
-    _s("student_drop", TRAINING, "the student view's drop ratio (None: 0.3 with the "
-       "consistency term on, else 0)", **_RATIO, open_high=True, optional=True, stages=S1),
-    _s("teacher_drop", TRAINING, "the teacher view's drop ratio (None: 0.1 with the term on, "
-       "else 0)", **_RATIO, open_high=True, optional=True, stages=S1),
+    _s("student_drop", TRAINING, "the student view's drop ratio (None: 0.3 with the consistency "
+       "term on, else 0)", **_RATIO, open_high=True, optional=True, stages=S1),
+    _s("teacher_drop", TRAINING, "the teacher view's drop ratio (None: 0.1 with the term on, else "
+       "0)", **_RATIO, open_high=True, optional=True, stages=S1),
     _s("ema_momentum", TRAINING, "momentum of the EMA teacher", 0.999, **_RATIO, stages=S1),
     _s("ema_schedule", TRAINING, "EMA momentum schedule", "cosine",
        choices=(None, "constant", "cosine"), optional=True, stages=S1),
@@ -413,8 +381,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("max_threshold", ARTEFACT, "last background threshold of the sweep", 0.59, **_RATIO,
        open_high=True, affects=("evaluation",), stages=S1),
     # ---- stage 2
-    _s("seeds_dir", LOCATION, "the seeds stage 2 reads (the pipeline: stage 1's)",
-       "runs/seed/seeds", stages=S2, flags={PSEUDO_MASKS: None}),
+    _s("seeds_dir", LOCATION, "the seeds stage 2 reads (the scripts: stage 1's)", "runs/seed/seeds",
+       stages=S2, flags={PSEUDO_MASKS: None}),
     _s("method", TRAINING, "seeds -> masks: affinity random walk, dense CRF, or the seeds at "
        "their best threshold", "rw", choices=("rw", "crf", "threshold"), stages=S2,
        flags={PSEUDO_MASKS: "--pm-method"}),
@@ -424,39 +392,37 @@ SETTINGS: tuple[Setting, ...] = (
        stages=S2),
     _s("embed_dim", TRAINING, "channels of the affinity embedding", 128, type=int, low=1,
        stages=S2),
-    _s("fg_threshold", TRAINING, "confident foreground (IRN conf_fg_thres 0.30)", 0.30,
-       **_RATIO, stages=S2, flags={PSEUDO_MASKS: "--fg-threshold"}),
-    _s("bg_threshold", TRAINING, "confident background (IRN conf_bg_thres 0.05)", 0.05,
-       **_RATIO, stages=S2, flags={PSEUDO_MASKS: "--bg-threshold"}),
+    _s("fg_threshold", TRAINING, "confident foreground (IRN conf_fg_thres 0.30)", 0.30, **_RATIO,
+       stages=S2, flags={PSEUDO_MASKS: "--fg-threshold"}),
+    _s("bg_threshold", TRAINING, "confident background (IRN conf_bg_thres 0.05)", 0.05, **_RATIO,
+       stages=S2, flags={PSEUDO_MASKS: "--bg-threshold"}),
     _s("beta", ARTEFACT, "affinity exponent of the walk (IRN 10, PSA 8)", 10.0, type=float,
        low=0.0, open_low=True, high=100.0, affects=("masks",), stages=S2,
        flags={PSEUDO_MASKS: "--beta"}),
-    _s("exp_times", ARTEFACT, "2**exp_times walk steps (IRN 8, PSA logt 8)", 8, type=int,
-       low=0, high=16, affects=("masks",), stages=S2, flags={PSEUDO_MASKS: "--exp-times"}),
-    _s("bg_mode", ARTEFACT, "background of the walk: a constant score, or (1 - max)^alpha",
-       "threshold", choices=("threshold", "power"), affects=("masks",), stages=S2),
-    _s("walk_bg_threshold", ARTEFACT, "constant background score of the walk (IRN 0.25)",
-       0.25, **_RATIO, affects=("masks",), stages=S2,
-       flags={PSEUDO_MASKS: "--walk-bg-threshold"}),
+    _s("exp_times", ARTEFACT, "2**exp_times walk steps (IRN 8, PSA logt 8)", 8, type=int, low=0,
+       high=16, affects=("masks",), stages=S2, flags={PSEUDO_MASKS: "--exp-times"}),
+    _s("bg_mode", ARTEFACT, "background of the walk: constant, or (1 - max)^alpha", "threshold",
+       choices=("threshold", "power"), affects=("masks",), stages=S2),
+    _s("walk_bg_threshold", ARTEFACT, "constant background score of the walk (IRN 0.25)", 0.25,
+       **_RATIO, affects=("masks",), stages=S2, flags={PSEUDO_MASKS: "--walk-bg-threshold"}),
     _s("alpha", ARTEFACT, "exponent of the power background (psa)", 6.0, type=float, low=0.0,
        open_low=True, high=100.0, affects=("masks",), stages=S2),
-    _s("seed_threshold", ARTEFACT, "background threshold of the crf / threshold methods "
-       "(the scripts: stage 1's best unless set)", 0.25, **_RATIO, affects=("masks",),
-       stages=S2),
+    _s("seed_threshold", ARTEFACT, "background threshold of the crf / threshold methods (the "
+       "scripts: stage 1's best unless set)", 0.25, **_RATIO, affects=("masks",), stages=S2),
     _s("crf", ARTEFACT, "dense CRF after the walk", False, type=bool, affects=("masks",),
        stages=S2),
     # ---- stage 3
-    _s("mask_dir", LOCATION, "the pseudo masks stage 3 trains on (the pipeline: stage 2's)",
-       "runs/pseudo/masks", stages=S3, flags={SEGMENTATION: None}),
-    _s("architecture", TRAINING, "segmentation network (deeplabv3_timm: DeepLabV3's head on "
-       "a timm encoder)", "deeplabv3_resnet50", choices=_SEG_ARCHS, stages=S3,
+    _s("mask_dir", LOCATION, "pseudo masks (the scripts: stage 2's)", "runs/pseudo/masks",
+       stages=S3, flags={SEGMENTATION: None}),
+    _s("architecture", TRAINING, "segmentation network (deeplabv3_timm: DeepLabV3's head on a "
+       "timm encoder)", "deeplabv3_resnet50", choices=tuple(SEGMENTATION_ARCHITECTURES), stages=S3,
        flags={SEGMENTATION: "--seg-arch"}),
     _s("eval_scales", ARTEFACT, "evaluation scales (with flips)",
        (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), **_SCALES, affects=("evaluation",), stages=S3),
     _s("flip", ARTEFACT, "evaluate with horizontal flips too", True, type=bool,
        affects=("evaluation",), stages=S3),
-    _s("crf", ARTEFACT, "dense CRF on the predictions", False, type=bool,
-       affects=("evaluation",), stages=S3),
+    _s("crf", ARTEFACT, "dense CRF on the predictions", False, type=bool, affects=("evaluation",),
+       stages=S3),
     _s("save_predictions", COSMETIC, "write the predicted masks", False, type=bool, stages=S3),
     # ---- where and how (change no number)
     _s("out", COSMETIC, "the stage's folder (the scripts: inside --out)",
@@ -465,8 +431,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("recipe", COSMETIC, "named reference settings of stage 1 (recorded)", optional=True,
        choices=(None, *RECIPES), stages=S1),
     _s("num_workers", COSMETIC, "data-loader processes", 2, type=int, low=0, command=True),
-    _s("device", COSMETIC, "auto, cpu or cuda[:N] (bit-exact resume on the same device)",
-       "auto", command=True),
+    _s("device", COSMETIC, "auto, cpu or cuda[:N] (bit-exact resume on the same device)", "auto",
+       command=True),
     _s("checkpoint_every", COSMETIC, "write checkpoint.pt every N steps",
        {SEEDS: 200, PSEUDO_MASKS: 200, SEGMENTATION: 500}, type=int, low=1),
     _s("log_every", COSMETIC, "a log.jsonl record every N steps", 10, type=int, low=1,
@@ -511,26 +477,25 @@ class StageConfig:
         """
         for setting in self.settings().values():
             setting.check(getattr(self, setting.name), self.STAGE)
-        lengths = (self.epochs, self.max_steps)  # type: ignore[attr-defined]
-        if self.trains() and (lengths[0] is None) == (lengths[1] is None):
-            raise InvalidValueError("epochs / max_steps", "exactly one of them", lengths)
-        if self.pretrained and self.checkpoint_path:  # type: ignore[attr-defined]
-            raise InvalidValueError(
-                "pretrained / checkpoint_path", "at most one of them", "both"
-            )
-        if self.STAGE != PSEUDO_MASKS and self.eval_split is None:  # type: ignore[attr-defined]
-            raise InvalidValueError("eval_split", "a list name or file", None)
+        c: Any = self  # the fields are made from SETTINGS
+        rules = [
+            (self.trains() and (c.epochs is None) == (c.max_steps is None), "epochs / max_steps",
+             "exactly one of them", (c.epochs, c.max_steps)),
+            (c.pretrained and c.checkpoint_path, "pretrained / checkpoint_path",
+             "at most one of them", "both"),
+            (not (c.device in ("auto", "cpu") or c.device.startswith("cuda")), "device",
+             "'auto', 'cpu' or 'cuda[:N]'", c.device),
+        ]  # fmt: skip
         if self.STAGE == PSEUDO_MASKS:
-            values = (self.bg_threshold, self.fg_threshold)  # type: ignore[attr-defined]
-            if values[0] > values[1]:
-                raise InvalidValueError("bg_threshold / fg_threshold", "bg <= fg", values)
-            if self.image_size % self.stride:  # type: ignore[attr-defined]
-                raise InvalidValueError(
-                    "image_size", f"a multiple of stride {self.stride}", self.image_size  # type: ignore[attr-defined]
-                )
-        device = self.device  # type: ignore[attr-defined]
-        if not (device in ("auto", "cpu") or device.startswith("cuda")):
-            raise InvalidValueError("device", "'auto', 'cpu' or 'cuda[:N]'", device)
+            rules += [
+                (c.bg_threshold > c.fg_threshold, "bg_threshold / fg_threshold", "bg <= fg",
+                 (c.bg_threshold, c.fg_threshold)),
+                (c.image_size % c.stride, "image_size", f"a multiple of stride {c.stride}",
+                 c.image_size),
+            ]  # fmt: skip
+        for broken, name, expected, actual in rules:
+            if broken:
+                raise InvalidValueError(name, expected, actual)
         return self
 
     def values(self, *kinds: str) -> dict[str, Any]:
@@ -553,33 +518,27 @@ class StageConfig:
     def from_dict(cls, values: Mapping[str, Any], source: object = "config") -> StageConfig:
         """Build a config from :meth:`to_dict` output (unknown keys are an error)."""
         known = cls.settings()
-        unknown = sorted(set(values) - set(known))
-        if unknown:
+        if unknown := sorted(set(values) - set(known)):
             raise DataError(source, f"only {cls.__name__} fields", f"unknown keys {unknown}")
-        converted = {
-            name: tuple(value) if isinstance(value, list) and known[name].type != "json" else value
-            for name, value in values.items()
-        }
-        return cls(**converted)
+        kind = {n: known[n].type for n in values}
+        tuples = {n: tuple(v) for n, v in values.items() if type(v) is list and kind[n] != "json"}
+        return cls(**{**values, **tuples})
 
 
 def _config_class(stage: str, name: str, doc: str) -> type[StageConfig]:
     fields = []
     for setting in settings_of(stage).values():
         default = setting.default_for(stage)
-        if isinstance(default, (dict, list)):
-            spec = field(default_factory=lambda value=default: copy.deepcopy(value))
-        else:
-            spec = field(default=default)
+        copied = field(default_factory=lambda v=default: copy.deepcopy(v))
+        spec = copied if isinstance(default, (dict, list)) else field(default=default)
         fields.append((setting.name, Any, spec))
     namespace = {"STAGE": stage, "__doc__": doc, "__module__": __name__}
     return dataclasses.make_dataclass(name, fields, bases=(StageConfig,), namespace=namespace)
 
 
-SeedStageConfig = _config_class(
-    SEEDS,
-    "SeedStageConfig",
-    """Everything that determines a seed-stage run; saved as ``OUT/config.json``.
+SeedStageConfig = _config_class(SEEDS, "SeedStageConfig", """What determines a stage-1 run.
+
+    Saved as ``OUT/config.json``.
 
     Its fields are the stage-1 settings of :data:`SETTINGS`. ``None`` in a field
     means "derive it": from the backbone family's preset (temperatures, consistency
@@ -589,23 +548,19 @@ SeedStageConfig = _config_class(
         >>> config = SeedStageConfig(max_steps=10).validate()
         >>> config.backbone, config.method, config.cam_scales
         ('resnet18', 'usage', (1.0, 0.5, 1.5, 2.0))
-    """,
-)
-PseudoMaskStageConfig = _config_class(
-    PSEUDO_MASKS,
-    "PseudoMaskStageConfig",
-    """Everything that determines a stage-2 (pseudo masks) run; saved as ``OUT/config.json``.
+    """)  # fmt: skip
+PseudoMaskStageConfig = _config_class(PSEUDO_MASKS, "PseudoMaskStageConfig", """A stage-2 run.
+
+    Everything that determines a pseudo-mask run; saved as ``OUT/config.json``.
 
     The defaults are IRN's (ResNet-50 at stride 4, radius 5, 512 crops, SGD poly lr
     0.1, 3 epochs, conf_fg_thres 0.30, conf_bg_thres 0.05, beta 10, exp_times 8,
     sem_seg_bg_thres 0.25); :data:`DEMO_PSEUDO_MASKS` shrinks them. Pseudo masks are
     made for ``train_split`` (the affinity network trains on it too).
-    """,
-)
-SegmentationStageConfig = _config_class(
-    SEGMENTATION,
-    "SegmentationStageConfig",
-    """Everything that determines a stage-3 (segmentation) run; saved as ``OUT/config.json``.
+    """)  # fmt: skip
+SegmentationStageConfig = _config_class(SEGMENTATION, "SegmentationStageConfig", """A stage-3 run.
+
+    Everything that determines a segmentation run; saved as ``OUT/config.json``.
 
     The defaults follow the DeepLab recipes of the WSSS papers' final numbers (SGD
     poly lr 0.01 with a 10x head, wd 1e-4, batch 16, 512 crops of images rescaled
@@ -613,8 +568,7 @@ SegmentationStageConfig = _config_class(
     ``pretrained`` / ``checkpoint_path`` are the timm encoder of
     ``architecture="deeplabv3_timm"`` (the torchvision architectures bring their own
     backbone; ``pretrained`` then loads torchvision's ImageNet weights).
-    """,
-)
+    """)  # fmt: skip
 CONFIG_CLASSES: dict[str, type[StageConfig]] = {
     SEEDS: SeedStageConfig, PSEUDO_MASKS: PseudoMaskStageConfig,
     SEGMENTATION: SegmentationStageConfig,
@@ -654,58 +608,3 @@ def load_config(path: str | os.PathLike) -> StageConfig:
     if stage not in CONFIG_CLASSES:
         raise DataError(path, "stage " + " / ".join(CONFIG_CLASSES), repr(stage))
     return CONFIG_CLASSES[stage].from_dict(values, path)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, From):
-        return f"as {dict(zip(STAGES, ('stage 1', 'stage 2', 'stage 3'), strict=True))[value.stage]}"
-    if isinstance(value, float) and not math.isinf(value):
-        return f"{value:g}"
-    return "None" if value is None else str(value)
-
-
-def _rows() -> Iterator[list[str]]:
-    for setting in SETTINGS:
-        flags = []
-        for stage in setting.stages:
-            flag = setting.flag(stage)
-            if flag is not None and flag not in flags:
-                flags.append(flag)
-        defaults = setting.default
-        if isinstance(defaults, dict) and set(defaults) <= set(STAGES) and defaults:
-            shown = "; ".join(
-                f"{stage.replace('_', ' ')}: {_show(defaults[stage])}" for stage in setting.stages
-            )
-        else:
-            shown = _show(defaults)
-        stages = "all" if setting.stages == STAGES else ", ".join(
-            str(STAGES.index(stage) + 1) for stage in setting.stages
-        )
-        help_text = setting.help + (
-            f" (affects: {', '.join(setting.affects)})" if setting.affects else ""
-        )
-        yield [
-            f"``{setting.name}``", ", ".join(f"``{f}``" for f in flags) or "(derived)",
-            setting.kind, stages, f"``{shown}``", setting.expected(), help_text,
-        ]  # fmt: skip
-
-
-def settings_table() -> str:
-    """The docs' settings table (reStructuredText), generated from :data:`SETTINGS`.
-
-    ``docs/settings_table.inc`` holds its output; a test keeps the two equal.
-    """
-    header = ["setting", "flag", "kind", "stages", "default", "values", "what it does"]
-    lines = [
-        ".. This file is generated from seedkit.engine.config.SETTINGS by",
-        "   seedkit.engine.settings_table(); do not edit it by hand.",
-        "",
-        ".. list-table::",
-        "   :header-rows: 1",
-        "   :widths: 14 14 8 6 12 16 30",
-        "",
-    ]
-    for row in [header, *_rows()]:
-        lines.append(f"   * - {row[0]}")
-        lines.extend(f"     - {cell}" for cell in row[1:])
-    return "\n".join(lines) + "\n"

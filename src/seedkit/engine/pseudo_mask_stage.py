@@ -1,12 +1,8 @@
 """Stage 2 of the WSSS pipeline: seeds -> pseudo masks.
 
-Reads stage 1's psa-format seeds (``<id>.npy``), trains an affinity network on
-the confident seed regions (method ``"rw"``), propagates the seeds by a random
-walk on its affinities (or refines them with a dense CRF, or just thresholds
-them), writes one index PNG per image and evaluates the masks against the
-ground truth with the metrics of the seeds. Run by :func:`~seedkit.engine.run_stage`
-like every stage: the affinity training resumes from its checkpoint, the masks per
-image, and masks whose content is not the recorded one are made again.
+An affinity network trained on the confident seed regions (method ``"rw"``) and a
+random walk on its affinities (or a dense CRF, or a threshold) turn stage 1's seeds
+into one index PNG per image, evaluated against the ground truth.
 """
 
 from __future__ import annotations
@@ -20,10 +16,10 @@ import torch
 from seedkit.engine.config import PSEUDO_MASKS, PseudoMaskStageConfig
 from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.run import RunFolder, dataset_digest, files_digest, fingerprint
-from seedkit.engine.seed_stage import check_model
 from seedkit.engine.stages import (
     Stage,
     TrainingState,
+    check_network,
     class_names_for,
     evaluation_dataset,
     evaluation_digest,
@@ -64,14 +60,10 @@ class AffinityDataset(torch.utils.data.Dataset):
         bg_threshold: float,
         seed: int = 0,
     ) -> None:
-        self.base = base
-        self.ids = list(base.ids)
-        self.seeds_dir = Path(seeds_dir)
-        self.num_fg_classes = num_fg_classes
-        self.transform = transform
-        self.fg_threshold, self.bg_threshold = fg_threshold, bg_threshold
-        self.seed = seed
+        self.base, self.ids, self.seeds_dir = base, list(base.ids), Path(seeds_dir)
+        self.num_fg_classes, self.transform, self.seed = num_fg_classes, transform, seed
         self.epoch = 0
+        self.fg_threshold, self.bg_threshold = fg_threshold, bg_threshold
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch that seeds the augmentation."""
@@ -87,26 +79,18 @@ class AffinityDataset(torch.utils.data.Dataset):
 
         image_id = self.ids[index]
         image = read_image(self.base.image_path(image_id))
-        seeds = load_psa_maps(
-            self.seeds_dir / f"{image_id}.npy", self.num_fg_classes, shape=image.shape[:2]
-        )
+        path = self.seeds_dir / f"{image_id}.npy"
+        seeds = load_psa_maps(path, self.num_fg_classes, shape=image.shape[:2])
         keys = sorted(seeds)
-        stack = (
-            torch.from_numpy(np.stack([seeds[k] for k in keys]))
-            if keys
-            else torch.zeros(0, *image.shape[:2])
-        )
-        labels = confident_labels(
-            stack, self.fg_threshold, self.bg_threshold, torch.tensor(keys, dtype=torch.long)
-        )
-        out = self.transform(
-            image, labels.numpy().astype(np.uint8), sample_generator(self.seed, self.epoch, index)
-        )
-        return {
-            "id": image_id,
-            "image": torch.from_numpy(out["image"]),
-            "labels": torch.from_numpy(out["mask"].astype(np.int64)),
-        }
+        stack = torch.from_numpy(np.stack([seeds[k] for k in keys])) if keys else torch.zeros(
+            0, *image.shape[:2]
+        )  # fmt: skip
+        keys_tensor = torch.tensor(keys, dtype=torch.long)
+        labels = confident_labels(stack, self.fg_threshold, self.bg_threshold, keys_tensor)
+        rng = sample_generator(self.seed, self.epoch, index)
+        out = self.transform(image, labels.numpy().astype(np.uint8), rng)
+        return {"id": image_id, "image": torch.from_numpy(out["image"]),
+                "labels": torch.from_numpy(out["mask"].astype(np.int64))}  # fmt: skip
 
 
 def _base(config: PseudoMaskStageConfig, voc_root: Any) -> Any:
@@ -125,13 +109,10 @@ def build_affinity_net(config: PseudoMaskStageConfig, weights: bool = True) -> t
     from seedkit.refine import AffinityNet
 
     return AffinityNet(
-        config.backbone,
-        pretrained=config.pretrained and weights,
-        stride=config.stride,
-        embed_dim=config.embed_dim,
-        radius=config.radius,
+        config.backbone, pretrained=config.pretrained and weights, stride=config.stride,
+        embed_dim=config.embed_dim, radius=config.radius,
         checkpoint_path=config.checkpoint_path if weights else None,
-    )
+    )  # fmt: skip
 
 
 class AffinityTrainingState(TrainingState):
@@ -141,8 +122,7 @@ class AffinityTrainingState(TrainingState):
         """The affinity loss of one micro-batch."""
         from seedkit.refine import affinity_labels, affinity_loss, local_offsets, pair_affinity
 
-        config = self.config
-        stride = config.stride
+        config, stride = self.config, self.config.stride
         labels = batch["labels"][:, stride // 2 :: stride, stride // 2 :: stride]
         embedding = self.trainer.wrapped(batch["image"])
         affinity = pair_affinity(embedding, local_offsets(config.radius, half=True))
@@ -165,7 +145,6 @@ class PseudoMaskStage(Stage):
     name = PSEUDO_MASKS
     model_file = "affinity.pt"
     owned = ("masks", "results.json")
-    artefacts = ("masks",)
 
     def check_settings(self, config: Any, context: DistributedContext, produced: bool) -> None:
         """The affinity backbone: a CNN with features at the affinity stride; its weights."""
@@ -177,28 +156,22 @@ class PseudoMaskStage(Stage):
                     features = timm.create_model(config.backbone, features_only=True)
                 reductions = features.feature_info.reduction()
             except Exception as error:  # timm raises many types for unfit models
-                raise InvalidValueError(
-                    "backbone", "a timm CNN with features_only support", config.backbone
-                ) from error
+                expected = "a timm CNN with features_only support"
+                raise InvalidValueError("backbone", expected, config.backbone) from error
             if config.stride < min(reductions):
-                raise InvalidValueError(
-                    "backbone",
-                    f"a CNN with features at stride {config.stride} (the affinity stride)",
-                    f"{config.backbone} (features at strides {sorted(set(reductions))})",
-                )
-            check_model(config, context, build_affinity_net)
+                expected = f"a CNN with features at stride {config.stride} (the affinity stride)"
+                actual = f"{config.backbone} (features at strides {sorted(set(reductions))})"
+                raise InvalidValueError("backbone", expected, actual)
+            check_network(config, context, build_affinity_net)
 
     def check_data(self, config: Any, voc_root: Any, produced: bool) -> None:
         """The training images, their seeds (unless still to be written) and the ground truth."""
         _base(config, voc_root).check_files()
-        if not produced:
-            for path in _seed_files(config, voc_root):
-                if not path.is_file():
-                    raise DataFileError(
-                        path, "seeds", f"listed in {config.train_split!r}; write them first"
-                    )
-        ids = _eval_ids(config, voc_root)
-        if ids:
+        missing = [p for p in _seed_files(config, voc_root) if not p.is_file()]
+        if missing and not produced:
+            hint = f"listed in {config.train_split!r}; write them first"
+            raise DataFileError(missing[0], "seeds", hint)
+        if ids := _eval_ids(config, voc_root):
             evaluation_dataset(voc_root, ids, config.num_classes, check=True)
 
     def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
@@ -225,12 +198,16 @@ class PseudoMaskStage(Stage):
             TrainTransform(config.image_size, resize_long=config.resize_long),
             config.fg_threshold, config.bg_threshold, seed=config.seed,
         )  # fmt: skip
-        return dataset, AffinityTrainingState(build_affinity_net(config), config, context, len(base))
+        state = AffinityTrainingState(build_affinity_net(config), config, context, len(base))
+        return dataset, state
 
     def masks_fingerprint(self, config: Any, run: RunFolder) -> str:
-        """What every mask depends on: the affinity net and the ``masks`` settings (each mask's
-        own image and seeds are its recorded sources)."""
-        settings = {n: v for n, v in config.values().items() if "masks" in config.settings()[n].affects}
+        """What every mask depends on: the affinity net and the ``masks`` settings.
+
+        (Each mask's own image and seeds are its recorded sources.)
+        """
+        affects = config.settings()
+        settings = {n: v for n, v in config.values().items() if "masks" in affects[n].affects}
         return fingerprint({"affinity": run.model_digest(), "method": config.method,
                             "num_classes": config.num_classes, **settings})  # fmt: skip
 
@@ -252,9 +229,8 @@ class PseudoMaskStage(Stage):
             bg_threshold=config.walk_bg_threshold, alpha=config.alpha,
         )  # fmt: skip
         write_pseudo_masks(
-            base, config.seeds_dir, run.out / "masks", config.num_classes,
-            method=config.method, model=state and state.model, settings=settings,
-            threshold=config.seed_threshold,
+            base, config.seeds_dir, run.out / "masks", config.num_classes, method=config.method,
+            model=state and state.model, settings=settings, threshold=config.seed_threshold,
             crf=config.crf, device=context.device, overwrite=False,
             progress=config.progress and context.is_main, rank=context.rank,
             world_size=context.world_size,
@@ -264,17 +240,12 @@ class PseudoMaskStage(Stage):
         if not context.is_main:
             return None
         results: dict[str, Any] = {"method": config.method, "masks": str(run.out / "masks")}
-        eval_ids = _eval_ids(config, voc_root)
-        if eval_ids:
+        if eval_ids := _eval_ids(config, voc_root):
             from seedkit.data import resolve_voc_root
 
-            names = class_names_for(config.num_classes)
-            root = resolve_voc_root(voc_root)
-            results.update(
-                evaluate_pseudo_masks(
-                    run.out / "masks", gt_dir(root), eval_ids, config.num_classes + 1, names
-                )
-            )
+            names, root = class_names_for(config.num_classes), resolve_voc_root(voc_root)
+            masks = run.out / "masks"
+            results.update(evaluate_pseudo_masks(masks, gt_dir(root), eval_ids, len(names), names))
         return {"pseudo_masks": results}
 
     def result_inputs(
@@ -282,13 +253,11 @@ class PseudoMaskStage(Stage):
     ) -> dict[str, Any]:
         """The model, training inputs, the masks and the ground truth of the evaluated ids."""
         masks = [run.out / "masks" / f"{i}.png" for i in _base(config, voc_root).ids]
-        inputs = {**super().result_inputs(config, voc_root, run, digests),
-                  "mask_files": files_digest(masks, digests)}  # fmt: skip
-        ids = _eval_ids(config, voc_root)
-        if ids:
-            inputs["eval_data"] = evaluation_digest(
-                evaluation_dataset(voc_root, ids, config.num_classes), digests
-            )
+        inputs = super().result_inputs(config, voc_root, run, digests)
+        inputs["mask_files"] = files_digest(masks, digests)
+        if ids := _eval_ids(config, voc_root):
+            dataset = evaluation_dataset(voc_root, ids, config.num_classes)
+            inputs["eval_data"] = evaluation_digest(dataset, digests)
         return inputs
 
 
@@ -304,26 +273,16 @@ def run_pseudo_mask_stage(
     overwrite: bool = False,
     **hooks: Any,
 ) -> dict[str, Any] | None:
-    """Train the affinity net (``"rw"``), write ``OUT/masks/<id>.png``, evaluate.
+    """Train the affinity net (``"rw"``), write ``OUT/masks/<id>.png``, evaluate them.
 
-    Writes ``OUT/config.json``, ``OUT/run.json``, ``OUT/log.jsonl``,
-    ``OUT/affinity.pt`` and ``OUT/results.json`` (``{"pseudo_masks": {"miou",
-    "iou", "per_class", ...}, "provenance": ...}``) on rank 0 and returns the
-    ``"pseudo_masks"`` entry there (``None`` on other ranks). Every id's image and
-    seeds (and the evaluated ids' ground truth) are checked first; the run folder
-    rules are :class:`~seedkit.engine.RunFolder`'s.
-
-    Args:
-        config: stage settings (validated here).
-        context: distributed context; mask writing is sharded over ranks.
-        voc_root: the ``VOC2012`` folder (or a VOC-layout view of COCO).
-        resume: continue the run in ``OUT``.
-        overwrite: delete the run in ``OUT`` first.
-        **hooks: see :func:`~seedkit.engine.train_stage` (``stop_after_steps``...).
+    :func:`~seedkit.engine.run_stage` of :data:`PSEUDO_MASK_STAGE` (its arguments;
+    ``voc_root`` defaults to ``config.voc_root``): every id's image and seeds and the
+    evaluated ids' ground truth are checked first; ``OUT`` gets ``config.json``,
+    ``run.json``, ``log.jsonl``, ``affinity.pt``, ``masks/`` and ``results.json``.
 
     Returns:
-        The ``"pseudo_masks"`` results on rank 0.
+        The ``"pseudo_masks"`` results with their ``"provenance"`` (rank 0, else ``None``).
     """
     root = voc_root or config.voc_root
-    document = run_stage(PSEUDO_MASK_STAGE, config, context, root, resume, overwrite, **hooks)
-    return None if document is None else {**document["pseudo_masks"], "provenance": document["provenance"]}
+    found = run_stage(PSEUDO_MASK_STAGE, config, context, root, resume, overwrite, **hooks)
+    return None if found is None else {**found["pseudo_masks"], "provenance": found["provenance"]}

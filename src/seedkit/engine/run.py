@@ -1,23 +1,10 @@
 """A run folder and the records that tie every file in it to what produced it, by content.
 
-Each stage's ``OUT`` holds ``run.json``: the settings that determine its trained
-network (the ``training`` kind of :data:`~seedkit.engine.SETTINGS`), the content
-digests of its inputs (data files, starting weights, the previous stage's files),
-the steps trained (in *segments*: a ``--resume`` that extends the schedule starts a
-new one), the SHA-256 of the finished model and, per derived folder (seeds, masks),
-its fingerprint (the model, its ``artefact`` settings and inputs) and the digest
-of every file in it. :class:`RunFolder` first decides, without touching anything
-(:meth:`RunFolder.decide`):
-
-- a new run (empty ``OUT``, a run that never reached a checkpoint, or
-  ``overwrite``: the stage's files are deleted first);
-- a finished run of the same settings: its model is reused; derived files whose
-  fingerprint and content still match are reused, the others recomputed;
-- a resumed run: only the length and the ``artefact`` settings may differ;
-- anything else (another run, an unfinished one without ``resume``, an edited
-  model file) is refused with a :class:`~seedkit.errors.RunConflictError`.
-
-Only then does it act (:meth:`RunFolder.apply`). See docs/reproducing.rst.
+``OUT/run.json`` holds the ``training`` settings of the stage's network, the content
+digests of its inputs, the steps trained (in *segments*), the SHA-256 of the model
+and, per derived folder, its fingerprint and the digest of every file and of its
+source. :meth:`RunFolder.decide` finds what to do without touching anything (the
+rules of docs/reproducing.rst); only then does :meth:`RunFolder.apply` act.
 """
 
 from __future__ import annotations
@@ -42,23 +29,16 @@ from seedkit.files import (
 )
 
 __all__ = [
-    "CHECKPOINT_NAME",
-    "RUN_RECORD",
-    "RunFolder",
-    "RunPlan",
-    "dataset_digest",
-    "files_digest",
-    "fingerprint",
-    "has_run",
-    "setting_differences",
-]
+    "CHECKPOINT_NAME", "RUN_RECORD", "RunFolder", "RunPlan", "dataset_digest", "files_digest",
+    "fingerprint", "has_run", "setting_differences",
+]  # fmt: skip
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RUN_RECORD = "run.json"
-DIGESTS = "digests.json"
 RECORD_FORMAT = "seedkit.run"
+LENGTHS = ("max_steps", "epochs")
 
-#: Descriptions of the inputs a run records, as its error messages name them.
+#: Descriptions of the inputs a run records, as its messages name them.
 INPUT_NAMES = {
     "train_data": "training data (images and labels of the training list)",
     "checkpoint_path": "content of checkpoint_path",
@@ -90,7 +70,7 @@ def dataset_digest(dataset: Any, digests: ContentDigests) -> str:
     """Content digest of a VOC-layout dataset: its ids, each image and each id's labels.
 
     Labels are the label table's row, else the content of the mask or XML file they
-    come from; so a copy of the data with edited images or masks has another digest.
+    come from: a copy of the data with edited images or masks has another digest.
     """
     from seedkit.data import voc_mask_path
 
@@ -133,16 +113,16 @@ class RunPlan:
 
 
 class RunFolder:
-    """The run folder of one stage: checks, records, and the files the stage owns.
+    """The run folder of one stage: its decision, records and the files the stage owns.
 
     Args:
         config: the stage's validated config (``config.out`` is the folder).
         context: the process's distributed context (rank 0 writes, all ranks read).
         model_name: the finished model's file name (``model.pt``...).
         owned: the other files and folders the stage writes into ``OUT``.
-        inputs: content digests of what the run trains from besides its settings
-            (``{"train_data": ..., "seeds": ...}``); ``None`` while an earlier stage
-            of the same command will still change them.
+        inputs: content digests of what the network trains from besides its settings
+            (``{"train_data": ..., "seeds": ...}``); ``None``: an earlier stage of the
+            command still remakes them.
         total_steps: the schedule length the config asks for.
         digests: the content-digest cache (default: ``OUT/digests.json``).
     """
@@ -157,13 +137,11 @@ class RunFolder:
         total_steps: int,
         digests: ContentDigests | None = None,
     ) -> None:
-        self.config = config
-        self.context = context
-        self.out = Path(config.out)
+        self.config, self.context, self.out = config, context, Path(config.out)
         self.model_name = model_name
         self.owned = (CHECKPOINT_NAME, model_name, "config.json", "log.jsonl", "tensorboard")
-        self.owned += (RUN_RECORD, DIGESTS, *owned)
-        self.digests = digests or ContentDigests(self.out / DIGESTS)
+        self.owned += (RUN_RECORD, "digests.json", *owned)
+        self.digests = digests or ContentDigests(self.out / "digests.json")
         self.inputs = None if inputs is None else dict(inputs)
         self.total_steps = int(total_steps)
         self.record: dict[str, Any] = {}
@@ -179,9 +157,6 @@ class RunFolder:
         """The training checkpoint."""
         return self.out / CHECKPOINT_NAME
 
-    def _identity(self) -> dict[str, Any]:
-        return {"stage": self.config.STAGE, "fields": self.config.values(TRAINING), "inputs": self.inputs}
-
     def read(self) -> dict[str, Any] | None:
         """The recorded run in ``OUT``: run.json, else the record inside the model/checkpoint."""
         path = self.out / RUN_RECORD
@@ -196,27 +171,22 @@ class RunFolder:
         from seedkit.engine.checkpoint import load_checkpoint
 
         for name, status in ((self.model_name, "trained"), (CHECKPOINT_NAME, "training")):
-            file = self.out / name
-            if file.is_file():
-                state = load_checkpoint(file)
-                if isinstance(state.get("run"), dict):
-                    record = {**state["run"], "status": status, "artefacts": {}}
-                    if status == "trained":
-                        record["model"] = {"file": name, "sha256": self.digests.digest(file)}
-                    return record
-                return {"format": None}
-        if any((self.out / name).exists() for name in self.owned):
-            return {"format": None}
-        return None
-
-    # ------------------------------------------------------------------ deciding
+            if (self.out / name).is_file():
+                state = load_checkpoint(self.out / name)
+                if not isinstance(state.get("run"), dict):
+                    return {"format": None}
+                record = {**state["run"], "status": status, "artefacts": {}}
+                if status == "trained":  # a model file alone (copied from a finished run)
+                    sha = self.digests.digest(self.out / name)
+                    record["model"] = {"file": name, "sha256": sha}
+                return record
+        return {"format": None} if any((self.out / n).exists() for n in self.owned) else None
 
     def decide(self, resume: bool = False, overwrite: bool = False) -> RunPlan:
         """What the stage will do with ``OUT``; changes nothing on disk.
 
-        A run whose settings match but whose inputs changed by content (other data,
-        other starting weights, other files of an earlier stage) starts over: its
-        numbers would not be its inputs' (:attr:`RunPlan.note` says why).
+        A run of these settings whose inputs changed by content starts over
+        (:attr:`RunPlan.note` says why): its numbers would not be its inputs'.
 
         Raises:
             RunConflictError: ``OUT`` holds a run of other settings, an unfinished one
@@ -228,52 +198,47 @@ class RunFolder:
         if self.out.exists() and not self.out.is_dir():
             raise OutputError(self.out, "it exists and is not a folder")
         prior = None if overwrite else self.read()
-        if prior is None or self._never_trained(prior):
+        started = prior is not None and (prior.get("status") != "training" or any(
+            p.exists() for p in (self.checkpoint_path, self.model_path)
+        ))  # fmt: skip
+        if not started:  # nothing, or a run killed before its first checkpoint
             if resume and prior is None:
                 raise RunConflictError(
-                    self.out,
-                    f"nothing to resume: no {CHECKPOINT_NAME} or run record",
+                    self.out, f"nothing to resume: no {CHECKPOINT_NAME} or run record",
                     hint="run without `resume` to start it",
-                )
+                )  # fmt: skip
             return RunPlan(train=True, resume=False, fresh=True)
-        overwrite_hint = "pass `overwrite` to replace it, or choose another `out`"
         if prior.get("format") != RECORD_FORMAT:
             raise RunConflictError(
-                self.out,
-                "holds files of a run without a run record (an older seedkit's, or not a run)",
-                hint=overwrite_hint,
-            )
-        training = setting_differences(
-            prior.get("fields", {}), self.config.values(TRAINING), ("max_steps", "epochs")
-        )
+                self.out, "holds files of a run without a run record (an older seedkit's, or "
+                "not a run)", hint="pass `overwrite` to replace it, or choose another `out`",
+            )  # fmt: skip
+        fields = self.config.values(TRAINING)
+        training = setting_differences(prior.get("fields", {}), fields, LENGTHS)
         if prior.get("stage") != self.config.STAGE:
             training.insert(0, ("stage", prior.get("stage"), self.config.STAGE))
         done = int(prior.get("step", 0))
-        everything = setting_differences(
-            prior.get("recorded", {}), self.config.values(TRAINING, LENGTH, ARTEFACT)
-        )
+        recorded = self.config.values(TRAINING, LENGTH, ARTEFACT)
+        everything = setting_differences(prior.get("recorded", {}), recorded)
         if not resume and (everything or training):
             hint = (
                 "pass `resume` to continue it with these changes, `overwrite` to start over"
                 if not training and self.total_steps >= done
-                else overwrite_hint
+                else "pass `overwrite` to replace it, or choose another `out`"
             )
-            differences = [*everything, *(d for d in training if d[0] not in _names(everything))]
+            named = {name for name, _, _ in everything}
+            differences = [*everything, *(d for d in training if d[0] not in named)]
             raise RunConflictError(self.out, "holds a different run", differences, hint)
         if training:
-            raise RunConflictError(
-                self.out,
-                "cannot resume with other training settings",
-                training,
-                "they cannot change mid-run; pass `overwrite` to start over with them, "
-                "or choose another `out`",
-            )
-        changed = (
-            ["files an earlier stage of this command remakes"]
-            if self.inputs is None
-            else [INPUT_NAMES.get(k, k) for k, _, _ in
-                  setting_differences(prior.get("inputs") or {}, self.inputs)]
-        )  # fmt: skip
+            hint = "they cannot change mid-run; pass `overwrite` to start over with them, or " \
+                   "choose another `out`"  # fmt: skip
+            problem = "cannot resume with other training settings"
+            raise RunConflictError(self.out, problem, training, hint)
+        if self.inputs is None:
+            changed = ["files an earlier stage of this command remakes"]
+        else:
+            inputs = setting_differences(prior.get("inputs") or {}, self.inputs)
+            changed = [INPUT_NAMES.get(name, name) for name, _, _ in inputs]
         if changed:
             note = f"its inputs changed since it was trained ({'; '.join(changed)}): it starts over"
             return RunPlan(train=True, resume=False, fresh=True, note=note)
@@ -281,57 +246,40 @@ class RunFolder:
             self.model_path.is_file() or not self.config.trains()
         )
         if finished and self.config.trains() and "model" in prior:
-            self._check_model(prior["model"])
+            actual = self.digests.digest(self.model_path)
+            if prior["model"].get("sha256") not in (None, actual):
+                raise RunConflictError(
+                    self.model_path, "was changed since it was trained (by content)",
+                    [("sha256", prior["model"]["sha256"][:16], actual[:16])],
+                    "pass `overwrite` to retrain it",
+                )  # fmt: skip
         if not resume:
             if not finished:
                 total = int(prior.get("total_steps", 0))
                 raise RunConflictError(
-                    self.out,
-                    f"holds an unfinished run of these settings (step {done} of {total})",
+                    self.out, f"holds an unfinished run of these settings (step {done} of {total})",
                     hint="pass `resume` to continue it, or `overwrite` to start over",
-                )
+                )  # fmt: skip
             return RunPlan(train=False, resume=False)
         if self.total_steps < done:
             raise RunConflictError(
-                self.out,
-                f"cannot resume: the run has trained {done} steps, more than the {self.total_steps}"
-                " asked for",
-                [d for d in everything if d[0] in ("max_steps", "epochs")],
+                self.out, f"cannot resume: the run has trained {done} steps, more than the "
+                f"{self.total_steps} asked for", [d for d in everything if d[0] in LENGTHS],
                 "ask for at least as many steps, or pass `overwrite` to start over",
-            )
+            )  # fmt: skip
         if finished and self.total_steps == done:
             return RunPlan(train=False, resume=False, changes=everything)
         if not self.checkpoint_path.is_file():
             raise RunConflictError(
-                self.out,
-                f"cannot extend the finished run: {CHECKPOINT_NAME} is missing",
+                self.out, f"cannot extend the finished run: {CHECKPOINT_NAME} is missing",
                 hint="pass `overwrite` to start over",
-            )
+            )  # fmt: skip
         return RunPlan(train=True, resume=True, changes=everything)
-
-    def _check_model(self, recorded: dict[str, Any]) -> None:
-        actual = self.digests.digest(self.model_path)
-        if recorded.get("sha256") not in (None, actual):
-            raise RunConflictError(
-                self.model_path,
-                "was changed since it was trained (its SHA-256 is not the recorded one)",
-                [("sha256", recorded["sha256"][:16], actual[:16])],
-                "pass `overwrite` to retrain it",
-            )
-
-    def _never_trained(self, prior: dict[str, Any]) -> bool:
-        """A run that stopped before its first checkpoint: nothing in it is worth keeping."""
-        if prior.get("format") != RECORD_FORMAT or prior.get("status") != "training":
-            return False
-        return not (self.checkpoint_path.exists() or self.model_path.exists())
-
-    # ------------------------------------------------------------------ acting
 
     def apply(self, plan: RunPlan) -> None:
         """Carry out ``plan``: clean ``OUT``, write ``config.json`` and ``run.json``.
 
-        Call with ``OUT`` locked (:func:`seedkit.files.folder_lock`, rank 0) and on
-        every rank.
+        Call on every rank, with ``OUT`` locked (:func:`seedkit.files.folder_lock`).
         """
         self.changes = plan.changes
         prior = None if plan.fresh else self.read()
@@ -344,33 +292,27 @@ class RunFolder:
                     _delete(self.out / name)
             elif plan.train:
                 self.model_path.unlink(missing_ok=True)  # the model of the old length is stale
-            self.record = self._new_record(prior, plan)
+        self.record = self._new_record(prior, plan)
+        if self.context.is_main:
             save_config(self.config, self.out / "config.json")
             self.write_record()
         self.context.barrier()
-        if not self.context.is_main:
-            self.record = self._new_record(prior, plan)
 
     def _new_record(self, prior: dict[str, Any] | None, plan: RunPlan) -> dict[str, Any]:
         import seedkit
 
+        identity = {"stage": self.config.STAGE, "fields": self.config.values(TRAINING)}
         record: dict[str, Any] = {
-            "format": RECORD_FORMAT,
-            "stage": self.config.STAGE,
+            "format": RECORD_FORMAT, "stage": self.config.STAGE,
             "seedkit_version": seedkit.__version__,
-            "fingerprint": fingerprint(self._identity()),
+            "fingerprint": fingerprint({**identity, "inputs": self.inputs}),
             "fields": self.config.values(TRAINING, LENGTH),
-            "recorded": self.config.values(TRAINING, LENGTH, ARTEFACT),
-            "inputs": self.inputs,
-            "total_steps": self.total_steps,
-            "step": 0,
-            "segments": [],
-            "status": "training",
+            "recorded": self.config.values(TRAINING, LENGTH, ARTEFACT), "inputs": self.inputs,
+            "total_steps": self.total_steps, "step": 0, "segments": [], "status": "training",
             "artefacts": {},
-        }
+        }  # fmt: skip
         if prior is not None:
-            for key in ("step", "segments", "artefacts"):
-                record[key] = prior.get(key, record[key])
+            record.update({k: prior.get(k, record[k]) for k in ("step", "segments", "artefacts")})
             if not plan.train:
                 record["status"] = prior.get("status", "trained")
                 record["total_steps"] = int(prior.get("total_steps", self.total_steps))
@@ -392,12 +334,8 @@ class RunFolder:
 
     def model_record(self) -> dict[str, Any]:
         """What a checkpoint or model file embeds about the run that wrote it."""
-        keys = ("format", "stage", "fingerprint", "fields", "recorded", "inputs", "segments")
-        return {
-            **{k: self.record[k] for k in keys},
-            "step": self.record["step"],
-            "total_steps": self.total_steps,
-        }
+        keys = ("format", "stage", "fingerprint", "fields", "recorded", "inputs", "segments", "step")
+        return {**{k: self.record[k] for k in keys}, "total_steps": self.total_steps}
 
     def start_segment(self, step: int) -> None:
         """Record that training runs from ``step`` towards the current ``total_steps``."""
@@ -408,97 +346,79 @@ class RunFolder:
             segments.append({"steps": [step, step], "total_steps": self.total_steps})
         self.record.update(step=step, total_steps=self.total_steps, status="training")
 
-    def trained_to(self, step: int) -> None:
-        """Record a checkpoint at ``step`` (called after the checkpoint is on disk)."""
-        self.record["step"] = step
-        self.record["segments"][-1]["steps"][1] = step
+    def trained_to(self, step: int, status: str = "training") -> None:
+        """Record a checkpoint (or the finished model) at ``step``, once it is on disk."""
+        self.record.update(step=step, status=status)
+        if self.record["segments"]:
+            self.record["segments"][-1]["steps"][1] = step
+        if status == "trained" and self.context.is_main and self.model_path.is_file():
+            sha = self.digests.digest(self.model_path)
+            self.record["model"] = {"file": self.model_name, "sha256": sha}
         self.write_record()
 
     def finish_training(self, step: int) -> None:
         """Record the finished model (called after it is on disk)."""
-        self.record["step"] = step
-        if self.record["segments"]:
-            self.record["segments"][-1]["steps"][1] = step
-        self.record["status"] = "trained"
-        if self.context.is_main and self.model_path.is_file():
-            self.record["model"] = {
-                "file": self.model_name,
-                "sha256": self.digests.digest(self.model_path),
-            }
-        self.write_record()
+        self.trained_to(step, "trained")
 
     def model_digest(self) -> str | None:
-        """SHA-256 of the finished model file (``None`` for a stage that trains none)."""
+        """SHA-256 of the finished model file (``None``: the stage trains none)."""
         return self.record.get("model", {}).get("sha256")
-
-    # ------------------------------------------------------------------ artefacts
 
     def open_artefact(self, name: str, print_: str, sources: dict[str, str] | None = None) -> None:
         """Prepare the derived folder ``OUT/name`` for (more) files of fingerprint ``print_``.
 
         A folder of another fingerprint is deleted. Of a folder of this fingerprint,
         every file whose content is not the recorded one (edited, truncated, NaN
-        written into it) or whose source changed (``sources``: ``{file name: digest
-        of what it is made from}``, e.g. its image) is deleted, and so is any file
-        the record does not know once the folder was complete: the stage writes the
-        missing files again. Call on every rank.
+        written into it) or whose source changed (``sources``: ``{file name: digest of
+        what it is made from}``) is deleted, and so is a file the record does not know
+        once the folder was complete: the stage writes the missing files again. Call
+        on every rank.
         """
-        folder = self.out / name
-        artefacts = self.record.setdefault("artefacts", {})
-        recorded = artefacts.get(name)
-        sources = sources or {}
+        folder, sources = self.out / name, sources or {}
+        recorded = self.record.setdefault("artefacts", {}).get(name)
         self.context.barrier()
         if self.context.is_main:
             if not recorded or recorded.get("fingerprint") != print_:
                 _delete(folder)
                 recorded = {"fingerprint": print_, "files": {}, "complete": False}
             files, made_from = recorded.setdefault("files", {}), recorded.get("sources", {})
+            complete = recorded["complete"]
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 known = files.get(path.name)
-                stale = known is None and recorded["complete"]
+                stale = path.name.endswith(TEMPORARY_SUFFIX) or (known is None and complete)
                 if known is not None and path.name in sources:
                     stale = made_from.get(path.name) != sources[path.name]
-                if stale or path.name.endswith(TEMPORARY_SUFFIX):
+                if stale or (known is not None and self.digests.digest(path)[:16] != known):
                     _delete(path)
-                elif known is not None and self.digests.digest(path)[:16] != known:
-                    path.unlink()
             recorded["files"] = {k: v for k, v in files.items() if (folder / k).is_file()}
-            recorded["sources"] = {**made_from, **sources}
-            recorded["complete"] = False
-            artefacts[name] = recorded
+            recorded.update(sources={**made_from, **sources}, complete=False)
+            self.record["artefacts"][name] = recorded
             self.write_record()
         self.context.barrier()
 
     def artefact_current(self, name: str, print_: str, names: list[str]) -> bool:
         """Whether ``OUT/name`` holds files ``names`` of fingerprint ``print_``, unchanged."""
         recorded = (self.read() or {}).get("artefacts", {}).get(name, {})
-        files = recorded.get("files", {})
-        if recorded.get("fingerprint") != print_:
-            return False
-        folder = self.out / name
-        return all(
-            n in files and (folder / n).is_file()
-            and self.digests.digest(folder / n)[:16] == files[n] for n in names
-        )  # fmt: skip
+        files, folder = recorded.get("files", {}), self.out / name
 
-    def close_artefact(self, name: str) -> str | None:
-        """Record the content of every file of ``OUT/name``, mark it complete; its digest."""
-        if not self.context.is_main:
-            return None
-        folder = self.out / name
-        recorded = self.record["artefacts"][name]
-        recorded["files"] = {
-            path.name: self.digests.digest(path)[:16]
-            for path in sorted(folder.iterdir())
-            if path.is_file() and not path.name.startswith(".")
-        }
-        recorded["sources"] = {
-            k: v for k, v in recorded.get("sources", {}).items() if k in recorded["files"]
-        }
-        recorded["complete"] = True
-        self.write_record()
-        self.digests.save()
-        return fingerprint(recorded["files"])
+        def unchanged(file: str) -> bool:
+            path = folder / file
+            return path.is_file() and self.digests.digest(path)[:16] == files.get(file)
+
+        return recorded.get("fingerprint") == print_ and all(unchanged(n) for n in names)
+
+    def close_artefact(self, name: str) -> None:
+        """Record the content of every file of ``OUT/name`` and mark it complete (rank 0)."""
+        if self.context.is_main:
+            recorded, folder = self.record["artefacts"][name], self.out / name
+            files = {
+                p.name: self.digests.digest(p)[:16]
+                for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
+            }  # fmt: skip
+            sources = {k: v for k, v in recorded.get("sources", {}).items() if k in files}
+            recorded.update(files=files, sources=sources, complete=True)
+            self.write_record()
+            self.digests.save()
 
 
 def _delete(path: Path) -> None:
@@ -508,21 +428,15 @@ def _delete(path: Path) -> None:
         path.unlink()
 
 
-def _names(differences: list[tuple[str, Any, Any]]) -> set[str]:
-    return {name for name, _, _ in differences}
-
-
 def setting_differences(
     old: dict[str, Any], new: dict[str, Any], skip: tuple[str, ...] = ()
 ) -> list[tuple[str, Any, Any]]:
     """``(key, old, new)`` for every key whose JSON value differs, in ``new``'s order."""
-    keys = [*new, *(k for k in old if k not in new)]
     result = []
-    for key in keys:
-        if key in skip:
-            continue
+    for key in [*new, *(k for k in old if k not in new)]:
         a, b = old.get(key), new.get(key)
-        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+        if key not in skip and json.dumps(a, sort_keys=True, default=str) != json.dumps(
+            b, sort_keys=True, default=str
+        ):
             result.append((key, a, b))
     return result
-

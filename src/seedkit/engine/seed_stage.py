@@ -1,17 +1,16 @@
 """Stage 1 of the WSSS pipeline: train a seed model, write seeds, evaluate them.
 
 :class:`SeedTrainingState` trains the CAM baseline or USAGE (student under a strong
-network adjustment, EMA teacher under a weak one, generation + consistency loss)
-with the engine's one training loop, on one process or under ``torchrun``;
-:class:`SeedStage` adds multi-scale CAM inference on the evaluation list, the
-background-threshold sweep, overlays and ``results.json``, run by
-:func:`~seedkit.engine.run_stage` like every stage.
+network adjustment, EMA teacher under a weak one); :class:`SeedStage` adds
+multi-scale CAM inference, the background-threshold sweep, overlays and results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,10 @@ from seedkit.engine.run import RUN_RECORD, RunFolder, dataset_digest, files_dige
 from seedkit.engine.stages import (
     Stage,
     TrainingState,
+    check_network,
     class_names_for,
-    evaluation_dataset,
     evaluation_digest,
+    evaluation_list,
     gt_dir,
     load_stage_model,
     locked,
@@ -39,23 +39,11 @@ from seedkit.errors import DataFileError, InvalidValueError
 from seedkit.files import ContentDigests, atomic_write, remove_stale_temporaries
 
 __all__ = [
-    "SEED_STAGE",
-    "STRONG_DROP",
-    "WEAK_DROP",
-    "SeedStage",
-    "SeedTrainingState",
-    "backbone_kwargs",
-    "cam_validity_mask",
-    "ensure_seeds",
-    "eval_dataset",
-    "evaluate_model_seeds",
-    "load_seed_model",
-    "pooling_fraction",
-    "run_seed_stage",
-    "token_classification_loss",
-    "train_seed_model",
-    "view_drops",
-]
+    "SEED_STAGE", "STRONG_DROP", "WEAK_DROP", "SeedStage", "SeedTrainingState",
+    "backbone_kwargs", "cam_validity_mask", "ensure_seeds", "eval_dataset",
+    "evaluate_model_seeds", "load_seed_model", "pooling_fraction", "run_seed_stage",
+    "token_classification_loss", "train_seed_model", "view_drops",
+]  # fmt: skip
 
 STRONG_DROP = 0.3
 WEAK_DROP = 0.1
@@ -77,8 +65,7 @@ def view_drops(config: SeedStageConfig, consistency_weight: float) -> tuple[floa
     term was neutral for the CNN and cost the ViT 6.5 seed mIoU).
     """
     on = consistency_weight > 0
-    student = config.student_drop
-    teacher = config.teacher_drop
+    student, teacher = config.student_drop, config.teacher_drop
     return (
         student if student is not None else (STRONG_DROP if on else 0.0),
         teacher if teacher is not None else (WEAK_DROP if on else 0.0),
@@ -114,13 +101,10 @@ def build_seed_model(config: SeedStageConfig, weights: bool = True) -> torch.nn.
     from seedkit.backbones import create_seed_model
 
     return create_seed_model(
-        config.backbone,
-        num_classes=config.num_classes,
-        pretrained=config.pretrained and weights,
-        checkpoint_path=config.checkpoint_path if weights else None,
-        head=config.head,
+        config.backbone, num_classes=config.num_classes, pretrained=config.pretrained and weights,
+        checkpoint_path=config.checkpoint_path if weights else None, head=config.head,
         **backbone_kwargs(config),
-    )
+    )  # fmt: skip
 
 
 class SeedTrainingState(TrainingState):
@@ -130,8 +114,6 @@ class SeedTrainingState(TrainingState):
         config: the run's (validated) configuration.
         context: the process's distributed context.
         num_samples: length of the training list.
-        weights: build the model with its starting weights (``pretrained`` /
-            ``checkpoint_path``); ``False`` when a checkpoint replaces them anyway.
 
     Attributes:
         trainer: optimiser, schedule, AMP, DDP and checkpoint state.
@@ -141,18 +123,12 @@ class SeedTrainingState(TrainingState):
             :class:`~seedkit.SeedGenerationLoss` at GAP (CAM baseline).
         student_view, teacher_view: the network-adjusted views (USAGE).
         full_weight: the consistency weight after its ramp.
-        run: the run folder (set by :func:`train_seed_model`).
-        voc_root: the data folder, for :meth:`evaluate` (set by the stage).
+        pooling: ``(temperature, scale)`` of the generation term (temperature ``None``: GAP).
+        run: the run folder; voc_root: the data of :meth:`evaluate` (set by the stage).
     """
 
-    def __init__(
-        self,
-        config: SeedStageConfig,
-        context: DistributedContext,
-        num_samples: int,
-        weights: bool = True,
-    ) -> None:
-        model = build_seed_model(config, weights)
+    def __init__(self, config: SeedStageConfig, context: DistributedContext, num_samples: int):
+        model = build_seed_model(config)
         self.teacher = None
         self.criterion: torch.nn.Module
         self.full_weight = 0.0
@@ -160,29 +136,23 @@ class SeedTrainingState(TrainingState):
             from seedkit.engine.loop import total_steps
 
             self.teacher = seedkit.EMATeacher(
-                model,
-                momentum=config.ema_momentum,
-                schedule=config.ema_schedule,
+                model, momentum=config.ema_momentum, schedule=config.ema_schedule,
                 total_steps=total_steps(config, num_samples),
-            )
+            )  # fmt: skip
             self.criterion = seedkit.USAGELoss.for_backbone(
-                model.family,
-                generation_temperature=config.temperature,
+                model.family, generation_temperature=config.temperature,
                 consistency_temperature=config.consistency_temperature,
                 teacher_temperature=config.teacher_temperature,
                 consistency_weight=config.consistency_weight,
                 consistency_start=config.consistency_start,
                 consistency_ramp=config.consistency_ramp,
-                distance=config.distance,
-                scale=config.scale,
-                consistency_scale=config.consistency_scale,
-                normalize=config.normalize_consistency,
-            )
+                distance=config.distance, scale=config.scale,
+                consistency_scale=config.consistency_scale, normalize=config.normalize_consistency,
+            )  # fmt: skip
             self.full_weight = self.criterion.consistency_weight
         else:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
         generation = getattr(self.criterion, "generation", self.criterion)
-        #: ``(temperature, scale)`` of the generation term's pooling; temperature None: GAP.
         self.pooling = (generation.temperature, generation.scale)
         stateful = {"teacher": self.teacher} if self.teacher is not None else {}
         super().__init__(model, config, context, num_samples, stateful)
@@ -214,9 +184,9 @@ class SeedTrainingState(TrainingState):
         images, labels, valid = batch["image"], batch["labels"], batch["valid"]
         if self.config.method != "usage":
             output = self.trainer.wrapped(images)
-            cams = output.cams
-            loss = self.criterion(cams, labels, cam_validity_mask(valid, cams.shape[-2:]))
-            logs = {"generation": loss, "consistency": loss.new_zeros(()), "consistency_weight": 0.0}
+            mask = cam_validity_mask(valid, output.cams.shape[-2:])
+            loss = self.criterion(output.cams, labels, mask)
+            logs = {"generation": loss, "consistency": 0 * loss, "consistency_weight": 0.0}
         else:
             weight = self.criterion.weight_at(info.progress)
             self.seed_views(info)
@@ -225,18 +195,12 @@ class SeedTrainingState(TrainingState):
                 with torch.no_grad():
                     teacher_cams = self.teacher_view(images).cams
             output = self.student_view(images)
-            cams = output.cams
-            mask = cam_validity_mask(valid, cams.shape[-2:])
-            out = self.criterion(cams, labels, teacher_cams, mask, progress=info.progress)
+            mask = cam_validity_mask(valid, output.cams.shape[-2:])
+            out = self.criterion(output.cams, labels, teacher_cams, mask, progress=info.progress)
             loss = out.loss
-            logs = {
-                "generation": out.generation,
-                "consistency": out.consistency,
-                "consistency_weight": weight,
-            }
-        logs["neff_fraction"] = self.neff_fraction(
-            cams, labels, cam_validity_mask(valid, cams.shape[-2:])
-        )
+            logs = {"generation": out.generation, "consistency": out.consistency,
+                    "consistency_weight": weight}  # fmt: skip
+        logs["neff_fraction"] = self.neff_fraction(output.cams, labels, mask)
         token = token_classification_loss(output, labels)
         if token is not None:
             loss = loss + token
@@ -254,7 +218,8 @@ class SeedTrainingState(TrainingState):
         temperature, scale = self.pooling
         if temperature is None:
             return cams.new_ones((), dtype=torch.float32)
-        fraction = seedkit.losses.effective_fraction(cams.detach().float(), temperature, mask, scale)
+        cams = cams.detach().float()
+        fraction = seedkit.losses.effective_fraction(cams, temperature, mask, scale)
         present = labels.detach().float()
         return (fraction * present).sum() / present.sum().clamp_min(1.0)
 
@@ -268,28 +233,22 @@ class SeedTrainingState(TrainingState):
 
         ``dataset``: the evaluation list with masks (default: the config's, read once).
         """
-        config = self.config
+        config, device = self.config, self.context.device
         if dataset is None:
-            if self._monitor is None:
-                self._monitor = eval_dataset(config, self.voc_root, with_masks=True)
+            self._monitor = self._monitor or eval_dataset(config, self.voc_root, with_masks=True)
             dataset = self._monitor
         record: dict[str, Any] = {}
-        models = {"": self.model}
-        if self.teacher is not None:
-            models["teacher_"] = self.teacher.module
+        models = {"": self.model, **({"teacher_": self.teacher.module} if self.teacher else {})}
         for prefix, model in models.items():
-            result = evaluate_model_seeds(
-                model, dataset, config.num_classes, config.max_threshold, device=self.context.device
-            )
+            result = evaluate_model_seeds(model, dataset, config.num_classes, config.max_threshold,
+                                          device=device)  # fmt: skip
             for key, value, digits in (
                 ("miou", result.best_miou, 4), ("threshold", result.best_threshold, 4),
                 ("fp_rate", result.fp_rate, 5), ("fn_rate", result.fn_rate, 5),
             ):  # fmt: skip
                 record[f"{prefix}{key}"] = round(value, digits)
-        temperature, scale = self.pooling
-        record["neff_fraction"] = round(
-            pooling_fraction(self.model, dataset, temperature, scale, self.context.device), 5
-        )
+        neff = pooling_fraction(self.model, dataset, *self.pooling, device)
+        record["neff_fraction"] = round(neff, 5)
         return record
 
 
@@ -297,15 +256,13 @@ def _train_dataset(config: SeedStageConfig, voc_root: Any) -> Any:
     from seedkit.data import TrainTransform, VOCSegmentation
 
     resize = config.resize_long or (config.image_size, int(config.image_size * 1.7))
-    transform = TrainTransform(config.image_size, resize_long=resize, color_jitter=config.color_jitter)
+    jitter = config.color_jitter
+    transform = TrainTransform(config.image_size, resize_long=resize, color_jitter=jitter)
+    names = class_names_for(config.num_classes)[1:]
     return VOCSegmentation(
-        voc_root,
-        config.train_split,
-        transform=transform,
-        with_masks=False,
-        seed=config.seed,
-        class_names=class_names_for(config.num_classes)[1:],
-    )
+        voc_root, config.train_split, transform=transform, with_masks=False, seed=config.seed,
+        class_names=names,
+    )  # fmt: skip
 
 
 def list_dataset(config: SeedStageConfig, voc_root: Any, split: Any) -> Any:
@@ -313,40 +270,16 @@ def list_dataset(config: SeedStageConfig, voc_root: Any, split: Any) -> Any:
     from seedkit.data import InferenceTransform, VOCSegmentation
 
     names = class_names_for(config.num_classes)[1:]
-    return VOCSegmentation(
-        voc_root, split, transform=InferenceTransform(), with_masks=False, class_names=names
-    )
+    return VOCSegmentation(voc_root, split, InferenceTransform(), False, class_names=names)
 
 
 def eval_dataset(config: SeedStageConfig, voc_root: Any, with_masks: bool = False) -> Any:
     """The evaluation list of ``config`` (``eval_split``, first ``eval_limit`` ids), unaugmented."""
     if with_masks:
-        return evaluation_dataset(voc_root, config.eval_split, config.num_classes, config.eval_limit)
+        return evaluation_list(config, voc_root)
     dataset = list_dataset(config, voc_root, config.eval_split)
     dataset.ids = dataset.ids[: config.eval_limit]
     return dataset
-
-
-def check_model(config: Any, context: DistributedContext, build: Any) -> Any:
-    """Build the stage's network on the ``meta`` device (no memory, no weights read) and
-    look up its pretrained weights (a failure is named now, not after the earlier stages).
-
-    Returns the meta-device model.
-    """
-    per_rank, remainder = divmod(config.batch_size, context.world_size * config.grad_accum)
-    if remainder or per_rank < 1:
-        raise InvalidValueError(
-            "batch_size",
-            f"a multiple of processes x grad_accum ({context.world_size} x {config.grad_accum})",
-            config.batch_size,
-        )
-    if config.checkpoint_path is not None and not Path(config.checkpoint_path).is_file():
-        raise DataFileError(config.checkpoint_path, "checkpoint_path file")
-    with torch.device("meta"):
-        model = build(config, weights=False)
-        if config.pretrained:
-            build(config, weights=True)  # reads the weights from the cache (or fails now)
-    return model
 
 
 class SeedStage(Stage):
@@ -355,11 +288,10 @@ class SeedStage(Stage):
     name = SEEDS
     model_file = "model.pt"
     owned = ("seeds", "overlays", "results.json", "seeds_eval.json", "seeds_table.txt")
-    artefacts = ("seeds",)
 
     def check_settings(self, config: Any, context: DistributedContext, produced: bool) -> None:
         """The model: family, output stride, head, starting weights."""
-        model = check_model(config, context, build_seed_model)
+        model = check_network(config, context, build_seed_model)
         if config.output_stride is not None and model.family == "vit":
             raise InvalidValueError(
                 "output_stride", f"None for a ViT ({config.backbone}'s stride is its patch size)",
@@ -369,7 +301,7 @@ class SeedStage(Stage):
     def check_data(self, config: Any, voc_root: Any, produced: bool) -> None:
         """Every image and label of the training list, images and masks of the evaluation list."""
         _train_dataset(config, voc_root).check_files()
-        evaluation_dataset(voc_root, config.eval_split, config.num_classes, config.eval_limit, True)
+        evaluation_list(config, voc_root, check=True)
 
     def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
         """The training data (images and labels) and the starting weights, by content."""
@@ -406,10 +338,10 @@ class SeedStage(Stage):
             seeds_dir, gt_dir(dataset.root), dataset.ids, num_classes=config.num_classes + 1,
             max_threshold=config.max_threshold, progress=config.progress, class_names=names,
         )  # fmt: skip
-        out = run.out
-        atomic_write(out / "seeds_eval.json", _json(result.to_json_dict()).encode())
-        atomic_write(out / "seeds_table.txt", (result.format_table() + "\n").encode())
-        overlays = out / "overlays"
+        report = json.dumps(result.to_json_dict(), indent=2)
+        atomic_write(run.out / "seeds_eval.json", report.encode())
+        atomic_write(run.out / "seeds_table.txt", (result.format_table() + "\n").encode())
+        overlays = run.out / "overlays"
         if overlays.is_dir():  # drawn again at this run's threshold, for this run's list
             for old in overlays.glob("*.png"):
                 old.unlink()
@@ -421,30 +353,23 @@ class SeedStage(Stage):
                 threshold=result.best_threshold, class_names=names,
             )  # fmt: skip
         seeds = {
-            "miou": result.best_miou,
-            "threshold": result.best_threshold,
-            "fp_rate": result.fp_rate,
-            "fn_rate": result.fn_rate,
+            "miou": result.best_miou, "threshold": result.best_threshold,
+            "fp_rate": result.fp_rate, "fn_rate": result.fn_rate,
             "activation_state": result.activation_state,
             "recommended_temperature": result.recommended_temperature,
             "mean_over": result.mean_over,
             "iou": [None if math.isnan(v) else float(v) for v in result.iou],
-            "num_images": result.num_images,
-            "warnings": list(result.warnings),
+            "num_images": result.num_images, "warnings": list(result.warnings),
             "neff_fraction": pooling_fraction(state.model, dataset, *state.pooling, context.device),
-        }
-        return {
-            "seeds": seeds,
-            "method": config.method,
-            "backbone": config.backbone,
-            "config": config.to_dict(),
-        }
+        }  # fmt: skip
+        return {"seeds": seeds, "method": config.method, "backbone": config.backbone,
+                "config": config.to_dict()}  # fmt: skip
 
     def result_inputs(
         self, config: Any, voc_root: Any, run: RunFolder, digests: ContentDigests
     ) -> dict[str, Any]:
         """The model, training inputs, the evaluated seed files and the ground truth."""
-        dataset = evaluation_dataset(voc_root, config.eval_split, config.num_classes, config.eval_limit)
+        dataset = evaluation_list(config, voc_root)
         seeds = [run.out / "seeds" / f"{i}.npy" for i in dataset.ids]
         return {
             **super().result_inputs(config, voc_root, run, digests),
@@ -465,30 +390,20 @@ def train_seed_model(
     overwrite: bool = False,
     **hooks: Any,
 ) -> SeedTrainingState:
-    """Train the seed model of ``config`` (if ``config.out`` has no finished one); return its state.
+    """Train the seed model of ``config`` (unless ``config.out`` has it); return its state.
 
-    Checks every setting, id of the training and evaluation lists and the model
-    (see :func:`~seedkit.engine.run_stage`), then ``config.out``
-    (:class:`~seedkit.engine.RunFolder`), then trains: ``config.json``, ``run.json``,
-    ``log.jsonl``, atomic checkpoints and the final ``model.pt`` (rank 0 writes).
-    With ``resume=True`` training continues exactly where it stopped. A finished run
-    of the same settings is not trained again.
-
-    Args:
-        config: the run's configuration (validated here).
-        context: the process's distributed context.
-        voc_root: the VOC2012 folder (default ``config.voc_root``).
-        resume: continue the run in ``config.out`` (it must exist).
-        overwrite: delete the run in ``config.out`` first.
-        **hooks: ``step(state, batch, info)``, ``evaluate(state) -> dict``,
-            ``stop_after_steps`` (see :func:`~seedkit.engine.train_stage`).
+    :func:`~seedkit.engine.train_stage` of :data:`SEED_STAGE` (its arguments and hooks:
+    ``step(state, batch, info)``, ``evaluate(state) -> dict`` for the ``eval_every``
+    records, ``stop_after_steps``; ``voc_root`` defaults to ``config.voc_root``). Every
+    setting, the model, every id of the training and evaluation lists and
+    ``config.out`` are checked first; ``resume`` continues exactly where the run
+    stopped; a finished run of the same settings is not trained again.
 
     Returns:
         The :class:`SeedTrainingState` after the last step.
     """
     root = voc_root or config.voc_root
-    state, _ = train_stage(SEED_STAGE, config, context, root, resume, overwrite, **hooks)
-    return state
+    return train_stage(SEED_STAGE, config, context, root, resume, overwrite, **hooks)[0]
 
 
 def run_seed_stage(
@@ -501,10 +416,9 @@ def run_seed_stage(
 ) -> dict[str, Any] | None:
     """Train (unless finished), write seeds, evaluate; write ``OUT/results.json`` on rank 0.
 
-    A finished run of the same settings in ``config.out`` is reused; seed files are
-    reused only if they come from this model with these inference settings and
-    their content is the recorded one; the evaluation always runs. See
-    :func:`train_seed_model` for the arguments.
+    Seed files are reused only if they come from this model with these settings and
+    their content is the recorded one; the evaluation always runs. The arguments are
+    :func:`train_seed_model`'s.
 
     Returns:
         ``results.json``'s content on rank 0 (``None`` on other ranks).
@@ -541,21 +455,13 @@ def evaluate_model_seeds(
     from seedkit.metrics import ThresholdSweep
 
     sweep = ThresholdSweep(num_classes=num_classes + 1, max_threshold=max_threshold)
-    was_training = model.training
-    model.eval()
-    seed_maps = as_seed_map_model(model)
-    try:
+    with _evaluating(model):
+        seed_maps = as_seed_map_model(model)
         for index in range(len(dataset)):
             item = dataset[index]
-            seeds = infer_cams(
-                seed_maps,
-                item["image"][None].to(device),
-                item["labels"][None].to(device),
-                scales=scales,
-            )
+            images, labels = item["image"][None].to(device), item["labels"][None].to(device)
+            seeds = infer_cams(seed_maps, images, labels, scales=scales)
             sweep.update(seeds[0].cpu().numpy(), item["mask"].numpy())
-    finally:
-        model.train(was_training)
     return sweep.result()
 
 
@@ -574,30 +480,31 @@ def pooling_fraction(
     """
     if temperature is None:
         return 1.0
+    total, count = 0.0, 0.0
+    with _evaluating(model), torch.no_grad():
+        for index in range(len(dataset)):
+            item = dataset[index]
+            cams = model(item["image"][None].to(device)).cams.float()
+            labels = item["labels"][None].to(cams.device).float()
+            fraction = seedkit.losses.effective_fraction(cams, temperature, scale=scale)
+            total, count = total + float((fraction * labels).sum()), count + float(labels.sum())
+    return total / max(count, 1.0)
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0.0
     try:
-        with torch.no_grad():
-            for index in range(len(dataset)):
-                item = dataset[index]
-                cams = model(item["image"][None].to(device)).cams.float()
-                labels = item["labels"][None].to(cams.device).float()
-                fraction = seedkit.losses.effective_fraction(cams, temperature, scale=scale)
-                total += float((fraction * labels).sum())
-                count += float(labels.sum())
+        yield
     finally:
         model.train(was_training)
-    return total / max(count, 1.0)
 
 
 def seeds_fingerprint(config: SeedStageConfig, model_digest: str | None) -> str:
     """What the seed files depend on: the model file and the ``seeds`` settings."""
-    settings = {
-        name: value
-        for name, value in config.values().items()
-        if "seeds" in config.settings()[name].affects
-    }
+    affects = config.settings()
+    settings = {n: v for n, v in config.values().items() if "seeds" in affects[n].affects}
     return fingerprint({"model": model_digest, "num_classes": config.num_classes, **settings})
 
 
@@ -639,20 +546,10 @@ def ensure_seeds(
         model.eval()
         write_cams(
             as_seed_map_model(model),  # MCT models: their localisation maps; others: CAMs
-            dataset,
-            seeds_dir,
-            scales=config.cam_scales,
-            device=context.device,
-            temperature=config.seed_temperature,
-            progress=context.is_main and config.progress,
-            rank=context.rank,
-            world_size=context.world_size,
-            format=config.seed_format,
-        )
+            dataset, seeds_dir, scales=config.cam_scales, device=context.device,
+            temperature=config.seed_temperature, progress=context.is_main and config.progress,
+            rank=context.rank, world_size=context.world_size, format=config.seed_format,
+        )  # fmt: skip
         context.barrier()
         run.close_artefact("seeds")
     return seeds_dir
-
-
-def _json(document: Any) -> str:
-    return json.dumps(document, indent=2) + "\n"

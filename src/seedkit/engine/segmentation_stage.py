@@ -1,10 +1,7 @@
-"""Stage 3 of the WSSS pipeline: train a segmentation network on pseudo masks, evaluate on val.
+"""Stage 3 of the WSSS pipeline: a segmentation network trained on the pseudo masks.
 
-Reads stage 2's ``masks/<id>.png`` (255 ignored), trains torchvision's DeepLabV3
-(or its head on a timm encoder) with cross-entropy, and evaluates on the
-validation list against the ground truth with multi-scale + flip inference
-(optionally a dense CRF), reporting per-class IoU. Run by
-:func:`~seedkit.engine.run_stage` like every stage.
+DeepLabV3 (torchvision's, or its head on a timm encoder), cross-entropy on stage 2's
+masks (255 ignored), evaluated on val with multi-scale + flip inference.
 """
 
 from __future__ import annotations
@@ -18,13 +15,13 @@ import torch.nn.functional as F
 from seedkit.engine.config import SEGMENTATION, SegmentationStageConfig
 from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.run import RunFolder, dataset_digest, files_digest
-from seedkit.engine.seed_stage import check_model
 from seedkit.engine.stages import (
     Stage,
     TrainingState,
+    check_network,
     class_names_for,
-    evaluation_dataset,
     evaluation_digest,
+    evaluation_list,
     run_stage,
 )
 from seedkit.errors import DataFileError, InvalidValueError
@@ -48,20 +45,18 @@ def _dataset(config: SegmentationStageConfig, voc_root: Any, transform: Any = No
 def build_segmentation_model(
     config: SegmentationStageConfig, weights: bool = True
 ) -> torch.nn.Module:
-    """The segmentation network of ``config`` (:func:`seedkit.segmentation.create_segmentation_model`)."""
+    """The segmentation network of ``config`` (see ``create_segmentation_model``)."""
     from seedkit.segmentation import create_segmentation_model
 
     timm = config.architecture == "deeplabv3_timm"
     return create_segmentation_model(
-        config.architecture,
-        config.num_classes + 1,
+        config.architecture, config.num_classes + 1,
         pretrained_backbone=config.pretrained and weights,
         backbone_checkpoint=config.checkpoint_path if weights else None,
         encoder=config.backbone or "resnet50",
         output_stride=(config.output_stride or 16) if timm else None,
-        checkpoint_classes=config.num_classes,
-        **config.timm_kwargs,
-    )
+        checkpoint_classes=config.num_classes, **config.timm_kwargs,
+    )  # fmt: skip
 
 
 class SegmentationTrainingState(TrainingState):
@@ -91,7 +86,7 @@ class SegmentationStage(Stage):
                 )  # fmt: skip
         if config.checkpoint_path is not None and produced:
             config = config.replace(checkpoint_path=None)  # an earlier stage writes it
-        model = check_model(config, context, build_segmentation_model)
+        model = check_network(config, context, build_segmentation_model)
         family = getattr(getattr(model.network, "backbone", None), "family", "cnn")
         if config.output_stride is not None and family == "vit":
             raise InvalidValueError("output_stride", "None for a ViT encoder", config.output_stride)
@@ -100,7 +95,7 @@ class SegmentationStage(Stage):
         """The training images and pseudo masks (unless still to be made), the ground truth."""
         if not produced:
             _dataset(config, voc_root).check_files(decode_masks=False)
-        evaluation_dataset(voc_root, config.eval_split, config.num_classes, config.eval_limit, True)
+        evaluation_list(config, voc_root, check=True)
 
     def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
         """The training images and labels, the pseudo masks and the starting weights."""
@@ -136,7 +131,7 @@ class SegmentationStage(Stage):
 
         if not context.is_main:
             return None
-        val = evaluation_dataset(voc_root, config.eval_split, config.num_classes, config.eval_limit)
+        val = evaluation_list(config, voc_root)
         predictions = run.out / "predictions"
         if config.save_predictions and predictions.is_dir():  # this evaluation's, nothing older
             for old in predictions.glob("*.png"):
@@ -164,7 +159,7 @@ class SegmentationStage(Stage):
         self, config: Any, voc_root: Any, run: RunFolder, digests: ContentDigests
     ) -> dict[str, Any]:
         """The model, its training inputs and the evaluated images and ground truth."""
-        val = evaluation_dataset(voc_root, config.eval_split, config.num_classes, config.eval_limit)
+        val = evaluation_list(config, voc_root)
         return {
             **super().result_inputs(config, voc_root, run, digests),
             "eval_data": evaluation_digest(val, digests),
@@ -185,24 +180,14 @@ def run_segmentation_stage(
 ) -> dict[str, Any] | None:
     """Train on the pseudo masks, evaluate on ``eval_split``; write ``OUT/results.json``.
 
-    Every training id's image and pseudo mask and every evaluated id's image and
-    ground truth are checked first. A finished run of the same settings (and the
-    same pseudo masks and starting weights, by content) in ``OUT`` is reused; the
-    run folder rules are :class:`~seedkit.engine.RunFolder`'s.
-
-    Args:
-        config: stage settings (validated here).
-        context: distributed context (training is DDP when several processes
-            run; evaluation runs on rank 0).
-        voc_root: the ``VOC2012`` folder (or a VOC-layout view of COCO).
-        resume: continue the run in ``OUT``.
-        overwrite: delete the run in ``OUT`` first.
-        **hooks: see :func:`~seedkit.engine.train_stage` (``stop_after_steps``...).
+    :func:`~seedkit.engine.run_stage` of :data:`SEGMENTATION_STAGE` (its arguments;
+    ``voc_root`` defaults to ``config.voc_root``): every training image and pseudo
+    mask and every evaluated image and ground truth are checked first; a finished
+    run of the same settings and inputs (by content) is reused.
 
     Returns:
-        ``{"miou", "iou", "per_class", "num_images", ..., "provenance"}`` on rank 0,
-        else ``None``.
+        ``{"miou", "iou", "per_class", ..., "provenance"}`` on rank 0, else ``None``.
     """
     root = voc_root or config.voc_root
-    document = run_stage(SEGMENTATION_STAGE, config, context, root, resume, overwrite, **hooks)
-    return None if document is None else {**document["segmentation"], "provenance": document["provenance"]}
+    found = run_stage(SEGMENTATION_STAGE, config, context, root, resume, overwrite, **hooks)
+    return None if found is None else {**found["segmentation"], "provenance": found["provenance"]}

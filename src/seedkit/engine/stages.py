@@ -1,17 +1,11 @@
-"""One way to run a stage: a :class:`Stage` says what it reads, trains and writes;
-:func:`run_stage` checks everything, decides, then acts through the one training loop.
+"""One way to run a stage: a :class:`Stage` says what it reads, trains and writes.
 
-Every stage runs the same way:
-
-1. the config is validated and :meth:`Stage.check` checks the data files, the
-   model (built on the ``meta`` device, weights looked up) and the paths it reads;
-2. the content digests of its inputs are taken and the run folder decides
-   (:meth:`~seedkit.engine.RunFolder.decide`) what to do, changing nothing;
-3. only then, with ``OUT`` locked (a second run into it is refused), the folder is
-   prepared, the network trained or loaded (:func:`load_stage_model`), and
-   :meth:`Stage.produce` writes the stage's files and evaluates them;
-4. ``OUT/results.json`` records the numbers with the digests of everything they
-   came from (:func:`current_results` tells later whether that chain still holds).
+:func:`run_stage` runs any stage the same way: validate the config, check the network
+(on the ``meta`` device), paths and data (:meth:`Stage.check`), digest the inputs and
+let the run folder decide, all without writing; then, with ``OUT`` locked, train
+through the one loop or load (:func:`load_stage_model`), write and evaluate the
+stage's files (:meth:`Stage.produce`) and record in ``results.json`` the digests of
+everything the numbers came from (:func:`current_results` checks them later).
 """
 
 from __future__ import annotations
@@ -25,32 +19,26 @@ from typing import Any
 import torch
 
 import seedkit
+from seedkit.data import class_names_for
 from seedkit.engine.checkpoint import load_checkpoint
-from seedkit.engine.config import StageConfig
+from seedkit.engine.config import LENGTH, TRAINING, StageConfig
 from seedkit.engine.distributed import DistributedContext
-from seedkit.engine.loop import MODEL_FORMAT, StepInfo, StepOutput, Trainer, total_steps
-from seedkit.engine.run import RunFolder, RunPlan, setting_differences
+from seedkit.engine.loop import (
+    MODEL_FORMAT,
+    StepInfo,
+    StepOutput,
+    Trainer,
+    micro_batch_size,
+    total_steps,
+)
+from seedkit.engine.run import RunFolder, files_digest, setting_differences
 from seedkit.errors import DataError, DataFileError, InvalidValueError, RunConflictError
 from seedkit.files import ContentDigests, atomic_write, folder_lock
 
 __all__ = [
-    "Stage",
-    "TrainingState",
-    "check_evaluation_list",
-    "class_names_for",
-    "current_results",
-    "gt_dir",
-    "load_stage_model",
-    "run_stage",
-    "train_stage",
-]
-
-
-def class_names_for(num_classes: int) -> list[str]:
-    """Background plus the class names of a ``num_classes`` foreground data set."""
-    from seedkit.data import class_names_for as names
-
-    return names(num_classes)
+    "Stage", "TrainingState", "check_evaluation_list", "class_names_for", "current_results",
+    "gt_dir", "load_stage_model", "run_stage", "train_stage",
+]  # fmt: skip
 
 
 def gt_dir(voc_root: Path) -> Path:
@@ -64,10 +52,7 @@ def gt_dir(voc_root: Path) -> Path:
 def check_evaluation_list(
     voc_root: Any, split: str | list[str], num_classes: int, limit: int | None = None
 ) -> list[str]:
-    """Check the images and ground-truth masks an evaluation will read; return its ids.
-
-    The masks are read from :func:`gt_dir` in full (a truncated file fails here,
-    before any training).
+    """Check the images and ground-truth masks (read in full) an evaluation reads; its ids.
 
     Raises:
         DataFileError: the list, the ground-truth folder, an image or a mask is missing.
@@ -85,35 +70,46 @@ def evaluation_dataset(
     root = resolve_voc_root(voc_root)
     folder = gt_dir(root)
     if not folder.is_dir():
-        raise DataFileError(
-            folder,
-            "ground-truth mask folder",
-            f"needed to evaluate on list {split!r}" if isinstance(split, str) else "",
-        )
+        hint = f"needed to evaluate on list {split!r}" if isinstance(split, str) else ""
+        raise DataFileError(folder, "ground-truth mask folder", hint)
     # mask_dir is relative to the VOC root (the root itself may be relative to the cwd).
-    dataset = VOCSegmentation(
-        root, split, with_masks=True, mask_dir=folder.name,
-        class_names=class_names_for(num_classes)[1:],
-    )  # fmt: skip
+    names = class_names_for(num_classes)[1:]
+    dataset = VOCSegmentation(root, split, with_masks=True, mask_dir=folder.name, class_names=names)
     dataset.ids = dataset.ids[:limit]
-    if check:
-        dataset.check_files(masks=True)
-    return dataset
+    return dataset.check_files(masks=True) or dataset if check else dataset
+
+
+def evaluation_list(config: Any, voc_root: Any, check: bool = False) -> Any:
+    """:func:`evaluation_dataset` of a config's ``eval_split`` and ``eval_limit``."""
+    split, limit = config.eval_split, config.eval_limit
+    return evaluation_dataset(voc_root, split, config.num_classes, limit, check)
 
 
 def evaluation_digest(dataset: Any, digests: ContentDigests) -> str:
     """Digest of an evaluation list: ids, images and ground-truth masks by content."""
-    from seedkit.engine.run import files_digest
-
     paths = [p for i in dataset.ids for p in (dataset.image_path(i), dataset.mask_path(i))]
     return files_digest(paths, digests)
 
 
+def check_network(config: Any, context: DistributedContext, build: Callable[..., Any]) -> Any:
+    """Build a stage's network on the ``meta`` device and look up its pretrained weights.
+
+    No memory is allocated; a missing ``checkpoint_path``, an unknown model or weights
+    that cannot be had are named now, not after the earlier stages trained. Also checks
+    that the batch splits over processes and ``grad_accum``. Returns the meta model.
+    """
+    micro_batch_size(config, context)
+    if config.checkpoint_path is not None and not Path(config.checkpoint_path).is_file():
+        raise DataFileError(config.checkpoint_path, "checkpoint_path file")
+    with torch.device("meta"):
+        model = build(config, weights=False)
+        if config.pretrained:
+            build(config, weights=True)  # reads the weights from the cache (or fails now)
+    return model
+
+
 class TrainingState:
     """The network, the :class:`~seedkit.engine.Trainer` and the step hook of a stage's training.
-
-    Subclasses define :meth:`training_step` (and :meth:`after_step` /
-    :meth:`evaluate` where they need them).
 
     Attributes:
         trainer: optimiser, schedule, AMP, DDP and checkpoint state.
@@ -129,8 +125,7 @@ class TrainingState:
         num_samples: int,
         stateful: dict[str, Any] | None = None,
     ) -> None:
-        self.config = config
-        self.context = context
+        self.config, self.context = config, context
         self.trainer = Trainer(model, config, context, num_samples, stateful=stateful)
         self.model = self.trainer.model
         self.run: RunFolder | None = None
@@ -153,7 +148,7 @@ class TrainingState:
         """Called after every optimiser step (e.g. an EMA teacher update)."""
 
     def evaluate(self) -> dict[str, Any] | None:
-        """Values of an ``eval`` log record (``eval_every``), or ``None``: no evaluation."""
+        """Values of an ``eval`` log record (``eval_every``)."""
         return None
 
 
@@ -164,20 +159,14 @@ class Stage:
         name: the stage (``"seeds"``, ``"pseudo_masks"``, ``"segmentation"``).
         model_file: the finished network's file in ``OUT``.
         owned: the other files and folders the stage writes into ``OUT``.
-        artefacts: the derived folders whose files are recorded by content.
     """
 
     name = ""
     model_file = "model.pt"
     owned: tuple[str, ...] = ("results.json",)
-    artefacts: tuple[str, ...] = ()
 
-    def check(self, config: Any, context: DistributedContext, voc_root: Any, produced: bool) -> None:
-        """Check the stage's model, data and paths before anything is written.
-
-        ``produced``: the files it reads from an earlier stage are still to be made
-        by this command (they are checked when the stage runs).
-        """
+    def check(self, config: Any, context: DistributedContext, voc_root: Any, produced: bool):
+        """Check all the stage needs (``produced``: what an earlier stage still makes is not)."""
         self.check_settings(config, context, produced)
         self.check_data(config, voc_root, produced)
 
@@ -186,7 +175,7 @@ class Stage:
         raise NotImplementedError
 
     def check_data(self, config: Any, voc_root: Any, produced: bool) -> None:
-        """Every file of the training and evaluation lists the stage will read."""
+        """Every file of the training and evaluation lists the stage reads."""
         raise NotImplementedError
 
     def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
@@ -194,44 +183,37 @@ class Stage:
         raise NotImplementedError
 
     def build_model(self, config: Any, weights: bool = True) -> torch.nn.Module | None:
-        """The stage's network (``weights``: with its starting weights); ``None``: no network."""
+        """The stage's network (``weights``: with its starting weights)."""
         raise NotImplementedError
 
     def training(self, config: Any, context: DistributedContext, voc_root: Any) -> tuple[Any, Any]:
-        """``(training dataset, TrainingState)`` of a run that trains."""
+        """``(training dataset, TrainingState)`` of a stage that trains a network."""
         raise NotImplementedError
 
     def produce(
         self, config: Any, context: DistributedContext, voc_root: Any, state: Any, run: RunFolder
     ) -> dict[str, Any] | None:
-        """Write the stage's files and evaluate them with the trained ``state`` (``None``: the
-        stage trains no network): the results (rank 0), else ``None``."""
+        """Write and evaluate the stage's files with the trained ``state``: results (rank 0)."""
         raise NotImplementedError
 
     def result_inputs(
         self, config: Any, voc_root: Any, run: RunFolder, digests: ContentDigests
     ) -> dict[str, Any]:
         """Digests of everything the stage's results come from (see :func:`current_results`)."""
-        return {"model": run.record.get("model", {}).get("sha256"), **self.inputs(
-            config, voc_root, digests
-        )}  # fmt: skip
+        model = run.record.get("model", {}).get("sha256")
+        return {"model": model, **self.inputs(config, voc_root, digests)}
 
     def run_folder(
         self, config: Any, context: DistributedContext, voc_root: Any, produced: bool = False
     ) -> RunFolder:
-        """The stage's :class:`~seedkit.engine.RunFolder`, with its inputs' digests.
-
-        ``produced``: the inputs are still to be made (not digested); without
-        ``voc_root`` the folder is only read (no schedule length).
-        """
+        """Its :class:`~seedkit.engine.RunFolder`, with its inputs' digests unless ``produced``."""
         from seedkit.data import read_id_list
 
         digests = ContentDigests(Path(config.out) / "digests.json")
         inputs = None
         if not produced:
-            inputs = context.broadcast(
-                self.inputs(config, voc_root, digests) if context.is_main else None
-            )
+            inputs = self.inputs(config, voc_root, digests) if context.is_main else None
+            inputs = context.broadcast(inputs)
         steps = 0
         if config.trains() and voc_root is not None:
             steps = total_steps(config, len(read_id_list(voc_root, config.train_split)))
@@ -243,21 +225,6 @@ def locked(context: DistributedContext, folder: str | Path) -> Iterator[None]:
     """Hold ``folder`` (rank 0) while a stage writes into it."""
     with folder_lock(folder) if context.is_main else contextlib.nullcontext():
         yield
-
-
-def prepare(
-    stage: Stage,
-    config: Any,
-    context: DistributedContext,
-    voc_root: Any,
-    resume: bool = False,
-    overwrite: bool = False,
-) -> tuple[RunFolder, RunPlan]:
-    """Steps 1 and 2 of :func:`run_stage`: validate, check, take digests, decide."""
-    config.validate()
-    stage.check(config, context, voc_root, produced=False)
-    run = stage.run_folder(config, context, voc_root)
-    return run, run.decide(resume=resume, overwrite=overwrite)
 
 
 def train_stage(
@@ -272,7 +239,7 @@ def train_stage(
     evaluate: Callable[..., Any] | None = None,
     stop_after_steps: int | None = None,
 ) -> tuple[Any, RunFolder]:
-    """Check, decide, then train (or load) the stage's network: ``(state or model, run)``.
+    """Check, decide, then train (or load) a stage's network: ``(state, run folder)``.
 
     Args:
         stage: the stage.
@@ -283,15 +250,18 @@ def train_stage(
         overwrite: delete the run in ``config.out`` first.
         step: the step hook ``step(state, batch, info) -> loss | StepOutput``
             (default: the state's ``training_step``).
-        evaluate: ``evaluate(state) -> dict`` for the ``eval`` records every
+        evaluate: ``evaluate(state) -> dict``, the ``eval`` records every
             ``eval_every`` steps (default: the state's ``evaluate``).
         stop_after_steps: testing aid; see :meth:`~seedkit.engine.Trainer.fit`.
 
     Returns:
-        The :class:`TrainingState` after training (a finished run's network is
-        loaded into one), or ``None`` for a stage that trains no network.
+        The :class:`TrainingState` after training (a finished run's network loaded
+        into one), or ``None`` for a stage that trains no network.
     """
-    run, plan = prepare(stage, config, context, voc_root, resume, overwrite)
+    config.validate()
+    stage.check(config, context, voc_root, produced=False)
+    run = stage.run_folder(config, context, voc_root)
+    plan = run.decide(resume=resume, overwrite=overwrite)
     if plan.note and context.is_main:
         print(f"{run.out}: {plan.note}", flush=True)
     with locked(context, run.out):
@@ -304,28 +274,22 @@ def train_stage(
         dataset, state = stage.training(config, context, voc_root)
         state.run = run
         if not plan.train:
-            state.model.load_state_dict(load_stage_model(stage, config, context.device).state_dict())
+            trained = load_stage_model(stage, config, context.device)
+            state.model.load_state_dict(trained.state_dict())
             state.trainer.step = int(run.record["step"])
             return state, run
         from seedkit.data import collate
 
-        hook = step or type(state).training_step
-        monitor = evaluate or type(state).evaluate
+        hook, monitor = step or type(state).training_step, evaluate or type(state).evaluate
         every = getattr(config, "eval_every", None)
         torch.manual_seed(config.seed)
         state.trainer.fit(
-            dataset,
-            lambda batch, info: hook(state, batch, info),
-            run,
-            collate=collate,
-            resume=plan.resume,
-            after_step=state.after_step,
-            evaluate=(lambda: monitor(state)) if every else None,
-            eval_every=every,
-            stop_after_steps=stop_after_steps,
-            desc=f"train {stage.name}",
+            dataset, lambda batch, info: hook(state, batch, info), run, collate=collate,
+            resume=plan.resume, after_step=state.after_step,
+            evaluate=(lambda: monitor(state)) if every else None, eval_every=every,
+            stop_after_steps=stop_after_steps, desc=f"train {stage.name}",
             log_start={"stage": stage.name, "seedkit_version": seedkit.__version__},
-        )
+        )  # fmt: skip
         state.trainer.save_model(run, family=getattr(state.model, "family", None))
     return state, run
 
@@ -351,20 +315,16 @@ def run_stage(
         results = stage.produce(config, context, voc_root, state, run)
         if results is None:
             return None
-        document = {
-            **results,
-            "provenance": {
-                "run": run.record.get("fingerprint"),
-                "model": run.record.get("model"),
-                "steps": run.record.get("step"),
-                "segments": run.record.get("segments"),
-                "inputs": stage.result_inputs(config, voc_root, run, run.digests),
-                "seedkit_version": seedkit.__version__,
-            },
-        }
-        atomic_write(run.out / "results.json", (json.dumps(document, indent=2) + "\n").encode())
+        record = run.record
+        results["provenance"] = {
+            "run": record.get("fingerprint"), "model": record.get("model"),
+            "steps": record.get("step"), "segments": record.get("segments"),
+            "inputs": stage.result_inputs(config, voc_root, run, run.digests),
+            "seedkit_version": seedkit.__version__,
+        }  # fmt: skip
+        atomic_write(run.out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
         run.digests.save()
-    return document
+    return results
 
 
 def load_stage_model(stage: Stage, config: Any, device: torch.device | str) -> torch.nn.Module:
@@ -373,25 +333,19 @@ def load_stage_model(stage: Stage, config: Any, device: torch.device | str) -> t
     Raises:
         DataFileError: the stage has not finished (no model file).
         RunConflictError: the file was trained with other settings than ``config``.
-        DataError: the file is not a seedkit model file.
+        DataError: the file does not hold this network's weights.
     """
     path = Path(config.out) / stage.model_file
     if not path.is_file():
         raise DataFileError(path, f"{stage.name} model", "train that stage first")
     state = load_checkpoint(path, map_location=device, required=("model",))
     recorded = state.get("run", {}).get("fields") if isinstance(state.get("run"), dict) else None
-    if state.get("format") not in (MODEL_FORMAT, None) or recorded is None:
+    if state.get("format") != MODEL_FORMAT or recorded is None:
         raise RunConflictError(path, "has no record of the settings that trained it")
-    from seedkit.engine.config import LENGTH, TRAINING
-
     differences = setting_differences(recorded, config.values(TRAINING, LENGTH))
     if differences:
-        raise RunConflictError(
-            path,
-            "was trained with other settings",
-            differences,
-            "pass the settings it was trained with, or retrain it (`overwrite`)",
-        )
+        hint = "pass the settings it was trained with, or retrain it (`overwrite`)"
+        raise RunConflictError(path, "was trained with other settings", differences, hint)
     model = stage.build_model(config, weights=False)
     try:
         model.load_state_dict(state["model"])
@@ -400,28 +354,24 @@ def load_stage_model(stage: Stage, config: Any, device: torch.device | str) -> t
     return model.to(device)
 
 
-def current_results(
-    stage: Stage, config: Any, voc_root: Any
-) -> tuple[dict[str, Any] | None, str]:
+def current_results(stage: Stage, config: Any, voc_root: Any) -> tuple[dict | None, str]:
     """A stage's ``results.json`` if everything it came from is still what it was.
 
     Returns:
-        ``(results, "")``, or ``(None, reason)``: no results yet, the network was
-        retrained since, or an input or a derived file changed (by content).
+        ``(results, "")``, or ``(None, reason)``: no results yet (``"not run"``), the
+        network was retrained since, or an input or a derived file changed.
     """
     out = Path(config.out)
-    path = out / "results.json"
-    if not path.is_file() or not (out / "run.json").is_file():
-        return None, "not run"
     try:
-        document = json.loads(path.read_text())
+        document = json.loads((out / "results.json").read_text())
         record = json.loads((out / "run.json").read_text())
+    except FileNotFoundError:
+        return None, "not run"
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return None, f"{path} is damaged"
+        return None, f"{out} holds a damaged results.json or run.json"
     provenance = document.get("provenance", {})
-    if provenance.get("run") != record.get("fingerprint") or provenance.get("model") != record.get(
-        "model"
-    ):
+    recorded = (provenance.get("run"), provenance.get("model"))
+    if recorded != (record.get("fingerprint"), record.get("model")):
         return None, "its network was retrained since"
     run = stage.run_folder(config, DistributedContext(), voc_root, produced=True)
     run.record = record
@@ -429,8 +379,5 @@ def current_results(
         now = stage.result_inputs(config, voc_root, run, run.digests)
     except (DataError, DataFileError, InvalidValueError) as error:
         return None, str(error)
-    changed = setting_differences(provenance.get("inputs", {}), now)
-    if changed:
-        return None, f"{', '.join(name for name, _, _ in changed)} changed since it was evaluated"
-    return document, ""
-
+    changed = [name for name, _, _ in setting_differences(provenance.get("inputs", {}), now)]
+    return (None, f"{', '.join(changed)} changed since") if changed else (document, "")
