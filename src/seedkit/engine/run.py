@@ -334,7 +334,7 @@ class RunFolder:
 
     def model_record(self) -> dict[str, Any]:
         """What a checkpoint or model file embeds about the run that wrote it."""
-        keys = ("format", "stage", "fingerprint", "fields", "recorded", "inputs", "segments", "step")
+        keys = "format stage fingerprint fields recorded inputs segments step".split()
         return {**{k: self.record[k] for k in keys}, "total_steps": self.total_steps}
 
     def start_segment(self, step: int) -> None:
