@@ -334,8 +334,9 @@ class RunFolder:
 
     def model_record(self) -> dict[str, Any]:
         """What a checkpoint or model file embeds about the run that wrote it."""
-        keys = "format stage fingerprint fields recorded inputs segments step".split()
-        return {**{k: self.record[k] for k in keys}, "total_steps": self.total_steps}
+        record = {k: self.record[k] for k in ("format", "stage", "fingerprint", "fields")}
+        record.update({k: self.record[k] for k in ("recorded", "inputs", "segments", "step")})
+        return {**record, "total_steps": self.total_steps}
 
     def start_segment(self, step: int) -> None:
         """Record that training runs from ``step`` towards the current ``total_steps``."""
