@@ -50,6 +50,11 @@ def files(tmp_path_factory) -> Path:
     (root / "big.txt").write_text("big\n")
     (root / "names3.txt").write_text("background\ncat\ndog\n")
     (root / "a_file").write_text("x")
+    # a seed file whose pickle would run code (write a marker file) if it were unpickled
+    Image.fromarray(mask).save(root / "gt" / "trap.png")
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(root / "img" / "trap.jpg")
+    np.save(root / "cams" / "trap.npy", {0: _RunsCode(root / "ran")}, allow_pickle=True)
+    (root / "trap.txt").write_text("trap\n")
     coco = {
         "images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"}],
         "annotations": [],
@@ -57,6 +62,14 @@ def files(tmp_path_factory) -> Path:
     }
     (root / "empty_coco.json").write_text(json.dumps(coco))
     return root
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w')",))
 
 
 def _run_cli(main, argv: list[str], capsys) -> tuple[int, str]:
@@ -77,6 +90,10 @@ def _assert_one_line(code: int, err: str, prog: str, message: str) -> None:
     assert message in lines[0], err
 
 
+RUNS_CODE = (
+    "holding a pickled dict of arrays, numbers, strings and containers, "
+    "got a pickle that would run code (it refers to builtins.exec)"
+)
 VIZ_CASES = [
     (["--ids", "cut"], "img/cut.jpg: expected a readable JPEG or PNG image"),
     (["--ids", "a", "--out", "{root}/a_file"], "a_file: cannot write: it exists and is not a"),
@@ -90,7 +107,8 @@ VIZ_CASES = [
     (["--ids", "a", "a"], "--ids: expected distinct image ids, got 'a more than once'"),
     (["--list", "{root}/repeated.txt"], "repeated.txt: expected each image id once"),
     (["--ids", "big"], "big.npy: expected values in [0, 1]"),
-]
+    (["--ids", "trap"], f"trap.npy: expected a .npy file {RUNS_CODE}"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("argv", "message"), VIZ_CASES)
@@ -103,6 +121,7 @@ def test_viz_bad_input(files, capsys, argv, message):
         base += ["--out", str(files / "viz_out")]
     code, err = _run_cli(seedkit_main, base + argv, capsys)
     _assert_one_line(code, err, "seedkit viz", message)
+    assert not (files / "ran").exists()  # no code from a seed file ran
 
 
 EVAL_CASES = [
@@ -115,7 +134,8 @@ EVAL_CASES = [
     (["--step", "0"], "--step: expected a finite number in [0.001, 1.0]"),
     (["--max-threshold", "nan"], "--max-threshold: expected a finite number in [0.0, 1.0]"),
     (["--num-classes", "1"], "--num-classes: expected an integer >= 2, got 1"),
-]
+    (["--list", "{root}/trap.txt"], f"trap.npy: expected a .npy file {RUNS_CODE}"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("argv", "message"), EVAL_CASES)
@@ -128,6 +148,7 @@ def test_eval_seeds_bad_input(files, capsys, argv, message):
         base += ["--list", str(files / "list.txt")]
     code, err = _run_cli(seedkit_main, base + argv, capsys)
     _assert_one_line(code, err, "seedkit eval-seeds", message)
+    assert not (files / "ran").exists()  # no code from a seed file ran
 
 
 CLS_LABEL_CASES = [
@@ -264,7 +285,7 @@ def _api_cases():
 
     import seedkit
     from seedkit.backbones import create_seed_model
-    from seedkit.data import make_demo_data, read_id_list
+    from seedkit.data import load_cls_labels, make_demo_data, read_id_list
     from seedkit.engine import load_checkpoint, save_checkpoint
     from seedkit.errors import DataError, InvalidValueError, ShapeError
     from seedkit.losses import (
@@ -287,6 +308,14 @@ def _api_cases():
     def seeds_out_of_range(tmp: Path):
         np.save(tmp / "x.npy", {0: np.full((2, 2), 1.5, np.float32)})
         return load_psa_maps(tmp / "x.npy", 20)
+
+    def pickle_that_runs_code(tmp: Path, reader):
+        class Trap:
+            def __reduce__(self):
+                return (exec, ("open('ran', 'w')",))
+
+        np.save(tmp / "trap.npy", {0: Trap()}, allow_pickle=True)
+        return reader(tmp / "trap.npy")
 
     def repeated_ids(tmp: Path):
         (tmp / "ids.txt").write_text("2007_000032\n2007_000039\n2007_000032\n")
@@ -324,6 +353,17 @@ def _api_cases():
          InvalidValueError, r"step: expected a spacing that gives at most 1001 thresholds"),
         ("check mode", lambda tmp: seedkit.set_input_checks("sometimes"),
          InvalidValueError, r"enabled: expected True, False or one of"),
+        ("1-channel input",
+         lambda tmp: create_seed_model("resnet10t", 3)(torch.randn(2, 1, 64, 64)),
+         ShapeError, r"x: expected shape \(B, 3, H, W\), got \(2, 1, 64, 64\) \(1 channels\)"),
+        ("a training batch of one 1x1 map",
+         lambda tmp: create_seed_model("resnet10t", 3).train()(torch.randn(1, 3, 32, 32)),
+         ShapeError, r"x: expected shape \(B, 3, H, W\) with B >= 2, or an image large enough"),
+        ("seed file that runs code",
+         lambda tmp: pickle_that_runs_code(tmp, lambda path: load_psa_maps(path, 20)),
+         DataError, r"trap\.npy: .*a pickle that would run code \(it refers to builtins\.exec\)"),
+        ("label file that runs code", lambda tmp: pickle_that_runs_code(tmp, load_cls_labels),
+         DataError, r"trap\.npy: .*a pickle that would run code"),
     ]  # fmt: skip
 
 
@@ -335,9 +375,11 @@ API_CASES = _api_cases()
     [case[1:] for case in API_CASES],
     ids=[case[0] for case in API_CASES],
 )
-def test_api_bad_input(tmp_path, call, error, message):
+def test_api_bad_input(tmp_path, call, error, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(error, match=message):
         call(tmp_path)
+    assert not (tmp_path / "ran").exists()  # no code from a data file ran
 
 
 def test_pooling_near_the_float_maximum_is_finite_and_right():

@@ -110,12 +110,17 @@ def check_writable_directory(path: str | os.PathLike) -> None:
     if not existing.is_dir():
         reason = "it exists and is not a folder" if existing == path else f"{existing} is a file"
         raise OutputError(path, reason)
-    probe = existing / f".write-probe.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
+    _probe(existing, path)
+
+
+def _probe(folder: Path, named: Path) -> None:
+    """Create and remove a file in ``folder``; an error names ``named``."""
+    probe = folder / f".write-probe.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         probe.unlink()
     except OSError as error:
-        raise OutputError(path, error) from error
+        raise OutputError(named, error) from error
 
 
 def ensure_writable_directory(path: str | os.PathLike) -> Path:
@@ -125,12 +130,7 @@ def ensure_writable_directory(path: str | os.PathLike) -> Path:
         OutputError: ``path`` is not a folder, cannot be created, or is read-only.
     """
     path = ensure_directory(path)
-    probe = path / f".write-probe.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}"
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        probe.unlink()
-    except OSError as error:
-        raise OutputError(path, error) from error
+    _probe(path, path)
     return path
 
 

@@ -176,13 +176,8 @@ class PseudoMaskStage(Stage):
 
     def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
         """The training list (images, labels) and its seeds, by content."""
-        inputs = {
-            "train_data": dataset_digest(_base(config, voc_root), digests),
-            "seeds": files_digest(_seed_files(config, voc_root), digests),
-        }
-        if config.checkpoint_path:
-            inputs["checkpoint_path"] = digests.digest(config.checkpoint_path)[:16]
-        return inputs
+        seeds = files_digest(_seed_files(config, voc_root), digests)
+        return {"train_data": dataset_digest(_base(config, voc_root), digests), "seeds": seeds}
 
     def build_model(self, config: Any, weights: bool = True) -> torch.nn.Module | None:
         """The affinity network (``"rw"``), else ``None``."""

@@ -270,7 +270,7 @@ def list_dataset(config: SeedStageConfig, voc_root: Any, split: Any) -> Any:
     from seedkit.data import InferenceTransform, VOCSegmentation
 
     names = class_names_for(config.num_classes)[1:]
-    return VOCSegmentation(voc_root, split, InferenceTransform(), False, class_names=names)
+    return VOCSegmentation(voc_root, split, InferenceTransform(), None, False, class_names=names)
 
 
 def eval_dataset(config: SeedStageConfig, voc_root: Any, with_masks: bool = False) -> Any:
@@ -304,11 +304,8 @@ class SeedStage(Stage):
         evaluation_list(config, voc_root, check=True)
 
     def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
-        """The training data (images and labels) and the starting weights, by content."""
-        inputs = {"train_data": dataset_digest(_train_dataset(config, voc_root), digests)}
-        if config.checkpoint_path:
-            inputs["checkpoint_path"] = digests.digest(config.checkpoint_path)[:16]
-        return inputs
+        """The training data (images and labels), by content."""
+        return {"train_data": dataset_digest(_train_dataset(config, voc_root), digests)}
 
     def build_model(self, config: Any, weights: bool = True) -> torch.nn.Module:
         """The seed model (:func:`seedkit.backbones.create_seed_model`)."""

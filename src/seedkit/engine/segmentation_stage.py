@@ -101,13 +101,8 @@ class SegmentationStage(Stage):
         """The training images and labels, the pseudo masks and the starting weights."""
         dataset = _dataset(config, voc_root)
         masks = [dataset.mask_path(i) or Path(config.mask_dir) / f"{i}.png" for i in dataset.ids]
-        inputs = {
-            "train_data": dataset_digest(dataset, digests),
-            "masks": files_digest(masks, digests),
-        }
-        if config.checkpoint_path:
-            inputs["checkpoint_path"] = digests.digest(config.checkpoint_path)[:16]
-        return inputs
+        train = dataset_digest(dataset, digests)
+        return {"train_data": train, "masks": files_digest(masks, digests)}
 
     def build_model(self, config: Any, weights: bool = True) -> torch.nn.Module:
         """The segmentation network."""

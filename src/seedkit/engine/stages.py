@@ -179,8 +179,15 @@ class Stage:
         raise NotImplementedError
 
     def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
-        """Content digests of what the network trains from besides its settings."""
+        """Content digests of what the network trains from besides its settings and weights."""
         raise NotImplementedError
+
+    def all_inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
+        """:meth:`inputs` and the starting weights (``checkpoint_path``), by content."""
+        inputs = self.inputs(config, voc_root, digests)
+        if config.checkpoint_path:
+            inputs["checkpoint_path"] = digests.digest(config.checkpoint_path)[:16]
+        return inputs
 
     def build_model(self, config: Any, weights: bool = True) -> torch.nn.Module | None:
         """The stage's network (``weights``: with its starting weights)."""
@@ -201,7 +208,7 @@ class Stage:
     ) -> dict[str, Any]:
         """Digests of everything the stage's results come from (see :func:`current_results`)."""
         model = run.record.get("model", {}).get("sha256")
-        return {"model": model, **self.inputs(config, voc_root, digests)}
+        return {"model": model, **self.all_inputs(config, voc_root, digests)}
 
     def run_folder(
         self, config: Any, context: DistributedContext, voc_root: Any, produced: bool = False
@@ -212,7 +219,7 @@ class Stage:
         digests = ContentDigests(Path(config.out) / "digests.json")
         inputs = None
         if not produced:
-            inputs = self.inputs(config, voc_root, digests) if context.is_main else None
+            inputs = self.all_inputs(config, voc_root, digests) if context.is_main else None
             inputs = context.broadcast(inputs)
         steps = 0
         if config.trains() and voc_root is not None:
