@@ -7,10 +7,10 @@ loop ``examples/train_voc.py`` runs). The protocol (docs page *Benchmarks*):
   from real photographs with exact masks (``benchmarks/cutout_data.py``: real object
   cut-outs on real backgrounds), 600 images each, 112 px crops;
 - **splits**: seeds are scored on training images, as in WSSS; two disjoint subsets of
-  them are the *selection* split (40 images) and the *report* split (80 images). Every
+  them are the *selection* split (32 images) and the *report* split (64 images). Every
   setting (temperature, learning rate, head multiplier, step, background threshold) is
   chosen on the selection split; every number in a table is read on the report split;
-- **schedule**: 500 steps, batch 8, seeds scored every 100 steps (single scale + flip,
+- **schedule**: 300 steps, batch 8, seeds scored every 50 steps (single scale + flip,
   the background threshold swept 0.00 .. 0.99), so the step is chosen like the
   threshold, and the curves show whether a run has settled;
 - **trivial baselines** in every table: all-background seeds, and a centred blob per
@@ -594,7 +594,15 @@ def tables(out: Path, datasets: list[str], backbones: list[str]) -> dict[str, An
     """Compose the report tables (markdown) and the evidence JSON from finished runs."""
     from seedkit.losses import TEMPERATURE_PRESETS
 
-    evidence: dict[str, Any] = {"presets": dict(TEMPERATURE_PRESETS), "datasets": {}}
+    evidence: dict[str, Any] = {
+        "presets": dict(TEMPERATURE_PRESETS),
+        "schedule": {
+            k: SCHEDULE[k] for k in ("max_steps", "batch_size", "image_size", "eval_every")
+        },
+        "splits": {"select": SELECT_IMAGES, "report": REPORT_IMAGES, "images": NUM_IMAGES},
+        "report_seeds": dict(REPORT_SEEDS),
+        "datasets": {},
+    }
     lines = []
     for dataset in datasets:
         trivial = trivial_baselines(out, dataset)
@@ -619,7 +627,14 @@ def tables(out: Path, datasets: list[str], backbones: list[str]) -> dict[str, An
                 own = best_temperature(out, dataset, backbone)
             except SystemExit:
                 continue
-            entry: dict[str, Any] = {"cam_config": cam, "best_temperature": own, "methods": {}}
+            entry: dict[str, Any] = {
+                "family": BACKBONES[backbone]["family"],
+                "timm": BACKBONES[backbone]["timm"],
+                "weights": BACKBONES[backbone]["weights"],
+                "cam_config": cam,
+                "best_temperature": own,
+                "methods": {},
+            }
             cam_points = report_rows(out, dataset, backbone, cam, seeds)
             by_seed = {p["seed"]: p["miou"] for p in cam_points}
             for label, kind in (
@@ -657,8 +672,65 @@ def tables(out: Path, datasets: list[str], backbones: list[str]) -> dict[str, An
             entry["selection"] = selection_table(out, dataset, backbone)
             evidence["datasets"][dataset]["backbones"][backbone] = entry
         lines.append("")
+    lines += ablation_table(out, datasets, evidence)
     (out / "tables.md").write_text("\n".join(lines) + "\n")
     return evidence
+
+
+def ablation_table(out: Path, datasets: list[str], evidence: dict[str, Any]) -> list[str]:
+    """The full objective taken apart: each variant against the generation term alone."""
+    from seedkit.losses import TEMPERATURE_PRESETS
+
+    tau = TEMPERATURE_PRESETS[BACKBONES[HEADLINE]["family"]]
+    seeds = REPORT_SEEDS["headline"]
+    lines: list[str] = []
+    for dataset in datasets:
+        if dataset not in ABLATION_DATASETS:
+            continue
+        plain = report_rows(out, dataset, HEADLINE, f"usage_std{tau:g}", seeds)
+        by_seed = {p["seed"]: p["miou"] for p in plain}
+        rows = {}
+        for variant in ("generation", *ABLATION):
+            kind = f"usage_std{tau:g}" if variant == "generation" else f"ablation_{variant}"
+            points = (
+                plain
+                if variant == "generation"
+                else report_rows(out, dataset, HEADLINE, kind, seeds)
+            )
+            if not points:
+                continue
+            mean, spread = mean_spread([p["miou"] for p in points])
+            diffs = [p["miou"] - by_seed[p["seed"]] for p in points if p["seed"] in by_seed]
+            diff_mean, diff_spread = mean_spread(diffs)
+            rows[variant] = {
+                "miou": mean,
+                "spread": spread,
+                "vs_generation": diff_mean,
+                "vs_generation_spread": diff_spread,
+                "points": points,
+            }
+        if len(rows) < 2:
+            continue
+        lines += [
+            f"## ablation ({dataset}, {HEADLINE}, tau {tau:g})",
+            "",
+            "| variant | seeds | mIoU | vs generation term alone | per seed |",
+            "|---|---|---|---|---|",
+        ]
+        for variant, row in rows.items():
+            vs = (
+                "-"
+                if variant == "generation"
+                else (f"{row['vs_generation']:+.1f} +- {row['vs_generation_spread']:.1f}")
+            )
+            per_seed = " / ".join(f"{p['miou']:.1f}" for p in row["points"])
+            lines.append(
+                f"| {variant} | {len(row['points'])} | {row['miou']:.1f} +- {row['spread']:.1f} "
+                f"| {vs} | {per_seed} |"
+            )
+        lines.append("")
+        evidence.setdefault("ablation", {})[dataset] = rows
+    return lines
 
 
 def selection_table(out: Path, dataset: str, backbone: str) -> dict[str, Any]:
@@ -675,6 +747,65 @@ def selection_table(out: Path, dataset: str, backbone: str) -> dict[str, Any]:
             "neff_fraction": point["neff_fraction"],
         }
     return rows
+
+
+def step_curve(evals: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """Per scored step: the report split's mIoU at the threshold the selection split picks."""
+    curve = []
+    for record in evals:
+        select = record["student"]["select"]["miou"]
+        index = int(np.argmax(select))
+        curve.append((record["step"], record["student"]["report"]["miou"][index]))
+    return curve
+
+
+def figure(out: Path, evidence: dict[str, Any], path: Path) -> None:
+    """Seed mIoU against training step: tuned CAM and the preset, each backbone and set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(evidence["datasets"])
+    backbones = sorted(
+        {b for d in evidence["datasets"].values() for b in d["backbones"]},
+        key=list(BACKBONES).index,
+    )
+    if not datasets or not backbones:
+        return
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(backbones),
+        figsize=(3.2 * len(backbones), 2.8 * len(datasets)),
+        squeeze=False,
+        sharex=True,
+    )
+    for row, dataset in enumerate(datasets):
+        entries = evidence["datasets"][dataset]["backbones"]
+        blob = evidence["datasets"][dataset]["trivial"]["blob"]["miou"]
+        for col, backbone in enumerate(backbones):
+            ax = axes[row][col]
+            ax.set_title(f"{backbone} on {dataset}", fontsize=10)
+            ax.axhline(blob, color="0.6", linestyle=":", label="centred blob")
+            entry = entries.get(backbone)
+            if entry is None:
+                ax.set_axis_off()
+                continue
+            for kind, method in entry["methods"].items():
+                curves = []
+                for point in method["points"]:
+                    summary = read_summary(out, f"{dataset}_{backbone}_{kind}_s{point['seed']}")
+                    curves.append(step_curve(summary["evals"]))
+                steps = [step for step, _ in curves[0]]
+                mean = [statistics.fmean(c[i][1] for c in curves) for i in range(len(steps))]
+                ax.plot(steps, mean, marker="o", markersize=3, label=method["label"])
+            ax.set_xlabel("step", fontsize=9)
+            ax.set_ylabel("seed mIoU (report)", fontsize=9)
+            ax.tick_params(labelsize=8)
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------- main
@@ -719,6 +850,7 @@ def main(argv: list[str] | None = None) -> None:
         if phase == "tables":
             evidence = tables(out, args.datasets, args.backbones)
             Path(args.evidence).write_text(json.dumps(evidence, indent=1) + "\n")
+            figure(out, evidence, Path(args.evidence).with_name("seed_protocol_curves.png"))
             print((out / "tables.md").read_text())
             continue
         if phase == "select":

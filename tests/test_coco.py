@@ -175,5 +175,5 @@ def test_missing_pycocotools_names_the_extra(
     coco: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pycocotools.coco", None)
-    with pytest.raises(ImportError, match=r"seedkit\[coco\]"):
+    with pytest.raises(ImportError, match=r"seedkit-wsss\[coco\]"):
         make_coco_cls_labels(coco[0])

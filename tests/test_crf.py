@@ -18,7 +18,7 @@ def test_missing_pydensecrf_names_the_extra(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match=r"seedkit\[crf\]"):
+    with pytest.raises(ImportError, match=r"seedkit-wsss\[crf\]"):
         dense_crf(np.zeros((4, 4, 3), np.uint8), np.full((2, 4, 4), 0.5))
 
 

@@ -164,3 +164,26 @@ def test_cli_make_demo_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert image.size == (56, 40)
     expected = _files(make_demo_data(tmp_path / "api", num_images=4, seed=2, image_size=(40, 56)))
     assert _files(voc) == expected
+
+
+def irn_decode_int_filename(int_filename: int) -> str:
+    """IRN's voc12/dataloader.py decode_int_filename, written out."""
+    s = str(int(int_filename))
+    return s[:4] + "_" + s[4:]
+
+
+def test_demo_ids_are_voc_style_and_irn_integer_labels_work(demo: Path, tmp_path: Path) -> None:
+    """make-demo-data, then make-cls-labels --key-type int (IRN's cls_labels.npy) succeeds."""
+    ids = read_id_list(demo, "trainval")
+    assert ids[:2] == ["2000_000000", "2000_000001"] and ids == sorted(ids)
+    assert all(len(i) == 11 and i[4] == "_" and i.replace("_", "").isdigit() for i in ids)
+    out = tmp_path / "cls_labels.npy"
+    args = ["make-cls-labels", "--voc-root", str(demo.parent), "--list", "train"]
+    assert main([*args, "--key-type", "int", "--out", str(out)]) == 0
+    raw = np.load(out, allow_pickle=True).item()  # as IRN's load_image_label_list_from_npy
+    assert all(isinstance(key, int) for key in raw)
+    train = read_id_list(demo, "train")
+    assert sorted(irn_decode_int_filename(key) for key in raw) == train
+    labels = load_cls_labels(demo / "cls_labels.npy")
+    for key, value in raw.items():
+        np.testing.assert_array_equal(value, labels[irn_decode_int_filename(key)])

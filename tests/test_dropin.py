@@ -8,6 +8,7 @@ the blocks, and the seed files load the way the codebase's own scripts read them
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -60,22 +61,23 @@ def _eval_seeds(cam_dir: Path, shape: tuple[int, int], tmp_path: Path, *extra: s
     return json.loads(out.read_text())
 
 
-def test_psa_seam_recipe(tmp_path, capsys):
+def test_psa_seam_recipe(tmp_path):
     torch.manual_seed(0)
     model = psa_seam.Net()
-    shipped = standins.PsaClassifier()
-    shipped.load_state_dict(model.state_dict())  # same parameters, pooled logits
     x = torch.randn(2, 3, 32, 40)
-    model.eval(), shipped.eval()
+    model.eval()
     cams = model(x)
-    assert cams.shape == (2, NUM_CLASSES, 8, 10)
-    torch.testing.assert_close(cams.mean((2, 3)), shipped(x))  # pooling the CAM = the old logits
+    assert cams.shape == (2, NUM_CLASSES, 4, 5)  # ResNet-38: output stride 8
+    shipped = standins.PsaClassifier.forward(model, x)  # psa's forward on the same weights
+    torch.testing.assert_close(cams.mean((2, 3)), shipped)  # pooling the CAM = the old logits
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=0.01)
     loss = psa_seam.psa_step(model, x, _labels(), optimizer)
     assert torch.isfinite(loss) and _finite_grads(model)
     # SEAM: at the GAP limit the new line is SEAM's classification loss.
-    cam1 = torch.randn(2, NUM_CLASSES + 1, 16, 16)
+    cam1, _cam_rv1 = standins.SEAMNet()(x)
+    assert cam1.shape == (2, NUM_CLASSES + 1, 32, 40)
     label = torch.cat([torch.ones(2, 1), _labels()], dim=1)[:, :, None, None]
     old = F.multilabel_soft_margin_loss(F.adaptive_avg_pool2d(cam1, (1, 1))[:, 1:], label[:, 1:])
     gap = seedkit.SeedGenerationLoss(temperature=None)
@@ -86,7 +88,8 @@ def test_psa_seam_recipe(tmp_path, capsys):
     finally:
         psa_seam.criterion = original
     usage, teacher, strong, weak = psa_seam.make_usage(model)
-    assert [b.name for b in strong.blocks] == ["b2", "b2_1", "b3", "b3_1", "b6"]
+    names = [b.name for b in strong.blocks]
+    assert names[:3] == ["b2", "b2_1", "b2_2"] and names[-2:] == ["b6", "b7"]
     out = psa_seam.usage_step(model, x, _labels(), optimizer, usage, teacher, strong, weak)
     assert torch.isfinite(out.loss) and out.consistency > 0 and teacher.num_updates == 1
     cam_dir = tmp_path / "out_cam"
@@ -102,15 +105,14 @@ def test_psa_seam_recipe(tmp_path, capsys):
 def test_irn_recipe(tmp_path):
     torch.manual_seed(0)
     model = irn.Net()
-    shipped = standins.IRNClassifier()
-    shipped.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 32, 48)
-    model.eval(), shipped.eval()
+    model.eval()
     cams = model(x)
     assert cams.shape == (2, NUM_CLASSES, 2, 3)  # output stride 16
-    torch.testing.assert_close(cams.mean((2, 3)), shipped(x), atol=1e-5, rtol=1e-4)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    shipped = standins.IRNClassifier.forward(model, x)
+    torch.testing.assert_close(cams.mean((2, 3)), shipped, atol=1e-5, rtol=1e-4)
+    backbone, new = model.trainable_parameters()
+    optimizer = torch.optim.SGD([*backbone, *new], lr=0.01)
     loss = irn.irn_step(model, x, _labels(), optimizer)
     assert torch.isfinite(loss) and _finite_grads(model)
     usage, _teacher, strong, weak = irn.make_usage(model)
@@ -132,17 +134,21 @@ def test_irn_recipe(tmp_path):
     assert doc["mean_over"] == "present"
 
 
+def _mctformer() -> mctformer.Net:
+    return mctformer.Net(patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=NUM_CLASSES)
+
+
 def test_mctformer_recipe(tmp_path):
     torch.manual_seed(0)
-    model = mctformer.Net().eval()
-    shipped = standins.MCTformerV2().eval()
-    shipped.load_state_dict(model.state_dict())
+    model = _mctformer().eval()
     samples = torch.randn(2, 3, 32, 48)
     cls_logits, patch_cams = model(samples)
-    old_cls, old_patch = shipped(samples)
+    old_cls, old_patch = standins.MCTformerV2.forward(model, samples)
     assert patch_cams.shape == (2, NUM_CLASSES, 4, 6)
     torch.testing.assert_close(cls_logits, old_cls)
     torch.testing.assert_close(patch_cams.mean((2, 3)), old_patch)
+    _, fused, patch_attn = model(samples, return_att=True, n_layers=2)  # MCTformer's seed step
+    assert fused.shape == (2, NUM_CLASSES, 4, 6) and patch_attn.shape == (2, 2, 24, 24)
     targets = _labels()
     loss = mctformer.mctformer_loss(model, samples, targets)
     loss.backward()
@@ -170,15 +176,24 @@ def test_mctformer_recipe(tmp_path):
     assert doc["mean_over"] == "all"
 
 
+def _toco() -> standins.ToCoNet:
+    return standins.ToCoNet(
+        "deit_tiny_patch16_224", num_classes=NUM_CLASSES + 1, pretrained=False,
+        init_momentum=0.9999, aux_layer=-3,
+    )  # fmt: skip
+
+
 def test_toco_recipe(tmp_path):
     torch.manual_seed(0)
-    model = standins.ToCoNet()
+    model = _toco()
     inputs = torch.randn(2, 3, 32, 48)
+    _cls, _seg, fmap, _cls_aux = model(inputs)
     loss = toco.toco_cls_loss(model, inputs, _labels())
     loss.backward()
     assert torch.isfinite(loss) and _finite_grads(model)
     usage, teacher, strong, weak = toco.make_usage(model)
-    assert strong.family == "vit" and len(strong.blocks) == 2
+    assert strong.family == "vit" and len(strong.blocks) == 12
+    assert hasattr(teacher.module.proj_head.last_layer, "weight_g")  # the weight_norm head
     model.zero_grad()
     loss = toco.usage_cls_loss(model, teacher, inputs, _labels(), usage, strong, weak)
     loss.backward()
@@ -188,6 +203,40 @@ def test_toco_recipe(tmp_path):
     toco.write_seeds(model, inputs[:1], _labels()[:1], "2007_000032", cam_dir)
     seeds = np.load(cam_dir / "2007_000032.npy", allow_pickle=True).item()
     assert list(seeds) == [14] and seeds[14].shape == (32, 48)
+    assert fmap.shape == (2, 192, 2, 3)
+
+
+def test_standins_have_the_reference_interfaces():
+    """What users of the reference code meet: CI fails where they would."""
+    psa = standins.PsaClassifier()
+    assert not hasattr(psa, "feature_channels") and psa.fc8.in_channels == 4096
+    assert psa.train() is None and psa.eval() is None  # psa's train() returns nothing
+    assert not any(p.requires_grad for p in psa.conv1a.parameters())
+    x = torch.randn(1, 3, 32, 32)
+    features = psa.forward_as_dict(x)
+    assert [features[k].shape[1] for k in ("conv4", "conv5", "conv6")] == [512, 1024, 4096]
+    irn_model = standins.IRNClassifier()
+    assert irn_model.eval() is None and irn_model.training  # IRN's train() switches nothing
+    mct = standins.MCTformerV2(patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=20)
+    outputs = mct.forward_features(torch.randn(2, 3, 32, 48))
+    assert len(outputs) == 3 and outputs[0].shape == (2, 20, 32) and outputs[1].shape == (2, 24, 32)
+    assert len(outputs[2]) == 2 and outputs[2][0].shape == (2, 2, 44, 44)
+    assert [o.shape for o in mct(torch.randn(2, 3, 32, 48))] == [(2, 20), (2, 20)]
+    toco_model = _toco()
+    outputs = toco_model(torch.randn(2, 3, 32, 48))
+    assert [tuple(o.shape) for o in outputs] == [(2, 20), (2, 21, 2, 3), (2, 192, 2, 3), (2, 20)]
+    assert toco_model.classifier.out_channels == 20 and hasattr(
+        toco_model.proj_head.last_layer, "weight_v"
+    )
+    with pytest.raises(RuntimeError, match="graph leaves"):  # why EMATeacher copies by hand
+        copy.deepcopy(toco_model)
+
+
+@pytest.mark.parametrize("recipe", [psa_seam, irn, mctformer, toco], ids=lambda m: m.__name__)
+def test_recipe_main_runs(recipe, capsys):
+    """Each recipe's ``main()``: what ``check_reference.py`` runs on the real classes."""
+    recipe.main()
+    assert "usage" in capsys.readouterr().out
 
 
 def test_soft_labels_error_names_the_switch_and_the_switch_works():

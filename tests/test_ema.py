@@ -98,3 +98,55 @@ def test_train_keeps_teacher_in_eval_and_errors():
         EMATeacher(_small(), schedule="linear")
     with pytest.raises(BackboneError, match="student"):
         teacher.update(nn.Linear(2, 2))
+
+
+class _WeightNormHead(nn.Module):
+    """DINO's / ToCo's projection head: MLP, L2 normalisation, a weight-normed last layer."""
+
+    def __init__(self, legacy: bool) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 4))
+        last = nn.Linear(4, 5, bias=False)
+        if legacy:  # the hook-based torch.nn.utils.weight_norm ToCo uses
+            with pytest.warns(FutureWarning):
+                self.last_layer = nn.utils.weight_norm(last)
+            self.last_layer.weight_g.data.fill_(1)
+            self.last_layer.weight_g.requires_grad = False
+        else:
+            self.last_layer = nn.utils.parametrizations.weight_norm(last)
+        self.spectral = nn.utils.parametrizations.spectral_norm(nn.Linear(5, 3))
+        self.orthogonal = nn.utils.parametrizations.orthogonal(nn.Linear(3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.normalize(self.mlp(x), dim=-1)
+        return self.orthogonal(self.spectral(self.last_layer(x)))
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["weight_norm", "parametrizations"])
+def test_teacher_copies_weight_norm_and_parametrized_layers(legacy):
+    torch.manual_seed(0)
+    student = _WeightNormHead(legacy)
+    x = torch.randn(3, 6)
+    student(x).sum().backward()  # a trained student holds computed weights with a graph
+    teacher = EMATeacher(student, momentum=0.5)
+    teacher.module.spectral.eval(), student.spectral.eval()  # spectral norm's power step
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(x), student.eval()(x))
+    student.train()
+    names = [name for name, _ in student.named_parameters()]
+    assert ("last_layer.weight_v" in names) == legacy
+    assert ("last_layer.parametrizations.weight.original1" in names) != legacy
+    before = {n: p.detach().clone() for n, p in teacher.module.named_parameters()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    teacher.update(student)
+    for name, value in teacher.module.named_parameters():
+        torch.testing.assert_close(
+            value, 0.5 * before[name] + 0.5 * dict(student.named_parameters())[name]
+        )
+        assert not value.requires_grad
+    # the copy is independent: the teacher's forward uses its own (averaged) parameters
+    student.eval(), teacher.module.eval()
+    with torch.no_grad():
+        assert not torch.allclose(teacher(x), student(x))

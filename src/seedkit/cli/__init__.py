@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The subcommand names of a parser built by :func:`build_parser`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code.
 
@@ -49,8 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 0
+        # As git and pip do: a command is required; say so on stderr, exit status 2.
+        parser.print_usage(sys.stderr)
+        print(
+            "seedkit: error: a command is required "
+            f"(one of {', '.join(_command_names(parser))}; seedkit --help lists them)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return int(args.func(args) or 0)
     except SeedkitError as error:

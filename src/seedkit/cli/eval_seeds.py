@@ -7,7 +7,6 @@ import json
 import os
 import sys
 
-from seedkit.checks import check_int, check_number
 from seedkit.cli._args import check_output_file, read_class_names
 
 __all__ = ["MIN_STEP", "register", "run", "write_json_atomic"]
@@ -54,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "as SEAM / MCTformer / psa) or present (classes in the ground truth or the "
         "prediction, as IRN); equal on full VOC",
     )
+    parser.add_argument(
+        "--mctformer-best",
+        action="store_true",
+        help="also report the best that MCTformer's evaluation.py --curve True prints: it "
+        "stops at the first threshold whose mIoU does not improve, so on a curve with a dip "
+        "it reports an earlier, lower best than the full sweep (JSON key early_stopped_best)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table")
     parser.set_defaults(func=run)
 
@@ -67,13 +73,21 @@ def write_json_atomic(document: object, path: str | os.PathLike) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep and print (and optionally save) the results."""
+    from seedkit.checks import check_int, check_number
     from seedkit.data import read_id_list
-    from seedkit.metrics import evaluate_seeds
+    from seedkit.errors import InvalidValueError
+    from seedkit.metrics import ThresholdSweep, evaluate_seeds
 
     check_int("--num-classes", args.num_classes, 2)
     check_number("--max-threshold", args.max_threshold, 0.0, 1.0)
     # The sweep scores every threshold on every pixel: 0.001 gives 1000 thresholds per unit.
     check_number("--step", args.step, MIN_STEP, 1.0)
+    try:  # the sweep refuses a count table too large for memory before any file is read
+        ThresholdSweep(args.num_classes, max_threshold=args.max_threshold, step=args.step)
+    except InvalidValueError as error:
+        if error.argument != "num_classes":
+            raise
+        raise InvalidValueError("--num-classes", error.expected, error.actual) from None
     json_path = None if args.json is None else check_output_file("--json", args.json)
     ids = read_id_list(None, args.list)
     names = None
@@ -100,8 +114,28 @@ def run(args: argparse.Namespace) -> int:
         activation = result.format_table().splitlines()[-1]
         if activation.startswith("activation:"):
             print(activation)
+    document = result.to_json_dict()
+    if args.mctformer_best:
+        threshold, miou = result.early_stopped_best()
+        document["early_stopped_best"] = {"threshold": round(threshold, 10), "miou": miou}
+        same = threshold == result.best_threshold
+        print(
+            f"MCTformer's evaluation.py would print: best threshold {threshold:.2f} mIoU "
+            f"{miou:.2f} (it stops at the first threshold that does not improve; "
+            + (
+                "here that is the full sweep's best)"
+                if same
+                else f"the full sweep's best is {result.best_threshold:.2f} / "
+                f"{result.best_miou:.2f})"
+            )
+        )
+        if result.mean_over != "all":
+            print(
+                "note: MCTformer averages over all classes; pass --mean-over all to compare",
+                file=sys.stderr,
+            )
     for message in result.warnings:
         print(f"seedkit eval-seeds: warning: {message}", file=sys.stderr)
     if json_path is not None:
-        write_json_atomic(result.to_json_dict(), json_path)
+        write_json_atomic(document, json_path)
     return 0

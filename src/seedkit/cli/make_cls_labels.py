@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import numpy as np
-
 from seedkit.cli._args import check_output_file
 from seedkit.errors import DataError
 
@@ -25,7 +23,9 @@ def register(subparsers: Any) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--voc-root", help="VOC2012 folder, VOCdevkit, or its parent")
-    source.add_argument("--coco-json", help="COCO instances JSON (needs seedkit[coco])")
+    source.add_argument(
+        "--coco-json", help="COCO instances JSON (needs the seedkit-wsss[coco] extra)"
+    )
     parser.add_argument(
         "--list",
         default="train_aug",
@@ -51,6 +51,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the label table and write it."""
+    import numpy as np
+
     from seedkit.data import make_cls_labels, make_coco_cls_labels, read_id_list, save_cls_labels
 
     check_output_file("--out", args.out)

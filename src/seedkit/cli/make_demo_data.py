@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from seedkit.checks import check_int
 from seedkit.cli._args import check_output_folder
 
 __all__ = ["register", "run"]
@@ -43,6 +42,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the dataset."""
+    from seedkit.checks import check_int
     from seedkit.data import make_demo_data
 
     check_int("--num-images", args.num_images, 1)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from seedkit.checks import check_int, check_number
 from seedkit.cli._args import check_output_folder, read_class_names
 from seedkit.errors import DataError, DataFileError, InvalidValueError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["register", "run"]
 
@@ -23,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write PNG overlays (heat map per class and thresholded seed) of seed files",
         description=(
             "For every id write <out>/<id>.png: the image, one heat map per class in the "
-            "seed file, and the seed at --threshold with a legend. Needs seedkit[examples]."
+            "seed file, and the seed at --threshold with a legend. Needs the "
+            "seedkit-wsss[examples] extra."
         ),
     )
     parser.add_argument(
@@ -56,6 +58,7 @@ def _find_image(directory: Path, image_id: str) -> Path:
 
 
 def _read_image(path: Path) -> np.ndarray:
+    import numpy as np
     from PIL import Image
 
     try:
@@ -68,6 +71,7 @@ def _read_image(path: Path) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     """Write one overlay PNG per id."""
+    from seedkit.checks import check_int, check_number
     from seedkit.data import read_id_list
     from seedkit.metrics import load_psa_maps
     from seedkit.viz import save_overlay

@@ -7,7 +7,7 @@ masks are plain index PNGs named ``<file stem>.png`` with 0 = background,
 overlap, smaller instances are drawn on top of larger ones; crowd regions never
 cover an instance.
 
-pycocotools is an optional dependency: ``pip install seedkit[coco]``.
+pycocotools is an optional dependency: ``pip install 'seedkit-wsss[coco]'``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _require_pycocotools() -> Any:
         from pycocotools.coco import COCO
     except ImportError as error:
         raise ImportError(
-            "COCO support needs pycocotools: install it with `pip install seedkit[coco]` "
+            "COCO support needs pycocotools: install it with `pip install 'seedkit-wsss[coco]'` "
             "(or `pip install pycocotools`)"
         ) from error
     return COCO
@@ -77,7 +77,7 @@ def load_coco(annotation_json: PathLike | Any) -> Any:
         A ``pycocotools.coco.COCO`` object.
 
     Raises:
-        ImportError: pycocotools is not installed (names the ``seedkit[coco]`` extra).
+        ImportError: pycocotools is not installed (names the ``seedkit-wsss[coco]`` extra).
         DataFileError: The file does not exist.
         DataError: The file is not COCO JSON or uses a category id outside the
             80 standard ones.

@@ -24,7 +24,7 @@ from seedkit.data.io import PathLike, atomic_write_bytes, save_cls_labels, write
 from seedkit.data.labels import labels_from_mask
 from seedkit.errors import InvalidValueError
 
-__all__ = ["DEMO_CLASSES", "make_demo_data"]
+__all__ = ["DEMO_CLASSES", "demo_id", "make_demo_data"]
 
 #: The demo's classes: VOC class name -> (silhouette, texture). Their mask values
 #: and label indices are those of :data:`~seedkit.data.VOC_CLASSES`.
@@ -307,6 +307,23 @@ def _xml(
     return "\n".join(lines) + "\n"
 
 
+def demo_id(index: int) -> str:
+    """The id of the demo image ``index``: VOC's ``YYYY_NNNNNN`` form, from ``2000_000000``.
+
+    Every reference format accepts it: psa / SEAM / MCTformer / ToCo string keys
+    and IRN's integer keys (``2000_000032`` -> ``2000000032``, which IRN's
+    ``decode_int_filename`` turns back into the id). The year (2000, before VOC's
+    2007-2012) marks the image as synthetic; it counts up every million images,
+    so the ids sort in index order.
+
+    Example:
+        >>> from seedkit.data.demo import demo_id
+        >>> demo_id(0), demo_id(32), demo_id(1_000_000)
+        ('2000_000000', '2000_000032', '2001_000000')
+    """
+    return f"{2000 + index // 1_000_000}_{index % 1_000_000:06d}"
+
+
 def make_demo_data(
     root: PathLike,
     num_images: int = 100,
@@ -336,7 +353,8 @@ def make_demo_data(
 
     Args:
         root: Output folder (created).
-        num_images: Number of images (ids ``demo_000000``...).
+        num_images: Number of images (VOC-style ids ``2000_000000``, ``2000_000001``...,
+            see :func:`demo_id`).
         seed: Random seed; the same seed writes byte-identical files.
         image_size: ``(height, width)`` of every image.
         val_fraction: Fraction of the images in the ``val`` list.
@@ -367,7 +385,7 @@ def make_demo_data(
         raise InvalidValueError("classes", f"a non-empty subset of {sorted(DEMO_CLASSES)}", classes)
     height, width = (int(s) for s in image_size)
     voc = Path(root).expanduser() / "VOCdevkit" / "VOC2012"
-    ids = [f"demo_{index:06d}" for index in range(num_images)]
+    ids = [demo_id(index) for index in range(num_images)]
     labels = {}
     for index, image_id in enumerate(ids):
         rng = np.random.default_rng([int(seed), index])

@@ -54,7 +54,7 @@ class RunLogger:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:  # pragma: no cover - depends on the extra
                 raise ImportError(
-                    "TensorBoard logging needs `pip install seedkit[tensorboard]`"
+                    "TensorBoard logging needs `pip install 'seedkit-wsss[tensorboard]'`"
                 ) from error
             self._writer = SummaryWriter(str(Path(out_dir) / "tensorboard"), purge_step=purge_step)
 

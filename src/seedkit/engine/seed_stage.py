@@ -353,7 +353,6 @@ class SeedStage(Stage):
             "miou": result.best_miou, "threshold": result.best_threshold,
             "fp_rate": result.fp_rate, "fn_rate": result.fn_rate,
             "activation_state": result.activation_state,
-            "recommended_temperature": result.recommended_temperature,
             "mean_over": result.mean_over,
             "iou": [None if math.isnan(v) else float(v) for v in result.iou],
             "num_images": result.num_images, "warnings": list(result.warnings),

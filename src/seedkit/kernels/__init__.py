@@ -5,7 +5,7 @@
 chosen per call from the tensor's device and the process-wide setting:
 
 - ``"auto"`` (default): the Triton kernels for CUDA tensors when ``triton``
-  imports (``pip install seedkit[triton]``); the compiled fused path for CPU
+  imports (``pip install "seedkit-wsss[triton]"``); the compiled fused path for CPU
   maps of at least ``AUTO_MIN_NUMEL_CPU`` elements (2-4x faster and 4-6x leaner
   than the reference there, see the Performance page); the reference path
   otherwise;

@@ -109,7 +109,7 @@ def use_backend(backend: str) -> Iterator[None]:
 
 @functools.cache
 def triton_available() -> bool:
-    """Return whether the ``triton`` package imports (the ``seedkit[triton]`` extra)."""
+    """Return whether the ``triton`` package imports (the ``seedkit-wsss[triton]`` extra)."""
     try:
         import triton
         import triton.language

@@ -113,7 +113,7 @@ class SeedGenerationLoss(nn.Module):
         >>> import torch, seedkit
         >>> criterion = seedkit.SeedGenerationLoss.for_backbone("vit")
         >>> criterion.temperature
-        0.3
+        1.0
         >>> cams = torch.randn(2, 20, 14, 14, requires_grad=True)
         >>> labels = torch.zeros(2, 20); labels[:, 3] = 1
         >>> criterion(cams, labels).backward()
@@ -155,11 +155,13 @@ class SeedGenerationLoss(nn.Module):
 
         Measure the state on your CAM baseline: the FP and FN rates of its seeds
         at the best threshold (``seedkit eval-seeds``), then
-        :func:`seedkit.losses.activation_state`.
+        :func:`seedkit.losses.activation_state`. These presets follow the
+        principle's direction and are not validated by seedkit's benchmark; the
+        family preset (:meth:`for_backbone`) is.
 
         Args:
-            state: ``"over"`` (sharpen, tau 0.3), ``"balanced"`` (tau 2) or
-                ``"under"`` (spread, tau 20); see :mod:`seedkit.losses.presets`.
+            state: ``"over"`` (sharpen, tau 1), ``"balanced"`` (tau 2) or
+                ``"under"`` (spread, tau 8; near GAP); see :mod:`seedkit.losses.presets`.
             **kwargs: other constructor arguments, or ``temperature`` to override.
 
         Returns:
@@ -169,7 +171,7 @@ class SeedGenerationLoss(nn.Module):
             >>> from seedkit import SeedGenerationLoss
             >>> from seedkit.losses import activation_state
             >>> SeedGenerationLoss.for_activation(activation_state(57.8, 7.7)).temperature
-            0.3
+            1.0
         """
         kwargs.setdefault("temperature", activation_temperature(state))
         return cls(**kwargs)  # type: ignore[arg-type]

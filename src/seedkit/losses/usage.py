@@ -280,7 +280,7 @@ class USAGELoss(nn.Module):
             >>> from seedkit import USAGELoss
             >>> criterion = USAGELoss.for_activation("over")
             >>> criterion.generation.temperature, criterion.consistency.temperature
-            (0.3, 0.3)
+            (1.0, 1.0)
         """
         kwargs.setdefault("generation_temperature", activation_temperature(state))
         return cls.for_backbone(model_or_family, **kwargs)  # type: ignore[arg-type]

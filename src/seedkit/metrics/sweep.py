@@ -19,6 +19,10 @@ __all__ = ["SweepResult", "ThresholdSweep", "as_seed_maps", "default_thresholds"
 #: The most thresholds :func:`default_thresholds` returns (0.001 apart over [0, 1]).
 MAX_THRESHOLDS = 1001
 
+#: The most memory the sweep's count table, ``(T + 1) x K x K`` int64, may take (2 GiB):
+#: 2,097 classes at the default 60 thresholds, far above VOC's 21 and COCO's 81.
+MAX_TABLE_BYTES = 2**31
+
 
 def default_thresholds(max_threshold: float = 0.59, step: float = 0.01) -> np.ndarray:
     """Return the thresholds ``0, step, 2*step, ..., max_threshold`` as exact decimals.
@@ -139,17 +143,44 @@ class SweepResult:
         return activation_state(self.fp_rate, self.fn_rate)
 
     @property
-    def recommended_temperature(self) -> float | None:
-        """The ``SeedGenerationLoss.for_activation`` temperature of :attr:`activation_state`."""
-        from seedkit.losses import ACTIVATION_PRESETS
-
-        state = self.activation_state
-        return None if state is None else ACTIVATION_PRESETS[state]
-
-    @property
     def curve(self) -> list[tuple[float, float]]:
         """``[(threshold, mIoU percent), ...]``."""
         return [(float(t), float(m)) for t, m in zip(self.thresholds, self.miou_curve, strict=True)]
+
+    def early_stopped_best(self) -> tuple[float, float]:
+        """The best that MCTformer's ``evaluation.py --curve True`` prints, from this curve.
+
+        MCTformer's loop starts at ``(threshold 0.0, mIoU 0.0)``, walks the
+        thresholds upwards and stops at the first one whose mIoU is not strictly
+        higher than the best so far; it prints the last improving threshold as
+        "Best". On a curve with several local maxima that is the first one, not
+        :attr:`best_threshold`. With ``mean_over="all"`` (MCTformer's mean over
+        every class) and the sweep starting at 0.00, the pair equals the one
+        MCTformer prints on the same seeds.
+
+        Returns:
+            ``(threshold, mIoU percent)``; ``(0.0, 0.0)`` when the first mIoU is
+            not above 0 (MCTformer's initial values).
+
+        Example:
+            >>> import numpy as np
+            >>> from seedkit.metrics import ThresholdSweep
+            >>> sweep = ThresholdSweep(num_classes=2, thresholds=[0.0, 0.1, 0.2, 0.3, 0.4])
+            >>> seed = np.array([[[0.45, 0.05, 0.25, 0.35, 0.15]]], np.float32)
+            >>> sweep.update(seed, np.array([[1, 0, 0, 0, 1]]))
+            >>> result = sweep.result()
+            >>> [round(miou, 1) for _, miou in result.curve]  # a dip at 0.2, the best at 0.4
+            [20.0, 41.7, 25.0, 41.7, 62.5]
+            >>> threshold, miou = result.early_stopped_best()  # MCTformer stops at 0.2
+            >>> threshold, round(miou, 1), result.best_threshold, round(result.best_miou, 1)
+            (0.1, 41.7, 0.4, 62.5)
+        """
+        best_threshold, best_miou = 0.0, 0.0
+        for threshold, miou in self.curve:
+            if not miou > best_miou:  # a NaN mean stops the walk too
+                break
+            best_threshold, best_miou = threshold, miou
+        return best_threshold, best_miou
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the ``seedkit eval-seeds --json`` document (NaN becomes ``null``).
@@ -159,10 +190,9 @@ class SweepResult:
         or ``"present"``: the classes every mean runs over) and ``mean_classes``
         (how many), ``fp_rate_per_class``, ``fn_rate_per_class``,
         ``fp_pixels``, ``fn_pixels``, ``class_names``, ``num_images``,
-        ``zero_images``, ``warnings`` and ``activation`` (``state``,
-        ``temperature``: the ``for_activation`` preset it recommends, and
-        ``at_edge``: the best threshold is the sweep's largest, so the state was
-        read off a truncated curve).
+        ``zero_images``, ``warnings`` and ``activation`` (``state``: a reading of FP
+        against FN, not a tuned recommendation, and ``at_edge``: the best threshold
+        is the sweep's largest, so the state was read off a truncated curve).
         """
         cm = self.confusion
         tp = np.diag(cm)
@@ -187,7 +217,6 @@ class SweepResult:
             "warnings": list(self.warnings),
             "activation": {
                 "state": self.activation_state,
-                "temperature": self.recommended_temperature,
                 "at_edge": self.at_edge,
             },
         }
@@ -227,9 +256,9 @@ class SweepResult:
                 else ""
             )
             lines.append(
-                f"activation: {self.activation_state}-activated seeds{note}; for their training, "
-                f"SeedGenerationLoss.for_activation({self.activation_state!r}) "
-                f"uses temperature {self.recommended_temperature:g}"
+                f"activation: {self.activation_state}-activated seeds{note} "
+                f"(FP {_fmt(self.fp_rate)} against FN {_fmt(self.fn_rate)}; a reading, "
+                "not a temperature recommendation: the family presets are the measured ones)"
             )
         return "\n".join(lines)
 
@@ -346,6 +375,16 @@ class ThresholdSweep:
                 raise InvalidValueError("thresholds", "strictly increasing values", values.tolist())
             self.thresholds = values
         self._thresholds32 = self.thresholds.astype(np.float32)
+        table_bytes = (self.thresholds.size + 1) * self.num_classes**2 * 8
+        if table_bytes > MAX_TABLE_BYTES:
+            most = math.isqrt(MAX_TABLE_BYTES // (8 * (self.thresholds.size + 1)))
+            raise InvalidValueError(
+                "num_classes",
+                f"at most {most} classes for {self.thresholds.size} thresholds (the sweep "
+                f"counts (thresholds + 1) x classes x classes pixel pairs in memory, at most "
+                f"{MAX_TABLE_BYTES / 2**30:g} GiB; {table_bytes / 2**30:.3g} GiB here)",
+                self.num_classes,
+            )
         self.ignore_index = int(ignore_index)
         if class_names is not None and len(class_names) not in (
             self.num_classes,

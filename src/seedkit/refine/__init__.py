@@ -1,6 +1,6 @@
 """Stage 2 of the pipeline: seeds -> pseudo masks.
 
-Dense CRF with the reference parameters (extra ``seedkit[crf]``), pixel-affinity
+Dense CRF with the reference parameters (extra ``seedkit-wsss[crf]``), pixel-affinity
 learning from confident seed regions and random-walk propagation (PSA / IRN),
 and a resumable writer of one index PNG per image.
 """

@@ -1,4 +1,4 @@
-"""Dense CRF refinement with the reference parameters (optional extra ``seedkit[crf]``)."""
+"""Dense CRF refinement with the reference parameters (optional extra ``seedkit-wsss[crf]``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def _densecrf() -> Any:
         import pydensecrf.densecrf as dcrf
     except ImportError as error:
         raise ImportError(
-            "dense CRF needs pydensecrf2 (imported as 'pydensecrf'): pip install 'seedkit[crf]'"
+            "dense CRF needs pydensecrf2 (imported as 'pydensecrf'): "
+            "pip install 'seedkit-wsss[crf]'"
         ) from error
     return dcrf
 
@@ -54,7 +55,7 @@ def dense_crf(
         Refined probabilities, float32, summing to one per pixel.
 
     Raises:
-        ImportError: ``pydensecrf2`` is not installed (names the ``seedkit[crf]`` extra).
+        ImportError: ``pydensecrf2`` is not installed (names the ``seedkit-wsss[crf]`` extra).
 
     Shape:
         - image: :math:`(H, W, 3)`

@@ -29,6 +29,28 @@ def _unwrap_student(student: nn.Module) -> nn.Module:
     return student
 
 
+def _copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also copies modules holding computed (non-leaf) tensors.
+
+    ``torch.nn.utils.weight_norm`` (DINO / ToCo heads) keeps ``weight`` as a plain
+    attribute computed from ``weight_g`` and ``weight_v``: a non-leaf tensor, which
+    ``copy.deepcopy`` refuses. Its forward pre-hook recomputes it from the copied
+    parameters at every call, so a detached clone stands in for it in the copy.
+    Parametrizations (``torch.nn.utils.parametrizations``) copy as they are.
+    """
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, dict):
+                items = list(value.values())
+            else:
+                items = list(value) if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, torch.Tensor) and not item.is_leaf:
+                    memo[id(item)] = item.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 class EMATeacher(nn.Module):
     r"""A frozen copy of a student that follows it as an exponential moving average.
 
@@ -40,7 +62,11 @@ class EMATeacher(nn.Module):
 
     Args:
         student: the student model (DDP / DataParallel / ``torch.compile``
-            wrappers are looked through). It is deep-copied, never changed.
+            wrappers are looked through). It is deep-copied, never changed;
+            ``torch.nn.utils.weight_norm`` layers and parametrizations
+            (``torch.nn.utils.parametrizations``) are copied too, and their
+            underlying parameters (``weight_g`` / ``weight_v``, ``original*``)
+            follow the student.
         momentum: :math:`m` in ``[0, 1]``; with a schedule, the starting value.
         schedule: ``None`` / ``"constant"`` for a fixed momentum, or
             ``"cosine"``: :math:`m_k = m_1 - (m_1 - m_0)(\cos(\pi k / T) + 1) / 2`
@@ -86,7 +112,7 @@ class EMATeacher(nn.Module):
             )
         self.schedule = None if schedule == "constant" else schedule
         self.total_steps = total_steps
-        self.module = copy.deepcopy(_unwrap_student(student))
+        self.module = _copy_model(_unwrap_student(student))
         self.module.requires_grad_(False)
         self.module.eval()
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
