@@ -50,8 +50,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Seed mIoU and best threshold of the 3-step demo run (CPU, measured twice): the two
-# methods differ by 0.014, so the tolerance tells them apart.
-DEMO_SEEDS = {"cam": (18.0102, 0.23), "usage": (18.0243, 0.23)}
+# methods differ by 0.054, so the tolerance tells them apart (main and this engine agree).
+DEMO_SEEDS = {"cam": (18.0102, 0.23), "usage": (18.0641, 0.25)}
 
 
 def test_demo_runs_both_methods_and_writes_everything(demo_run: Path) -> None:
