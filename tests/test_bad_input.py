@@ -151,6 +151,28 @@ def test_eval_seeds_bad_input(files, capsys, argv, message):
     assert not (files / "ran").exists()  # no code from a seed file ran
 
 
+def test_eval_seeds_json_on_a_read_only_file_system_is_one_line(files, capsys, monkeypatch):
+    import errno
+    import os
+
+    real_open = os.open
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    def refuse(path, flags, *args):  # creating a file fails; reading works
+        return read_only() if flags & os.O_CREAT else real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse)
+    monkeypatch.setattr(os, "unlink", read_only)  # the clean-up fails too
+    argv = ["eval-seeds", "--cams", str(files / "cams"), "--gt", str(files / "gt"), "--quiet",
+            "--num-classes", "2", "--list", str(files / "list.txt"),
+            "--json", str(files / "ro" / "r.json")]  # fmt: skip
+    (files / "ro").mkdir(exist_ok=True)
+    code, err = _run_cli(seedkit_main, argv, capsys)
+    _assert_one_line(code, err, "seedkit eval-seeds", "r.json: cannot write: Read-only file system")
+
+
 CLS_LABEL_CASES = [
     (["--voc-root", "{root}", "--out", "{root}"], "cannot write: it is a folder; --out takes"),
     (
