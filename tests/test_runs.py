@@ -417,6 +417,24 @@ def test_an_edited_seed_file_is_written_again_never_scored(tmp_path, voc, finish
     assert _seeds(out) == before and path.read_bytes() == content
 
 
+MASK_EDITS = {
+    "hand-edited": lambda p: Image.new("L", Image.open(p).size, 1).save(p),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[:40]),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(MASK_EDITS))
+def test_an_edited_pseudo_mask_is_made_again_and_stage_3_retrained(
+    tmp_path, voc, three_stages, capsys, edit
+):
+    out = _copy_run(three_stages, tmp_path)
+    first, masks = _numbers(out), _masks(out)
+    path = out / "pseudo_masks" / "masks" / sorted(masks)[0]
+    MASK_EDITS[edit](path)
+    assert _main(capsys, voc, out, "--max-steps", "3", "--stages", "1,2,3", *LATER) == (0, "")
+    assert _masks(out) == masks and _numbers(out) == first
+
+
 def test_results_json_holds_only_current_numbers(tmp_path, voc, three_stages, capsys):
     out = _copy_run(three_stages, tmp_path)
     first, masks = _numbers(out), _masks(out)
