@@ -464,6 +464,12 @@ REFUSED = [
     (["--stages", "1,2,3", "--exp-times", "100"], "--exp-times: expected an integer in [0, 16]"),
     (["--stages", "1,2,3", "--seg-checkpoint-path", "missing.pt"],
      "missing.pt: --seg-checkpoint-path file not found"),
+    (["--stages", "1,2,3", "--pm-backbone", "deit_tiny_patch16_224"],
+     "--pm-backbone: expected a CNN with features at stride 4"),
+    (["--stages", "1,2,3", "--walk-bg-threshold", "nan"],
+     "--walk-bg-threshold: expected a finite number in [0.0, 1.0]"),
+    (["--stages", "1,2,3", "--cam-scales", "1e9"], "--cam-scales: expected a finite number in"),
+    (["--stages", "1,2,3", "--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
 ]  # fmt: skip
 
 
