@@ -75,9 +75,11 @@ from seedkit import kernels  # noqa: E402
 from seedkit.backbones import create_seed_model  # noqa: E402
 from seedkit.cam import infer_cams  # noqa: E402
 from seedkit.kernels import fused_kl_consistency, fused_temperature_pool  # noqa: E402
+from seedkit.reference import scale_divisor  # noqa: E402
 
 KERNEL_SHAPES = [(16, 21, 56, 56), (8, 81, 64, 64), (16, 21, 112, 112)]
 TAU = 2.0
+SCALE = "std"  # the losses' default temperature scale (divide by each map's spread)
 SCALES = (1.0, 0.5, 1.5, 2.0)
 VOC_SIZE = (375, 500)
 NUM_CLASSES = 20
@@ -206,33 +208,47 @@ def kernel_variants(
         return call
 
     def public_pool() -> torch.Tensor:
-        return seedkit.temperature_pool(a.view(shape), TAU)
+        return seedkit.temperature_pool(a.view(shape), TAU, scale=SCALE)
 
     def public_kl() -> torch.Tensor:
         return seedkit.losses.consistency_loss(
-            a.view(shape), teacher.view(shape), labels, temperature=TAU, teacher_temperature=1.0
+            a.view(shape),
+            teacher.view(shape),
+            labels,
+            temperature=TAU,
+            teacher_temperature=1.0,
+            scale=SCALE,
         )
 
+    def naive_pool() -> torch.Tensor:
+        x = a.float()
+        divisor = scale_divisor(x, None, SCALE)
+        logits = x / TAU if divisor is None else x / divisor / TAU
+        return (torch.softmax(logits, dim=2) * x).sum(dim=2)
+
     pools: dict[str, Callable[[], torch.Tensor]] = {
-        "naive": lambda: (torch.softmax(a.float() / TAU, dim=2) * a.float()).sum(dim=2),
+        "naive": naive_pool,
         "public": public_pool,
         "public immediate": with_checks("immediate", public_pool),
         "public unchecked": with_checks(False, public_pool),
     }
     kls: dict[str, Callable[[], torch.Tensor]] = {
         "naive": lambda: present_mean(
-            fused_kl_consistency(a, teacher, None, TAU, 1.0, backend="reference")
+            fused_kl_consistency(a, teacher, None, TAU, 1.0, SCALE, backend="reference")
         ),
         "public": public_kl,
         "public immediate": with_checks("immediate", public_kl),
         "public unchecked": with_checks(False, public_kl),
     }
     if dtype == torch.float32:
-        backends = ["fused"] + (["triton"] if bench.cuda and kernels.triton_available() else [])
+        backends = ["eager", "fused"]
+        backends += ["triton"] if bench.cuda and kernels.triton_available() else []
         for backend in backends:
-            pools[backend] = lambda b=backend: fused_temperature_pool(a, None, TAU, backend=b)
+            pools[backend] = lambda b=backend: fused_temperature_pool(
+                a, None, TAU, SCALE, backend=b
+            )
             kls[backend] = lambda b=backend: present_mean(
-                fused_kl_consistency(a, teacher, None, TAU, 1.0, backend=b)
+                fused_kl_consistency(a, teacher, None, TAU, 1.0, SCALE, backend=b)
             )
     return a, {"temperature_pool": pools, "kl_consistency": kls}
 
@@ -363,7 +379,7 @@ def step_pair(
             student = strong(x)
             with torch.no_grad():
                 target = weak(x)
-            loss = criterion(student.cams, labels, target.cams).loss
+            loss = criterion(student.cams, target.cams, labels).loss
         finish(loss)
         teacher.update(model)
 

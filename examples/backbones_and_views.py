@@ -35,7 +35,7 @@ labels[:, 3] = 1
 out = student(images)  # SeedModelOutput(cams, features, logits)
 with torch.no_grad():
     target = weak(images)  # the teacher stays in eval mode and still drops channels
-loss = criterion(out.cams, labels, target.cams).loss
+loss = criterion(out.cams, target.cams, labels).loss
 with torch.no_grad():  # the same call again, with the same dropped channels
     replayed = student(images, segments=student.last_segments)
 print("replay identical:", torch.allclose(replayed.cams, out.cams, atol=1e-6))

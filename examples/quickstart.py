@@ -43,7 +43,7 @@ def main() -> None:
         labels[torch.arange(4), torch.randint(num_classes, (4,))] = 1.0
         with torch.no_grad():
             teacher_cams = teacher_view(images).cams
-        out = criterion(student(images).cams, labels, teacher_cams)
+        out = criterion(student(images).cams, teacher_cams, labels)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()

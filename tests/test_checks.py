@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import subprocess
+import sys
+import threading
+import weakref
+from pathlib import Path
+
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -163,3 +171,72 @@ def test_modes_and_bad_mode():
     with pytest.raises(InvalidValueError, match="enabled"):
         seedkit.set_input_checks("sometimes")
     assert seedkit.input_checks_enabled()
+
+
+def test_a_deferred_check_holds_no_tensor_and_names_its_call():
+    student, teacher, _ = _maps()
+    with seedkit.input_checks("deferred"):
+        bad = _poisoned(float("nan"), VALID)
+        watcher = weakref.ref(bad)
+        seedkit.temperature_pool(bad, 0.5)  # line of the call the error must name
+        line = sys._getframe().f_lineno - 1
+        del bad
+        gc.collect()
+        assert watcher() is None  # the pending check keeps no reference to the map
+        with pytest.raises(NonFiniteError, match=r"cams: .*'1 of 120") as info:
+            seedkit.consistency_loss(student, teacher, LABELS)
+    notes = "".join(info.value.__notes__)
+    assert "seedkit.temperature_pool called at" in notes
+    assert f"{Path(__file__).name}:{line}" in notes and "(call " in notes
+
+
+def test_input_checks_and_use_backend_are_local_to_the_thread():
+    seen = {}
+
+    def other_thread():
+        seen["checks"] = seedkit.input_checks_enabled()
+        seen["backend"] = kernels.get_backend()
+
+    with seedkit.input_checks(False), kernels.use_backend("reference"):
+        assert not seedkit.input_checks_enabled() and kernels.get_backend() == "reference"
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert seen == {"checks": True, "backend": "auto"}
+
+
+_BAD_ENVIRONMENT = """
+import torch, seedkit
+from seedkit import kernels
+cams = torch.randn(1, 2, 3, 3)
+try:
+    seedkit.temperature_pool(cams, 1.0)
+except seedkit.errors.InvalidValueError as error:
+    print(error)
+kernels.set_backend("reference")
+seedkit.set_input_checks(True)
+print(bool(torch.isfinite(seedkit.temperature_pool(cams, 1.0)).all()))
+"""
+
+
+@pytest.mark.parametrize(
+    ("variable", "accepted"),
+    [
+        ("SEEDKIT_KERNELS", "auto, reference, eager, fused, triton"),
+        ("SEEDKIT_CHECKS", "1, true, on, auto, immediate, deferred, 0, false, off"),
+    ],
+)
+def test_a_bad_environment_variable_is_one_line_at_first_use(variable, accepted):
+    # import seedkit never fails on it; the first call that reads it names it; setting
+    # the value in code replaces it.
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, variable: "Sometimes", "PYTHONPATH": str(src)}
+    result = subprocess.run(
+        [sys.executable, "-c", _BAD_ENVIRONMENT], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        f"environment variable {variable}: expected one of {accepted}, got 'Sometimes'",
+        "True",
+    ]
+    assert result.stderr == ""

@@ -81,11 +81,11 @@ def test_colour_and_16bit_masks_decode(tmp_path: Path) -> None:
 
 def test_mask_class_id_above_range_names_the_file(tmp_path: Path) -> None:
     path = write_mask_png(tmp_path / "m.png", np.array([[0, 21], [255, 3]], dtype=np.uint8))
-    assert read_mask(path).max() == 255  # no check without num_classes
+    assert read_mask(path).max() == 255  # no check without num_labels
     with pytest.raises(DataError, match=r"m\.png.*unknown class ids \[21\]"):
-        read_mask(path, num_classes=21)
+        read_mask(path, num_labels=21)
     ok = write_mask_png(tmp_path / "ok.png", np.array([[0, 20], [255, 3]], dtype=np.uint8))
-    assert read_mask(ok, num_classes=21)[1, 0] == 255
+    assert read_mask(ok, num_labels=21)[1, 0] == 255
 
 
 def test_missing_and_corrupt_files_name_the_file(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def test_scenes_are_varied_multi_object_and_use_the_demo_classes(demo: Path) -> 
 
 def test_masks_have_voc_border_band_and_match_xml_boxes(demo: Path) -> None:
     for image_id in read_id_list(demo, "val")[:6]:
-        mask = read_mask(demo / "SegmentationClass" / f"{image_id}.png", num_classes=21)
+        mask = read_mask(demo / "SegmentationClass" / f"{image_id}.png", num_labels=21)
         border = mask == 255
         assert border.any()
         # the band separates classes: no object pixel touches background directly (4-neighbourhood)

@@ -33,6 +33,7 @@ import pytest
 
 import seedkit
 from seedkit import kernels
+from seedkit.checks import check_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]
@@ -211,10 +212,17 @@ def test_page_code_runs_in_order(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     namespace: dict = {"__name__": f"doc_{page.stem}"}
-    # A page may switch the value checks or the kernel backend: both come back afterwards.
-    with seedkit.input_checks(True), kernels.use_backend(kernels.get_backend()):
-        for block in page_blocks(page):
-            _run_block(block, page, namespace, tmp_path)
+    # A page may switch the value checks or the kernel backend, in a block (context-local)
+    # or for the process (set_input_checks / set_backend): both come back afterwards, so
+    # the tests that run after this one see the state they started with.
+    backend, mode = kernels.get_backend(), check_mode()
+    try:
+        with seedkit.input_checks(True), kernels.use_backend(backend):
+            for block in page_blocks(page):
+                _run_block(block, page, namespace, tmp_path)
+    finally:
+        kernels.set_backend(backend)
+        seedkit.set_input_checks(False if mode is None else mode)
 
 
 def _run_block(block: Block, page: Path, namespace: dict, tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ def test_irn_recipe(tmp_path):
     assert len(strong.blocks) == 16 and all(b.name.startswith("resnet50.") for b in strong.blocks)
     with torch.no_grad():
         teacher_cams = weak(x)
-    out = usage(strong(x), _labels(), teacher_cams)
+    out = usage(strong(x), teacher_cams, _labels())
     out.loss.backward()
     assert torch.isfinite(out.loss) and _finite_grads(model)
     cam_dir = tmp_path / "cam"

@@ -230,6 +230,8 @@ def test_consistency_temperature_sets_the_consistency_term_only():
         DistributedContext(),
         num_samples=8,
     )
+    # consistency_scale sets the consistency term only: the generation term keeps the
+    # config's scale (the default "std").
     assert (
         shaped.criterion.generation.scale == "std" and shaped.criterion.consistency.scale == "max"
     )

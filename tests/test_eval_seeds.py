@@ -486,11 +486,11 @@ def test_num_classes_too_large_for_memory_is_one_line(tmp_path, capsys, num_clas
         capsys,
     )
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "--num-classes" in err and "at most 2097 classes" in err
+    assert err.count("\n") == 1 and "--num-classes" in err and "at most 2097 labels" in err
 
 
-def test_num_classes_limit_follows_the_number_of_thresholds():
-    ThresholdSweep(num_classes=2097)  # 61 x 2097 x 2097 int64 fits in 2 GiB
-    with pytest.raises(ValueError, match="num_classes: expected at most 2097 classes"):
-        ThresholdSweep(num_classes=2098)
-    ThresholdSweep(num_classes=2200, thresholds=[0.3])  # one threshold: a larger table fits
+def test_num_labels_limit_follows_the_number_of_thresholds():
+    ThresholdSweep(num_labels=2097)  # 61 x 2097 x 2097 int64 fits in 2 GiB
+    with pytest.raises(ValueError, match="num_labels: expected at most 2097 labels"):
+        ThresholdSweep(num_labels=2098)
+    ThresholdSweep(num_labels=2200, thresholds=[0.3])  # one threshold: a larger table fits

@@ -96,9 +96,7 @@ def test_scale_free_gradient_treats_the_maximum_as_a_constant():
     labels = torch.ones(1, 1, dtype=torch.float64)
     (scale_free,) = torch.autograd.grad(seed_generation_loss(cams, labels, 0.5, scale="max"), cams)
     effective = 0.5 * float(cams.detach().abs().max())
-    (raw,) = torch.autograd.grad(
-        seed_generation_loss(cams, labels, effective, scale="raw"), cams
-    )
+    (raw,) = torch.autograd.grad(seed_generation_loss(cams, labels, effective, scale="raw"), cams)
     torch.testing.assert_close(scale_free, raw)
 
 
@@ -142,7 +140,7 @@ def test_usage_loss_finite_under_autocast(autocast_dtype, temperature):
         student = conv(images)
         teacher = conv(images + 0.1)
         assert student.dtype == autocast_dtype
-        out = criterion(student, labels, teacher)
+        out = criterion(student, teacher, labels)
     assert out.loss.dtype == torch.float32
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(conv.weight.grad).all()
@@ -282,17 +280,11 @@ def test_consistency_gradcheck_float64():
     mask = torch.ones(2, 3, 3, dtype=torch.bool)
     mask[1, 0] = False
     # The raw form's math; the scale-free forms divide by detached numbers.
+    settings = {"temperature": 0.7, "teacher_temperature": 1.3, "scale": "raw"}
     for distance in ("kl", "js", "l1"):
         assert torch.autograd.gradcheck(
             lambda s, d=distance: consistency_loss(
-                s,
-                teacher,
-                labels,
-                distance=d,
-                temperature=0.7,
-                teacher_temperature=1.3,
-                mask=mask,
-                scale="raw",
+                s, teacher, labels, distance=d, mask=mask, **({} if d == "l1" else settings)
             ),
             (student,),
         )
@@ -327,17 +319,17 @@ def test_usage_loss_combines_parts():
     criterion = USAGELoss(
         seedkit.SeedGenerationLoss(2.0), seedkit.ConsistencyLoss(temperature=2.0), 0.5
     )
-    out = criterion(student, labels, teacher)
+    out = criterion(student, teacher, labels)
     torch.testing.assert_close(out.generation, seed_generation_loss(student, labels, 2.0))
     torch.testing.assert_close(
         out.consistency, consistency_loss(student, teacher, labels, temperature=2.0)
     )
     torch.testing.assert_close(out.loss, out.generation + 0.5 * out.consistency)
-    only_generation = criterion(student, labels)
+    only_generation = criterion(student, None, labels)
     torch.testing.assert_close(only_generation.loss, out.generation)
     assert float(only_generation.consistency) == 0.0
     criterion.consistency_weight = 0.0
-    torch.testing.assert_close(criterion(student, labels, teacher).loss, out.generation)
+    torch.testing.assert_close(criterion(student, teacher, labels).loss, out.generation)
 
 
 def test_cnn_preset_is_chosen_by_the_saved_protocol_runs():
@@ -567,16 +559,85 @@ def test_usage_weight_ramps_with_progress():
         consistency_start=0.2,
         consistency_ramp=0.4,
     )
-    early = criterion(student, labels, teacher, progress=0.1)
+    early = criterion(student, teacher, labels, progress=0.1)
     assert early.weight == 0.0
     torch.testing.assert_close(early.loss, early.generation)
-    middle = criterion(student, labels, teacher, progress=0.4)
+    middle = criterion(student, teacher, labels, progress=0.4)
     assert middle.weight == pytest.approx(0.5 * math.exp(-5 * 0.5**2))
     torch.testing.assert_close(middle.loss, middle.generation + middle.weight * middle.consistency)
-    assert criterion(student, labels, teacher, progress=0.6).weight == 0.5
-    assert criterion(student, labels, teacher).weight == 0.5  # no progress: the full weight
+    assert criterion(student, teacher, labels, progress=0.6).weight == 0.5
+    assert criterion(student, teacher, labels).weight == 0.5  # no progress: the full weight
     for name in ("consistency_start", "consistency_ramp"):
         with pytest.raises(InvalidValueError, match=name):
             setattr(criterion, name, 1.5)
     with pytest.raises(InvalidValueError, match=r"consistency_weight.*>= 0"):
         criterion.consistency_weight = -0.1
+
+
+# ---------------------------------------------------------------- one meaning per name
+
+
+def test_a_distance_object_carries_its_own_temperature():
+    student, teacher = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    kl2 = KLDivergence(temperature=2.0)
+    # The case of the issue: a KL at 2 with temperature=0.5 was reported as 0.5 and
+    # computed at 2. Now it is refused, naming the argument.
+    with pytest.raises(InvalidValueError, match=r"^temperature: expected None with a distance"):
+        seedkit.ConsistencyLoss(distance=kl2, temperature=0.5)
+    with pytest.raises(InvalidValueError, match="teacher_temperature"):
+        consistency_loss(student, teacher, labels, distance=kl2, teacher_temperature=1.0)
+    carried = seedkit.ConsistencyLoss(distance=kl2)
+    assert carried.temperature == 2.0 and carried.distance is kl2
+    torch.testing.assert_close(
+        carried(student, teacher, labels),
+        seedkit.ConsistencyLoss(temperature=2.0)(student, teacher, labels),
+    )
+    # What the module reports is what it computes, after a change too.
+    carried.temperature = 0.5
+    assert carried.distance.temperature == 0.5
+    torch.testing.assert_close(
+        carried(student, teacher, labels),
+        consistency_loss(student, teacher, labels, temperature=0.5),
+    )
+
+
+def test_l1_takes_no_temperature():
+    with pytest.raises(InvalidValueError, match=r"^temperature: .*'l1'"):
+        seedkit.ConsistencyLoss("l1", temperature=2.0)
+    with pytest.raises(InvalidValueError, match=r"^scale"):
+        seedkit.ConsistencyLoss("l1", scale="max")
+    l1 = seedkit.ConsistencyLoss("l1", normalize=False)  # what L1 does anyway
+    assert (l1.temperature, l1.teacher_temperature, l1.scale, l1.normalize) == (
+        None,
+        None,
+        None,
+        False,
+    )
+    with pytest.raises(InvalidValueError, match=r"^temperature: .*MaxNormL1 has no temperature"):
+        l1.temperature = 1.0
+    with pytest.raises(InvalidValueError, match="consistency_temperature"):
+        USAGELoss.for_backbone("cnn", distance="l1", consistency_temperature=2.0)
+    usage = USAGELoss.for_backbone("cnn", distance="l1", scale="max", normalize=False)
+    assert isinstance(usage.consistency.distance, MaxNormL1)
+    assert usage.generation.scale == "max"
+
+
+def test_usage_forward_takes_the_consistency_order():
+    student = torch.randn(2, 4, 5, 5, requires_grad=True)
+    teacher = torch.randn(2, 4, 5, 5)
+    labels = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    consistency = seedkit.ConsistencyLoss(temperature=2.0)
+    criterion = USAGELoss(consistency=consistency, consistency_weight=1)
+    out = criterion(student, teacher, labels)
+    torch.testing.assert_close(
+        out.consistency, seedkit.ConsistencyLoss(temperature=2.0)(student, teacher, labels)
+    )
+    # The old order (student, labels, teacher) still computes the same, with a warning.
+    with pytest.warns(DeprecationWarning, match=r"\(student_cams, teacher_cams, labels\)"):
+        old = criterion(student, labels, teacher)
+    torch.testing.assert_close(old.loss, out.loss)
+    with pytest.warns(DeprecationWarning):
+        assert float(criterion(student, labels).consistency) == 0.0
+    with pytest.raises(InvalidValueError, match="labels"):
+        criterion(student, teacher)

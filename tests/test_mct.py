@@ -310,7 +310,7 @@ def test_usage_parts_act_on_the_patch_cams():
         target = seedkit.SelfAdaptiveView(teacher.module, drop_ratio=0.1)(x)
     assert isinstance(target, MCTSeedModelOutput)
     criterion = seedkit.USAGELoss.for_backbone(model, consistency_weight=0.1)
-    loss = criterion(student.cams, labels, target.cams, progress=1.0).loss
+    loss = criterion(student.cams, target.cams, labels, progress=1.0).loss
     loss = loss + F.multilabel_soft_margin_loss(student.token_logits, labels)
     loss.backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []

@@ -100,7 +100,7 @@ def test_one_pass_sweep_equals_per_threshold_argmax(pairs):
     gts = [p[1] for p in pairs]
     if all((gt == 255).all() for gt in gts):
         return
-    sweep = ThresholdSweep(num_classes=5)
+    sweep = ThresholdSweep(num_labels=5)
     for stack, gt in pairs:
         sweep.update(stack, gt)
     confusions = sweep.confusion_matrices()
@@ -115,7 +115,7 @@ def test_one_pass_sweep_equals_per_threshold_argmax(pairs):
     predicted = {c for cm in expected for c in np.nonzero(cm.sum(axis=0))[0]}
     if predicted <= in_gt:  # no class outside the masks: IRN's per-threshold nanmean
         np.testing.assert_allclose(result.miou_curve, curve)
-    every = ThresholdSweep(num_classes=5, mean_over="all")
+    every = ThresholdSweep(num_labels=5, mean_over="all")
     for stack, gt in pairs:
         every.update(stack, gt)
     every_result = every.result()
@@ -135,9 +135,9 @@ def test_sparse_maps_equal_dense_stack_with_zeros(pair, present):
     for c in present:
         dense[c] = stack[c]
     for thresholds in (None, ODD_THRESHOLDS):
-        a = ThresholdSweep(num_classes=5, thresholds=thresholds)
+        a = ThresholdSweep(num_labels=5, thresholds=thresholds)
         a.update(dense, gt)
-        b = ThresholdSweep(num_classes=5, thresholds=thresholds)
+        b = ThresholdSweep(num_labels=5, thresholds=thresholds)
         b.update_maps({c: stack[c] for c in present}, gt)
         np.testing.assert_array_equal(a.confusion_matrices(), b.confusion_matrices())
         if thresholds is not None and not (gt == 255).all():
@@ -170,7 +170,7 @@ def test_explicit_thresholds_and_edge_warning():
 
 
 def test_sweep_input_errors():
-    sweep = ThresholdSweep(num_classes=3)
+    sweep = ThresholdSweep(num_labels=3)
     with pytest.raises(ShapeError, match="cam_stack"):
         sweep.update(np.zeros((3, 2, 2)), np.zeros((2, 2), np.uint8))
     with pytest.raises(ShapeError, match="gt"):
@@ -254,3 +254,22 @@ def test_plain_confusion_helper_agrees_with_bincount():
     pred = rng.integers(0, 4, (10, 10))
     gt = rng.choice([0, 1, 2, 3, 255], (10, 10))
     np.testing.assert_array_equal(plain_confusion(pred, gt, 4), confusion_matrix(pred, gt, 4))
+
+
+def test_num_labels_counts_background_and_the_old_spelling_shifts_nothing():
+    # num_classes means foreground classes in seedkit's Python API; what counts mask
+    # labels (background included) is num_labels. The old keyword still means that count.
+    with pytest.warns(DeprecationWarning, match=r"num_classes= is deprecated, use num_labels="):
+        old = ThresholdSweep(num_classes=21)
+    assert old.num_labels == ThresholdSweep(num_labels=21).num_labels == 21
+    assert ThresholdSweep().num_labels == 21
+    with pytest.warns(DeprecationWarning, match="num_labels"):
+        assert old.num_classes == 21
+    pred, gt = np.array([0, 2, 1]), np.array([0, 2, 2])
+    with pytest.warns(DeprecationWarning):
+        matrix = confusion_matrix(pred, gt, num_classes=3)
+    np.testing.assert_array_equal(matrix, confusion_matrix(pred, gt, 3))
+    with pytest.raises(InvalidValueError, match=r"^num_classes: expected only num_labels="):
+        ThresholdSweep(num_labels=21, num_classes=21)
+    with pytest.raises(InvalidValueError, match=r"^num_labels: expected an integer >= 2"):
+        confusion_matrix(pred, gt)

@@ -93,8 +93,8 @@ PUBLIC_API: dict[str, list[str]] = {
         "file_digest", "folder_lock", "load_npy", "remove_stale_temporaries",
     ],
     "seedkit.kernels": [
-        "AUTO_MIN_NUMEL", "AUTO_MIN_NUMEL_CPU", "BACKENDS", "compile_seconds",
-        "compiled_available", "fused_kl_consistency", "fused_temperature_pool", "get_backend",
+        "AUTO_MIN_NUMEL", "BACKENDS", "compile_seconds", "compiled_available",
+        "fused_kl_consistency", "fused_temperature_pool", "get_backend", "kl_rows", "pool_rows",
         "resolve_backend", "self_check", "self_check_results", "set_backend", "triton_available",
         "use_backend",
     ],
@@ -114,9 +114,9 @@ PUBLIC_API: dict[str, list[str]] = {
         "load_psa_maps", "seed_labels", "trivial_baselines",
     ],
     "seedkit.reference": [
-        "MAX_NORM_EPS", "SCALES", "effective_fraction", "flatten_maps", "kl_consistency",
-        "kl_divergence", "log_distribution", "max_normalize", "scale_divisor",
-        "scaled_logits", "temperature_pool", "upcast",
+        "MAX_NORM_EPS", "SCALES", "flatten_maps", "kl_consistency", "kl_divergence",
+        "log_distribution", "max_normalize", "neff_fraction", "scale_divisor",
+        "scaled_logits", "temperature_pool_flat", "upcast",
     ],
     "seedkit.refine": [
         "AffinityLabels", "AffinityNet", "IRN_BETA", "IRN_BG_THRESHOLD", "IRN_EXP_TIMES",
@@ -461,3 +461,39 @@ def test_every_declared_dependency_is_imported() -> None:
         if IMPORT_NAMES.get(name, name.replace("-", "_")) not in imported:
             unused.append(name)
     assert not unused, f"declared but never imported by src/seedkit: {unused}"
+
+
+def test_no_two_public_functions_share_a_name_with_different_signatures() -> None:
+    # One meaning per name: a public function or class name means one thing across
+    # the package (re-exports of one object are fine; the command modules' register /
+    # run protocol has one signature).
+    import inspect
+    import pkgutil
+
+    import seedkit
+
+    seen: dict[str, dict[int, tuple[str, object]]] = {}
+    for info in pkgutil.walk_packages(seedkit.__path__, "seedkit."):
+        if info.name.endswith("__main__") or any(
+            _private(part) for part in info.name.split(".")[1:]
+        ):
+            continue
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name, None)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__.startswith(
+                "seedkit"
+            ):
+                seen.setdefault(name, {})[id(obj)] = (info.name, obj)
+
+    def parameters(obj: object) -> list[tuple[str, object]]:
+        if inspect.isclass(obj):
+            return [("class", obj.__qualname__)]
+        return [(p.name, p.kind) for p in inspect.signature(obj).parameters.values()]
+
+    clashes = {
+        name: sorted(module for module, _ in objects.values())
+        for name, objects in seen.items()
+        if len({str(parameters(obj)) for _, obj in objects.values()}) > 1
+    }
+    assert clashes == {}

@@ -20,7 +20,7 @@ def test_seed_labels_follow_the_evaluation_rule():
         label = seed_labels(stack, t, (6, 7))
         tensor = np.concatenate([np.full((1, 6, 7), t, np.float32), stack])
         np.testing.assert_array_equal(label, np.argmax(tensor, axis=0))
-        sweep = ThresholdSweep(num_classes=5, thresholds=[t])
+        sweep = ThresholdSweep(num_labels=5, thresholds=[t])
         sweep.update(stack, gt)
         np.testing.assert_array_equal(sweep.confusion_matrices()[0], confusion_matrix(label, gt, 5))
 

@@ -120,7 +120,7 @@ def render(
 ) -> None:
     """Draw the figure and score each kind of map on the evaluation list."""
     dataset = eval_dataset(config, str(voc), with_masks=True)
-    sweeps = {label: ThresholdSweep(num_classes=21) for _, _, label in KINDS}
+    sweeps = {label: ThresholdSweep(num_labels=21) for _, _, label in KINDS}
     panels = []
     for index in range(len(dataset)):
         item = dataset[index]

@@ -89,7 +89,7 @@ def main() -> None:
     usage, _teacher, strong, weak = make_usage(model)
     with torch.no_grad():
         teacher_cams = weak(img)
-    out = usage(strong(img), label, teacher_cams)
+    out = usage(strong(img), teacher_cams, label)
     out.loss.backward()
     print("usage", out.generation.item(), out.consistency.item())
     with tempfile.TemporaryDirectory() as cam_out_dir:

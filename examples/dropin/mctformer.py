@@ -63,7 +63,7 @@ def usage_loss(samples, targets, usage, strong, weak):
     outputs, patch_cams = strong(samples)
     with torch.no_grad():
         _, teacher_cams = weak(samples)
-    out = usage(patch_cams, targets, teacher_cams)
+    out = usage(patch_cams, teacher_cams, targets)
     return F.multilabel_soft_margin_loss(outputs, targets) + out.loss
 
 

@@ -66,7 +66,7 @@ def usage_step(model, img, label, optimizer, usage, teacher, strong, weak):
     cams = strong(img)
     with torch.no_grad():
         teacher_cams = weak(img)
-    out = usage(cams, label, teacher_cams)
+    out = usage(cams, teacher_cams, label)
     optimizer.zero_grad()
     out.loss.backward()
     optimizer.step()
@@ -78,7 +78,7 @@ def seam_usage_loss(img, label, usage, strong, weak):  # SEAM: the model returns
     cams = strong(img)[0][:, 1:]  # cam1 without the background channel
     with torch.no_grad():
         teacher_cams = weak(img)[0][:, 1:]
-    return usage(cams, label[:, 1:, 0, 0], teacher_cams).loss  # with loss_er, loss_ecr as before
+    return usage(cams, teacher_cams, label[:, 1:, 0, 0]).loss  # with loss_er, loss_ecr as before
 
 
 # [/views]

@@ -48,7 +48,7 @@ def usage_cls_loss(model, teacher, inputs, cls_label, usage, strong, weak):
     cams = classifier(strong(inputs)[2])  # fmap is ToCo's third output
     with torch.no_grad():
         teacher_cams = teacher.module.classifier(weak(inputs)[2])
-    return usage(cams, cls_label, teacher_cams).loss
+    return usage(cams, teacher_cams, cls_label).loss
 
 
 # [/views]

@@ -12,11 +12,13 @@ Example:
     >>> import torch
     >>> from seedkit import reference
     >>> flat = torch.tensor([[[0.0, 0.0, 0.0, 4.0]]])
-    >>> reference.temperature_pool(flat, None, 0.01, "raw")
+    >>> reference.temperature_pool_flat(flat, None, 0.01, "raw")
     tensor([[4.]])
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,15 +26,15 @@ import torch.nn.functional as F
 __all__ = [
     "MAX_NORM_EPS",
     "SCALES",
-    "effective_fraction",
     "flatten_maps",
     "kl_consistency",
     "kl_divergence",
     "log_distribution",
     "max_normalize",
+    "neff_fraction",
     "scale_divisor",
     "scaled_logits",
-    "temperature_pool",
+    "temperature_pool_flat",
     "upcast",
 ]
 
@@ -83,6 +85,11 @@ def scale_divisor(
       spread (see the Method page of the docs). A constant map (spread 0) gets
       ``2**-100 max|A|``: equal, finite logits, a uniform distribution.
 
+    The spread is computed in two passes (the mean, then the root mean square of
+    the deviations) on the map divided by its maximum magnitude, so it neither
+    overflows near the float maximum nor loses precision to a large mean; every
+    backend of :mod:`seedkit.kernels` uses this function.
+
     Args:
         flat: activations ``(B, C, N)``.
         valid: ``(B, 1, N)`` boolean mask or ``None``.
@@ -94,22 +101,24 @@ def scale_divisor(
     if scale == "raw":
         return None
     a = flat.detach()
-    magnitude = a.abs() if valid is None else a.abs().masked_fill(~valid, 0.0)
-    largest = magnitude.amax(dim=2, keepdim=True)
+    work = a.abs()
+    if valid is not None:
+        work = work.masked_fill_(~valid, 0.0)
+    largest = work.amax(dim=2, keepdim=True)
     if scale == "max":
         return largest.clamp_min(1e-6)
     tiny = torch.finfo(a.dtype).tiny
-    # The spread of the map in units of its magnitude (no overflow near the float
-    # maximum), scaled back.
-    unit = a / largest.clamp_min(tiny)
+    # The map in units of its magnitude (no overflow near the float maximum), in place.
+    unit = torch.mul(a, largest.clamp_min(tiny).reciprocal(), out=work)
     if valid is None:
-        spread = unit.std(dim=2, correction=0, keepdim=True)
+        unit = unit.sub_(unit.mean(dim=2, keepdim=True))
+        root_count: torch.Tensor | float = math.sqrt(a.shape[2])
     else:
-        weights = valid.to(a.dtype)
-        count = weights.sum(dim=2, keepdim=True).clamp_min(1.0)
-        unit = unit.masked_fill(~valid, 0.0)
-        mean = unit.sum(dim=2, keepdim=True) / count
-        spread = ((unit - mean) * weights).square().sum(dim=2, keepdim=True).div(count).sqrt()
+        count = valid.sum(dim=2, keepdim=True).clamp_min(1).to(a.dtype)
+        unit = unit.masked_fill_(~valid, 0.0)
+        unit = unit.sub_(unit.sum(dim=2, keepdim=True) / count).masked_fill_(~valid, 0.0)
+        root_count = count.sqrt()
+    spread = torch.linalg.vector_norm(unit, 2, dim=2, keepdim=True) / root_count
     return torch.maximum(spread * largest, (largest * _FLAT_FRACTION).clamp_min(tiny))
 
 
@@ -146,7 +155,7 @@ def log_distribution(
     return torch.log_softmax(scaled_logits(flat, valid, temperature, scale), dim=2)
 
 
-def temperature_pool(
+def temperature_pool_flat(
     flat: torch.Tensor, valid: torch.Tensor | None, temperature: float, scale: str
 ) -> torch.Tensor:
     """Return ``s_c = sum_n softmax_n(logits)_n A_c(n)``, ``(B, C)``, in the dtype of ``flat``.
@@ -158,7 +167,7 @@ def temperature_pool(
     return (alpha * flat).sum(dim=2)
 
 
-def effective_fraction(alpha: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+def neff_fraction(alpha: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """``N_eff / N`` of distributions over positions: ``1 / (N sum_n alpha(n)^2)``.
 
     The effective number of positions ``N_eff`` (Kish's effective sample size,

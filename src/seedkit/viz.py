@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from seedkit.checks import check_int
 from seedkit.data import class_names_for
-from seedkit.errors import InvalidValueError, ShapeError
+from seedkit.errors import ShapeError
 from seedkit.files import atomic_write
 from seedkit.metrics import as_seed_maps, seed_labels
 
@@ -87,9 +88,7 @@ def overlay_panel(
     if columns is None:  # balanced rows of at most 4: 5 tiles as 3 + 2, 7 as 4 + 3
         rows = -(-len(tiles) // 4)
         columns = -(-len(tiles) // rows)
-    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
-        raise InvalidValueError("columns", "an integer >= 1", columns)
-    return _sheet(imgviz, tiles, columns)
+    return _sheet(imgviz, tiles, check_int("columns", columns, 1))
 
 
 def _sheet(imgviz: Any, tiles: list[np.ndarray], columns: int) -> np.ndarray:

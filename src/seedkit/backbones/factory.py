@@ -13,7 +13,7 @@ import torch.nn as nn
 from seedkit.backbones.family import detect_family
 from seedkit.backbones.mct import MCTSeedModel
 from seedkit.backbones.seed_model import SeedModel
-from seedkit.checks import check_choice
+from seedkit.checks import check_choice, check_int, is_integer
 from seedkit.errors import BackboneError, DataFileError, InvalidValueError, PretrainedWeightsError
 
 __all__ = ["HEADS", "create_seed_model", "with_output_stride"]
@@ -161,8 +161,7 @@ def create_seed_model(
     """
     if not isinstance(name, str) or not name:
         raise InvalidValueError("name", "a timm model name", name)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise InvalidValueError("num_classes", "an integer >= 1", num_classes)
+    num_classes = check_int("num_classes", num_classes, 1)
     if "num_classes" in timm_kwargs:
         raise InvalidValueError(
             "timm_kwargs", "no num_classes (the CAM head sets it)", "num_classes"
@@ -172,7 +171,7 @@ def create_seed_model(
         raise DataFileError(checkpoint_path, "checkpoint file")
     output_stride = timm_kwargs.get("output_stride")
     if output_stride is not None and (
-        isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES
+        not is_integer(output_stride) or output_stride not in OUTPUT_STRIDES
     ):
         raise InvalidValueError(
             "output_stride", "8, 16 or 32 (None: the model's own)", output_stride

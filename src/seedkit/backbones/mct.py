@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from seedkit.backbones.seed_model import SeedModel
-from seedkit.checks import check_choice
+from seedkit.checks import check_choice, check_int
 from seedkit.errors import BackboneError, InvalidValueError
 
 __all__ = ["MCT_ATTENTION_BLOCKS", "MCTSeedModel", "MCTSeedModelOutput"]
@@ -260,11 +260,7 @@ class MCTSeedModel(SeedModel):
         encoder.num_class_tokens = num_classes
 
     def _check_blocks(self, name: str, value: object) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= self.depth:
-            raise InvalidValueError(name, f"None or an integer in [1, {self.depth}]", value)
-        return value
+        return check_int(name, value, 1, self.depth, optional=True)
 
     @property
     def attention_blocks(self) -> int:

@@ -9,6 +9,7 @@ import torch.nn as nn
 from einops import rearrange
 
 from seedkit.backbones.family import Family, detect_family
+from seedkit.checks import check_int
 from seedkit.errors import BackboneError, InvalidValueError, ShapeError
 
 __all__ = ["SeedModel", "SeedModelOutput"]
@@ -83,8 +84,7 @@ class SeedModel(nn.Module):
         output_stride: int | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise InvalidValueError("num_classes", "an integer >= 1", num_classes)
+        num_classes = check_int("num_classes", num_classes, 1)
         family = detect_family(encoder) if family is None else family
         if family not in ("cnn", "vit"):
             raise InvalidValueError("family", "'cnn' or 'vit'", family)

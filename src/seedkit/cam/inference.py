@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from seedkit.checks import check_tensor
+from seedkit.checks import check_int, check_tensor
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.losses import seeds_from_cams
 
@@ -215,10 +215,7 @@ def infer_cams(
     scales = tuple(float(s) for s in scales)
     if not scales or any(not s > 0 for s in scales):
         raise InvalidValueError("scales", "a non-empty sequence of numbers > 0", scales)
-    if max_pixels is not None and (
-        isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
-    ):
-        raise InvalidValueError("max_pixels", "None or an integer >= 1", max_pixels)
+    max_pixels = check_int("max_pixels", max_pixels, 1, optional=True)
     batch = images.shape[0]
     in_size = (images.shape[2], images.shape[3])
     out_size = tuple(output_size) if output_size is not None else in_size

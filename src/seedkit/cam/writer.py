@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from seedkit.cam.inference import DEFAULT_SCALES, infer_cams
+from seedkit.checks import is_integer
 from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
 from seedkit.files import atomic_write
 
@@ -35,7 +36,7 @@ def _check_maps(
     checked: dict[int, np.ndarray] = {}
     shape = None if size is None else (int(size[0]), int(size[1]))
     for key in maps:
-        if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
+        if not is_integer(key) or key < 0:
             raise InvalidValueError("maps", "class indices >= 0 (0-based, no background)", key)
     for key in sorted(maps):
         value = maps[key]

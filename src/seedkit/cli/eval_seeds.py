@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # the sweep refuses a count table too large for memory before any file is read
         ThresholdSweep(args.num_classes, max_threshold=args.max_threshold, step=args.step)
     except InvalidValueError as error:
-        if error.argument != "num_classes":
+        if error.argument != "num_labels":
             raise
         raise InvalidValueError("--num-classes", error.expected, error.actual) from None
     json_path = None if args.json is None else check_output_file("--json", args.json)
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         args.cams,
         args.gt,
         ids,
-        num_classes=args.num_classes,
+        num_labels=args.num_classes,
         max_threshold=args.max_threshold,
         step=args.step,
         progress=not args.quiet,

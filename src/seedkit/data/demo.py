@@ -19,6 +19,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
+from seedkit.checks import check_int
 from seedkit.data.constants import IGNORE_INDEX, VOC_CLASSES
 from seedkit.data.io import PathLike, atomic_write_bytes, save_cls_labels, write_mask_png
 from seedkit.data.labels import labels_from_mask
@@ -371,10 +372,8 @@ def make_demo_data(
         >>> sorted(p.name for p in voc.iterdir())  # doctest: +NORMALIZE_WHITESPACE
         ['Annotations', 'ImageSets', 'JPEGImages', 'SegmentationClass', 'cls_labels.npy']
     """
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise InvalidValueError("num_images", "an int >= 1", num_images)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InvalidValueError("seed", "an int >= 0", seed)
+    num_images = check_int("num_images", num_images, 1)
+    seed = check_int("seed", seed, 0)
     if len(image_size) != 2 or min(int(s) for s in image_size) < 32:
         raise InvalidValueError("image_size", "(height, width), each >= 32", image_size)
     if not 0 <= val_fraction < 1:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from seedkit.checks import check_num_labels, is_integer
 from seedkit.data.constants import VOC_PALETTE
 from seedkit.errors import DataError, DataFileError, InvalidValueError
 from seedkit.files import atomic_write, load_npy
@@ -102,9 +103,11 @@ _INDEX_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
 
 def read_mask(
     path: PathLike,
-    num_classes: int | None = None,
+    num_labels: int | None = None,
     ignore_index: int = 255,
     colour: bool = True,
+    *,
+    num_classes: int | None = None,
 ) -> np.ndarray:
     """Read a label mask: a palette PNG (VOC ``SegmentationClass``) or a plain index PNG.
 
@@ -116,12 +119,13 @@ def read_mask(
 
     Args:
         path: Mask file.
-        num_classes: When given, the number of classes *including* background
-            (21 for VOC); any value ``>= num_classes`` other than ``ignore_index``
+        num_labels: When given, the number of mask labels, background included
+            (21 for VOC); any value ``>= num_labels`` other than ``ignore_index``
             is an error.
         ignore_index: the value that marks ignored pixels (VOC object borders).
         colour: decode RGB masks through the VOC colour map; ``False`` rejects
             them (an evaluation's ground truth is an index mask, as in psa / SEAM).
+        num_classes: deprecated name of ``num_labels`` (the same count).
 
     Returns:
         ``(H, W)`` class ids, ``uint8`` (``int32`` when a value exceeds 255).
@@ -156,8 +160,9 @@ def read_mask(
         mask = None
     if mask is None or mask.ndim != 2:
         raise DataError(path, "a palette or grey-level index mask", f"an image of mode {mode}")
-    if num_classes is not None:
-        _check_class_ids(path, mask, num_classes, ignore_index)
+    if num_labels is not None or num_classes is not None:
+        num_labels = check_num_labels("seedkit.data.read_mask", num_labels, num_classes)
+        _check_class_ids(path, mask, num_labels, ignore_index)
     return mask
 
 
@@ -177,17 +182,17 @@ def _decode_colour_mask(path: PathLike, rgb: np.ndarray) -> np.ndarray:
 
 
 def _check_class_ids(
-    path: PathLike, mask: np.ndarray, num_classes: int, ignore_index: int = 255
+    path: PathLike, mask: np.ndarray, num_labels: int, ignore_index: int = 255
 ) -> None:
     if mask.dtype == np.uint8:
         values = np.nonzero(np.bincount(mask.ravel(), minlength=256))[0]
     else:
         values = np.unique(mask)
-    bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
+    bad = values[(values != ignore_index) & ((values < 0) | (values >= num_labels))]
     if bad.size:
         raise DataError(
             path,
-            f"class ids in [0, {num_classes}) or {ignore_index}",
+            f"class ids in [0, {num_labels}) or {ignore_index}",
             f"unknown class ids {bad[:5].tolist()}",
         )
 
@@ -362,7 +367,7 @@ def _numeric_id(image_id: str) -> int:
 
 
 def _id_from_key(key: object) -> str:
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    if is_integer(key):
         text = str(int(key))
         # IRN stores VOC ids as integers (2007000032); its own decoding puts the '_' back.
         return f"{text[:4]}_{text[4:]}" if len(text) == 10 else text

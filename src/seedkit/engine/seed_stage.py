@@ -196,7 +196,7 @@ class SeedTrainingState(TrainingState):
                     teacher_cams = self.teacher_view(images).cams
             output = self.student_view(images)
             mask = cam_validity_mask(valid, output.cams.shape[-2:])
-            out = self.criterion(output.cams, labels, teacher_cams, mask, progress=info.progress)
+            out = self.criterion(output.cams, teacher_cams, labels, mask, progress=info.progress)
             loss = out.loss
             logs = {"generation": out.generation, "consistency": out.consistency,
                     "consistency_weight": weight}  # fmt: skip
@@ -332,7 +332,7 @@ class SeedStage(Stage):
         if not context.is_main:
             return None
         result = evaluate_seeds(
-            seeds_dir, gt_dir(dataset.root), dataset.ids, num_classes=config.num_classes + 1,
+            seeds_dir, gt_dir(dataset.root), dataset.ids, num_labels=config.num_classes + 1,
             max_threshold=config.max_threshold, progress=config.progress, class_names=names,
         )  # fmt: skip
         report = json.dumps(result.to_json_dict(), indent=2)
@@ -450,7 +450,7 @@ def evaluate_model_seeds(
     from seedkit.cam import as_seed_map_model, infer_cams
     from seedkit.metrics import ThresholdSweep
 
-    sweep = ThresholdSweep(num_classes=num_classes + 1, max_threshold=max_threshold)
+    sweep = ThresholdSweep(num_labels=num_classes + 1, max_threshold=max_threshold)
     with _evaluating(model):
         seed_maps = as_seed_map_model(model)
         for index in range(len(dataset)):

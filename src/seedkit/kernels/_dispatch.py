@@ -1,28 +1,32 @@
 """Backend selection for the fused kernels.
 
-The backend is a process-wide setting: ``"auto"`` (default), ``"reference"``
-(the plain autograd composition), ``"fused"`` (the ``torch.compile``-generated
-kernels) or ``"triton"`` (the hand-written Triton kernels). The environment
-variable ``SEEDKIT_KERNELS`` sets the initial value.
+The backend is ``"auto"`` (default), ``"reference"`` (the plain autograd
+composition), ``"eager"`` (fused autograd functions in eager torch ops, no
+compilation), ``"fused"`` (the ``torch.compile``-generated kernels) or
+``"triton"`` (the hand-written Triton kernels). :func:`set_backend` sets it for
+the process, :func:`use_backend` for a block of the current thread or task;
+without either, the environment variable ``SEEDKIT_KERNELS`` gives it (read and
+validated at the first call that needs it, so a bad value is an error naming
+the variable there, never at import).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-from seedkit.checks import check_choice
+from seedkit.checks import check_choice, compiling, environment_setting
 from seedkit.errors import InvalidValueError
 
 __all__ = [
-    "AUTO_FUSED_ON_CPU",
     "AUTO_MIN_NUMEL",
-    "AUTO_MIN_NUMEL_CPU",
     "BACKENDS",
     "get_backend",
     "record_failure",
@@ -35,41 +39,36 @@ __all__ = [
 ]
 
 #: The backends :func:`set_backend` accepts.
-BACKENDS: tuple[str, ...] = ("auto", "reference", "fused", "triton")
-# Below this many elements "auto" keeps the reference path on CUDA: a fused call's
+BACKENDS: tuple[str, ...] = ("auto", "reference", "eager", "fused", "triton")
+# Below this many elements "auto" keeps CUDA maps off the Triton kernels: a launch's
 # fixed cost (dispatch, mask and per-row buffers) outweighs what it saves on tiny maps.
 AUTO_MIN_NUMEL = 32768
-# The same on the CPU, where a compiled forward + backward has a fixed cost of about
-# 0.2 ms (torch.compile's guards and wrappers) and the reference composition stays in
-# cache up to a few hundred thousand elements: measured crossover 0.15-0.4 M elements
-# on the 2-core benchmark machine (Performance page).
-AUTO_MIN_NUMEL_CPU = 524288
-# Whether "auto" uses the compiled fused path for CPU tensors at all.
-AUTO_FUSED_ON_CPU = True
 
-
-def _initial_backend() -> str:
-    value = os.environ.get("SEEDKIT_KERNELS", "auto").strip().lower() or "auto"
-    if value not in BACKENDS:
-        raise InvalidValueError("SEEDKIT_KERNELS", "one of " + ", ".join(BACKENDS), value)
-    return value
-
-
-_BACKEND = _initial_backend()
+_UNSET: Any = object()
+# Set by set_backend; _UNSET: SEEDKIT_KERNELS, read at the first call that needs it.
+_PROCESS_BACKEND: Any = _UNSET
+# Set by use_backend, for the current thread / task only.
+_CONTEXT_BACKEND: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "seedkit_kernels_backend", default=_UNSET
+)
 
 
 def set_backend(backend: str) -> None:
-    """Choose the implementation behind the temperature pooling and the KL loss.
+    """Choose the implementation behind the temperature pooling and the KL loss, process-wide.
 
     Args:
-        backend: ``"auto"`` (Triton kernels for CUDA maps of at least
-            ``AUTO_MIN_NUMEL`` = 32768 elements when ``triton`` imports; the
-            compiled fused path for CPU maps of at least ``AUTO_MIN_NUMEL_CPU``
-            = 524288 elements when ``torch.compile`` works here; the reference
-            path otherwise),
-            ``"reference"`` (the plain autograd composition, no compilation),
-            ``"fused"`` (``torch.compile``-generated kernels on any device) or
-            ``"triton"`` (the Triton kernels; CUDA tensors, or CPU tensors under
+        backend: ``"auto"`` (the Triton kernels for CUDA maps of at least
+            ``AUTO_MIN_NUMEL`` = 32768 elements when ``triton`` imports and their
+            self-check passed on that GPU, the ``"eager"`` path otherwise: nothing
+            is ever compiled behind your back),
+            ``"reference"`` (the plain autograd composition),
+            ``"eager"`` (fused autograd functions in eager torch ops: no
+            compilation, no ``(B, C, N)`` intermediate kept for backward but
+            the KL's ``p - q``),
+            ``"fused"`` (``torch.compile``-generated kernels on any device,
+            compiled at their first call in the process: fastest on the CPU
+            once compiled, see the Performance page) or ``"triton"`` (the
+            Triton kernels; CUDA tensors, or CPU tensors under
             ``TRITON_INTERPRET=1``).
 
     Example:
@@ -79,18 +78,30 @@ def set_backend(backend: str) -> None:
         'reference'
         >>> kernels.set_backend("auto")
     """
-    global _BACKEND
-    _BACKEND = check_choice("backend", backend, BACKENDS)
+    global _PROCESS_BACKEND
+    _PROCESS_BACKEND = check_choice("backend", backend, BACKENDS)
 
 
 def get_backend() -> str:
-    """Return the current backend setting (``"auto"`` unless changed)."""
-    return _BACKEND
+    """Return the backend setting in force here (``"auto"`` unless changed).
+
+    Raises:
+        InvalidValueError: ``SEEDKIT_KERNELS`` holds a value it does not accept
+            and no backend was set in code.
+    """
+    backend = _CONTEXT_BACKEND.get()
+    if backend is _UNSET:
+        backend = _PROCESS_BACKEND
+        if backend is _UNSET:
+            backend = environment_setting(
+                "SEEDKIT_KERNELS", {name: name for name in BACKENDS}, "auto"
+            )
+    return backend
 
 
 @contextlib.contextmanager
 def use_backend(backend: str) -> Iterator[None]:
-    """Context manager that sets the backend and restores the previous one.
+    """Context manager: use ``backend`` in this block, for the current thread or task only.
 
     Example:
         >>> import torch, seedkit
@@ -99,12 +110,11 @@ def use_backend(backend: str) -> Iterator[None]:
         ...     kernels.get_backend()
         'reference'
     """
-    previous = _BACKEND
-    set_backend(backend)
+    token = _CONTEXT_BACKEND.set(check_choice("backend", backend, BACKENDS))
     try:
         yield
     finally:
-        set_backend(previous)
+        _CONTEXT_BACKEND.reset(token)
 
 
 @functools.cache
@@ -141,15 +151,10 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _warn_failure(backend: str, device: str, dtype: torch.dtype, reason: str) -> None:
-    then = (
-        "the compiled ('fused') path (the reference where that fails too)"
-        if backend == "triton"
-        else "the reference path"
-    )
     warnings.warn(
         f"seedkit.kernels: the {backend!r} kernels failed on {device} ({dtype}): "
-        f"{reason}. Using {then} from now on for this device and dtype. "
-        "Set SEEDKIT_KERNELS=reference (or fused) to choose a path yourself.",
+        f"{reason}. Using the 'eager' path from now on for this device and dtype. "
+        "Set SEEDKIT_KERNELS (or call seedkit.kernels.set_backend) to choose a path yourself.",
         RuntimeWarning,
         stacklevel=4,
     )
@@ -161,13 +166,13 @@ def self_check(
     """Check a backend's kernels against the reference, once per device and dtype.
 
     Runs the pooling and the KL, forward and backward, with and without a mask,
-    ``scale="raw"`` and ``"max"``, on maps of 37, 300 and 2100 positions (one
-    block, several blocks), compares them with the float64 reference and checks
-    that a NaN at a masked position reaches the result (what the input checks
-    read). The outcome is kept for the process: :func:`resolve_backend` calls
-    this on the first use of the Triton kernels per device and dtype and, on a
-    failure (a compile error or a mismatch), warns once and uses the compiled
-    path (if its own check passes there) or the reference from then on.
+    ``scale="raw"``, ``"max"`` and ``"std"``, on maps of 37, 300 and 2100
+    positions (one block, several blocks), compares them with the float64
+    reference and checks that a NaN at a masked position reaches the result
+    (what the input checks read). The outcome is kept for the process:
+    :func:`resolve_backend` calls this on the first use of the Triton or
+    compiled kernels per device and dtype and, on a failure (a compile error or
+    a mismatch), warns once and uses the ``"eager"`` path from then on.
 
     Args:
         backend: ``"triton"`` or ``"fused"``.
@@ -219,29 +224,36 @@ def self_check_results() -> dict[str, str]:
 
 def _checked(backend: str, tensor: torch.Tensor) -> str:
     """``backend`` if it passed its check on ``tensor``'s device and dtype, else the fallback."""
-    if backend == "triton":
-        if self_check("triton", tensor.device, tensor.dtype):
-            return "triton"
-        backend = "fused"
-    if backend == "fused" and self_check("fused", tensor.device, tensor.dtype):
-        return "fused"
-    return "reference"
+    if self_check(backend, tensor.device, tensor.dtype):
+        return backend
+    return "eager"
 
 
 def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
-    """Return the implementation to use for ``tensor``: reference, fused or triton.
+    """Return the implementation to use for ``tensor``: reference, eager, fused or triton.
+
+    The one place a backend is chosen: the public functions call it once per call.
 
     Args:
         tensor: the activations the kernel will run on (its device decides).
-        backend: a backend name, or ``None`` for the process-wide setting.
+        backend: a backend name, or ``None`` for the setting in force
+            (:func:`get_backend`).
 
     Returns:
-        ``"reference"``, ``"fused"`` or ``"triton"``. The Triton kernels are
-        returned only once they passed :func:`self_check` on the tensor's
-        device and dtype; otherwise the compiled path (if it passed there) or
-        the reference.
+        ``"reference"``, ``"eager"``, ``"fused"`` or ``"triton"``. Under
+        ``torch.compile`` always ``"reference"``: the compiler fuses that plain
+        composition itself. The Triton kernels are returned only once they passed
+        :func:`self_check` on the tensor's device and dtype; otherwise the
+        eager path (``"fused"`` likewise). ``"auto"`` never
+        returns ``"fused"``: nothing is compiled unless asked for.
     """
-    choice = _BACKEND if backend is None else check_choice("backend", backend, BACKENDS)
+    if compiling():
+        return "reference"
+    choice = get_backend() if backend is None else check_choice("backend", backend, BACKENDS)
+    if choice == "auto":
+        if tensor.is_cuda and tensor.numel() >= AUTO_MIN_NUMEL and triton_available():
+            return _checked("triton", tensor)
+        return "eager"
     if choice == "triton":
         if not triton_available():
             raise InvalidValueError(
@@ -254,14 +266,6 @@ def resolve_backend(tensor: torch.Tensor, backend: str | None = None) -> str:
                 str(tensor.device),
             )
         return _checked("triton", tensor)
-    if choice == "auto":
-        if tensor.is_cuda:
-            if tensor.numel() < AUTO_MIN_NUMEL:
-                return "reference"
-            return _checked("triton", tensor) if triton_available() else "reference"
-        if not AUTO_FUSED_ON_CPU or tensor.numel() < AUTO_MIN_NUMEL_CPU:
-            return "reference"
-        from seedkit.kernels._compiled import compiled_available
-
-        return "fused" if compiled_available() else "reference"
+    if choice == "fused":
+        return _checked("fused", tensor)
     return choice

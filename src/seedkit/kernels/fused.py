@@ -4,14 +4,22 @@ Both functions take float activations flattened to ``(B, C, N)`` and an
 optional ``(B, 1, N)`` boolean validity mask, and dispatch to the backend
 chosen by :func:`seedkit.kernels.set_backend` (or ``SEEDKIT_KERNELS``):
 
-- ``"triton"`` kernels for CUDA tensors when ``triton`` imports,
-- ``"fused"``: the same math compiled by ``torch.compile`` (inductor emits fused
-  C++/OpenMP loops on the CPU, Triton on CUDA), compiled once per process,
+- ``"eager"``: autograd functions in eager torch ops that keep one ``(B, C, N)``
+  tensor for backward and write the gradient in closed form (no compilation);
+- ``"fused"``: the math of :mod:`seedkit.kernels._math` compiled by
+  ``torch.compile`` (inductor emits fused C++/OpenMP loops on the CPU, Triton
+  on CUDA), compiled at its first call in the process;
+- ``"triton"``: hand-written Triton kernels for CUDA tensors;
 - ``"reference"``: the plain autograd composition of :mod:`seedkit.reference`.
 
-The fused backends keep only the inputs and per-row scalars for backward and
-recompute the softmax there. Half-precision inputs are computed in float32
-(the gradient comes back in the input dtype); float64 stays float64.
+The fused and Triton backends keep only the inputs and per-row scalars for
+backward and recompute the softmax there. Half-precision inputs are computed
+in float32 (the gradient comes back in the input dtype); float64 stays float64.
+
+:func:`fused_temperature_pool` and :func:`fused_kl_consistency` check their
+arguments; :func:`pool_rows` and :func:`kl_rows` are the same dispatch on
+arguments the caller has already checked (what :mod:`seedkit.losses` calls, so
+each public loss checks once and dispatches once).
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ import torch
 from seedkit.checks import check_choice, check_temperature
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.kernels._dispatch import resolve_backend
+from seedkit.kernels._eager import EagerKLFunction, EagerPoolFunction
 from seedkit.kernels._functions import KLConsistencyFunction, TemperaturePoolFunction
-from seedkit.reference import SCALES, kl_consistency, scale_divisor, temperature_pool
+from seedkit.reference import SCALES, kl_consistency, scale_divisor, temperature_pool_flat
 
-__all__ = ["fused_kl_consistency", "fused_temperature_pool"]
+__all__ = ["fused_kl_consistency", "fused_temperature_pool", "kl_rows", "pool_rows"]
 
 
 def _check_flat(argument: str, flat: object) -> torch.Tensor:
@@ -67,6 +76,24 @@ def implementation(backend: str, guarded: bool = True) -> SimpleNamespace:
 
 
 _impl = implementation
+
+
+def _inverse(divisor: torch.Tensor | None, temperature: float, like: torch.Tensor) -> torch.Tensor:
+    """The ``(B, C, 1)`` per-row factor ``1 / (divisor * tau)`` (``divisor`` 1 when ``None``)."""
+    if divisor is None:
+        shape = (like.shape[0], like.shape[1], 1)
+        return torch.full(shape, 1.0 / temperature, dtype=like.dtype, device=like.device)
+    # The divisor of an all-zero map is the smallest normal number: keep 1 / (d tau)
+    # finite (0 * inf would be NaN where the reference's 0 / d / tau is 0).
+    return divisor.reciprocal().mul_(1.0 / temperature).clamp_(max=torch.finfo(like.dtype).max)
+
+
+def _bias(valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """The ``(B, 1, N)`` additive mask (0 or ``-inf``), or ``None`` without a mask."""
+    if valid is None:
+        return None
+    bias = torch.zeros(valid.shape, dtype=like.dtype, device=like.device)
+    return bias.masked_fill_(~valid, float("-inf"))
 
 
 def _mask(valid: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor | None:
@@ -130,10 +157,37 @@ def fused_temperature_pool(
     valid = _check_valid(valid, flat)
     temperature = check_temperature("temperature", temperature)
     check_choice("scale", scale, SCALES)
-    choice = resolve_backend(flat, backend)
+    return pool_rows(flat, valid, temperature, scale, resolve_backend(flat, backend))
+
+
+def pool_rows(
+    flat: torch.Tensor,
+    valid: torch.Tensor | None,
+    temperature: float,
+    scale: str,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """:func:`fused_temperature_pool` on arguments the caller has checked.
+
+    Args:
+        flat: ``(B, C, N)`` float activations.
+        valid: ``(B, 1, N)`` boolean mask or ``None``.
+        temperature: ``tau > 0`` (a float).
+        scale: one of ``"raw"``, ``"max"``, ``"std"``.
+        backend: an implementation :func:`seedkit.kernels.resolve_backend`
+            returned, or ``None`` to resolve it here.
+
+    Returns:
+        ``(B, C)`` pooled scores, float32 for half inputs.
+    """
+    choice = resolve_backend(flat, None) if backend is None else backend
     a = _working(flat)
     if choice == "reference":
-        return temperature_pool(a, valid, temperature, scale)
+        return temperature_pool_flat(a, valid, temperature, scale)
+    if choice == "eager":
+        mask = _mask(valid, a)
+        inverse = _inverse(scale_divisor(a, mask, scale), temperature, a)
+        return EagerPoolFunction.apply(a, inverse, _bias(mask, a))
     return pool_with(_impl(choice), a, valid, temperature, scale)
 
 
@@ -200,11 +254,55 @@ def fused_kl_consistency(
         teacher_temperature = temperature
     teacher_temperature = check_temperature("teacher_temperature", teacher_temperature)
     check_choice("scale", scale, SCALES)
-    choice = resolve_backend(student_flat, backend)
+    return kl_rows(
+        student_flat,
+        teacher_flat,
+        valid,
+        temperature,
+        teacher_temperature,
+        scale,
+        resolve_backend(student_flat, backend),
+    )
+
+
+def kl_rows(
+    student_flat: torch.Tensor,
+    teacher_flat: torch.Tensor,
+    valid: torch.Tensor | None,
+    temperature: float,
+    teacher_temperature: float,
+    scale: str,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """:func:`fused_kl_consistency` on arguments the caller has checked.
+
+    Args:
+        student_flat: ``(B, C, N)`` float student activations.
+        teacher_flat: teacher activations of the same shape (detached here).
+        valid: ``(B, 1, N)`` boolean mask or ``None``.
+        temperature: student temperature (a float > 0).
+        teacher_temperature: teacher temperature (a float > 0).
+        scale: one of ``"raw"``, ``"max"``, ``"std"``.
+        backend: an implementation :func:`seedkit.kernels.resolve_backend`
+            returned, or ``None`` to resolve it here.
+
+    Returns:
+        ``(B, C)`` divergences, float32 for half inputs.
+    """
+    choice = resolve_backend(student_flat, None) if backend is None else backend
     student = _working(student_flat)
     teacher = teacher_flat.detach().to(student.dtype)
     if choice == "reference":
         return kl_consistency(student, teacher, valid, temperature, teacher_temperature, scale)
+    if choice == "eager":
+        mask = _mask(valid, student)
+        return EagerKLFunction.apply(
+            student,
+            teacher,
+            _inverse(scale_divisor(student, mask, scale), temperature, student),
+            _inverse(scale_divisor(teacher, mask, scale), teacher_temperature, student),
+            _bias(mask, student),
+        )
     return kl_with(_impl(choice), student, teacher, valid, temperature, teacher_temperature, scale)
 
 

@@ -31,14 +31,16 @@ from seedkit.checks import (
     flags_read_now,
     mask_flag,
     nonfinite_flag,
-    scan_finite,
-    scan_mask,
     verify,
 )
-from seedkit.kernels import fused_temperature_pool, resolve_backend
-from seedkit.reference import SCALES, flatten_maps, max_normalize, scaled_logits
-from seedkit.reference import effective_fraction as fraction_of
-from seedkit.reference import temperature_pool as pool_flat
+from seedkit.kernels import pool_rows, resolve_backend
+from seedkit.reference import (
+    SCALES,
+    flatten_maps,
+    max_normalize,
+    neff_fraction,
+    scaled_logits,
+)
 
 __all__ = [
     "ActivationScale",
@@ -57,10 +59,9 @@ ActivationScale = Literal["raw", "max", "std"]
 _SCALES = SCALES
 
 
-def _diagnose_cams(cams: torch.Tensor, mask: torch.Tensor | None) -> None:
-    """The full value checks of ``(cams, mask)``, run only once a flag is set."""
-    scan_finite("cams", cams)
-    scan_mask("mask", mask)
+def cams_checks(cams: torch.Tensor, mask: torch.Tensor | None) -> tuple:
+    """The value checks of ``(cams, mask)`` for :func:`seedkit.checks.verify`."""
+    return (("cams", "finite", cams), ("mask", "mask", mask))
 
 
 def spatial_log_distribution(
@@ -99,7 +100,7 @@ def spatial_log_distribution(
     log_alpha = torch.log_softmax(scaled_logits(flat, valid, temperature, scale), dim=2)
     # The output holds -inf at masked positions, so the flag reads the input (one pass).
     flags = (nonfinite_flag(cams), mask_flag(given, mask))
-    verify("seedkit.losses.spatial_log_distribution", flags, _diagnose_cams, cams, given)
+    verify("seedkit.losses.spatial_log_distribution", flags, cams_checks(cams, given))
     return log_alpha
 
 
@@ -191,7 +192,7 @@ def effective_fraction(
     mask = check_mask("mask", mask, cams)
     flat, valid = flatten_maps(cams.detach(), mask)
     alpha = torch.softmax(scaled_logits(flat, valid, temperature, scale), dim=2)
-    return fraction_of(alpha, valid)
+    return neff_fraction(alpha, valid)
 
 
 def global_average_pool(cams: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -218,7 +219,7 @@ def global_average_pool(cams: torch.Tensor, mask: torch.Tensor | None = None) ->
     mask = check_mask("mask", mask, cams, values=False)
     pooled = _safe_average(cams, mask)
     flags = (nonfinite_flag(pooled), mask_flag(given, mask))
-    verify("seedkit.losses.global_average_pool", flags, _diagnose_cams, cams, given)
+    verify("seedkit.losses.global_average_pool", flags, cams_checks(cams, given))
     return pooled
 
 
@@ -302,15 +303,28 @@ def _safe_average(cams: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 
 def _safe_pool(
-    cams: torch.Tensor, temperature: float, mask: torch.Tensor | None, scale: str
+    cams: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None,
+    scale: str,
+    backend: str | None = None,
 ) -> torch.Tensor:
-    """:func:`_pool` with overflowed rows redone (see :func:`_overflow_safe`)."""
+    """Temperature pooling on checked arguments, through one backend, overflowed rows redone.
 
-    def pool(maps: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        return _pool(maps, temperature, valid, scale)
+    Every backend returns a non-finite score for a row that holds a NaN or an
+    infinity anywhere (masked positions included) or that is fully masked, so
+    checking the ``(B, C)`` result replaces a pass over the input.
+    """
+    backend = resolve_backend(cams) if backend is None else backend
+
+    def pool(
+        maps: torch.Tensor, valid: torch.Tensor | None, tau: float = temperature
+    ) -> torch.Tensor:
+        flat_valid = None if valid is None else valid.flatten(2)
+        return pool_rows(maps.flatten(2), flat_valid, tau, scale, backend).to(maps.dtype)
 
     def pool_row(row: torch.Tensor, row_mask: torch.Tensor | None, exponent: int) -> torch.Tensor:
-        return _pool(row, _rescaled_temperature(temperature, exponent, scale), row_mask, scale)
+        return pool(row, row_mask, _rescaled_temperature(temperature, exponent, scale))
 
     return _overflow_safe(pool, cams, mask, pool_row)
 
@@ -323,50 +337,18 @@ def temperature_pool_reference(
 ) -> torch.Tensor:
     """Plain autograd composition of :func:`temperature_pool` (softmax, multiply, sum).
 
-    Kept as the reference the fused kernels are checked and benchmarked against.
+    Kept as the reference the fused kernels are checked and benchmarked against:
+    :func:`temperature_pool` with the ``"reference"`` backend.
     """
     cams = check_cams("cams", cams, values=False)
     temperature = check_temperature("temperature", temperature)
     check_choice("scale", scale, _SCALES)
     given = mask
     mask = check_mask("mask", mask, cams, values=False)
-    pooled = _overflow_safe(
-        lambda maps, valid: _pool_reference(maps, temperature, valid, scale),
-        cams,
-        mask,
-        lambda row, row_mask, exponent: _pool_reference(
-            row, _rescaled_temperature(temperature, exponent, scale), row_mask, scale
-        ),
-    )
+    pooled = _safe_pool(cams, temperature, mask, scale, "reference")
     flags = (nonfinite_flag(pooled), mask_flag(given, mask))
-    verify("seedkit.losses.temperature_pool_reference", flags, _diagnose_cams, cams, given)
+    verify("seedkit.losses.temperature_pool_reference", flags, cams_checks(cams, given))
     return pooled
-
-
-def _pool_reference(
-    cams: torch.Tensor, temperature: float, mask: torch.Tensor | None, scale: str
-) -> torch.Tensor:
-    flat, valid = flatten_maps(cams, mask)
-    # alpha is exactly 0 at masked positions, so a finite value there adds 0 and a
-    # non-finite one makes the row NaN (what the value checks read, see _pool).
-    return pool_flat(flat, valid, temperature, scale).to(cams.dtype)
-
-
-def _pool(
-    cams: torch.Tensor, temperature: float, mask: torch.Tensor | None, scale: str
-) -> torch.Tensor:
-    """Temperature pooling through the chosen backend, on checked arguments.
-
-    Every backend returns a non-finite score for a row that holds a NaN or an
-    infinity anywhere (masked positions included) or that is fully masked, so
-    checking the ``(B, C)`` result replaces a pass over the input.
-    """
-    backend = resolve_backend(cams)
-    if backend == "reference":
-        return _pool_reference(cams, temperature, mask, scale)
-    valid = None if mask is None else mask.flatten(2)
-    pooled = fused_temperature_pool(cams.flatten(2), valid, temperature, scale, backend=backend)
-    return pooled.to(cams.dtype)
 
 
 def temperature_pool(
@@ -381,14 +363,14 @@ def temperature_pool(
     (``tau -> 0+``), is non-increasing in ``tau``, shifts with a constant added
     to a class map and ignores the order of positions.
 
-    Dispatches through :mod:`seedkit.kernels`: the Triton kernels for CUDA
-    tensors (once they passed their self-check there), the compiled fused path
-    for CPU maps of at least ``seedkit.kernels.AUTO_MIN_NUMEL_CPU`` elements
-    (both keep no ``(B, C, H*W)`` softmax for backward), the plain
-    :func:`temperature_pool_reference` otherwise; ``set_backend("reference")``
-    or ``SEEDKIT_KERNELS=reference`` forces the reference everywhere. The value
-    checks read the ``(B, C)`` result, not the map (see
-    :func:`seedkit.set_input_checks`).
+    Dispatches once through :mod:`seedkit.kernels`: by default the ``"eager"``
+    fused autograd function (no compilation; it keeps only the softmax for
+    backward), the Triton kernels for CUDA tensors when ``triton`` imports;
+    ``seedkit.kernels.set_backend("fused")`` compiles the fastest CPU path,
+    ``"reference"`` (or ``SEEDKIT_KERNELS=reference``) forces the plain
+    :func:`temperature_pool_reference`. The value checks read the ``(B, C)``
+    result, not the map (see :func:`seedkit.set_input_checks`); under
+    ``torch.compile`` they are skipped and the plain composition is traced.
 
     Args:
         cams: class activations (CAM logits).
@@ -419,9 +401,9 @@ def temperature_pool(
     given = mask
     mask = check_mask("mask", mask, cams, values=False)
     pooled = _safe_pool(cams, temperature, mask, scale)
-    # One flag from the (B, C) result instead of a pass over the map (see _pool).
+    # One flag from the (B, C) result instead of a pass over the map (see _safe_pool).
     flags = (nonfinite_flag(pooled), mask_flag(given, mask))
-    verify("seedkit.temperature_pool", flags, _diagnose_cams, cams, given)
+    verify("seedkit.temperature_pool", flags, cams_checks(cams, given))
     return pooled
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from seedkit.checks import check_temperature
-from seedkit.kernels import fused_kl_consistency, resolve_backend
-from seedkit.reference import kl_divergence, log_distribution, max_normalize
+from seedkit.checks import check_bool, check_choice, check_temperature
+from seedkit.kernels import kl_rows, resolve_backend
+from seedkit.reference import SCALES, kl_divergence, log_distribution, max_normalize
 
 __all__ = ["JSDivergence", "KLDivergence", "MaxNormL1"]
 
@@ -42,6 +42,8 @@ class KLDivergence:
         check_temperature("temperature", self.temperature)
         if self.teacher_temperature is not None:
             check_temperature("teacher_temperature", self.teacher_temperature)
+        check_choice("scale", self.scale, SCALES)
+        check_bool("normalize", self.normalize)
 
     def _logs(
         self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
@@ -63,42 +65,56 @@ class KLDivergence:
     def __call__(
         self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
     ) -> torch.Tensor:
-        backend = resolve_backend(student)
-        if backend == "reference":
-            log_student, log_teacher = self._logs(student, teacher, valid)
-            divergence = kl_divergence(log_teacher, log_student, valid)
-        else:
-            # Fused kernels (seedkit.kernels): no (B, C, N) softmax kept for backward.
-            divergence = fused_kl_consistency(
-                student,
-                teacher,
-                valid,
-                self.temperature,
-                self.teacher_temperature or self.temperature,
-                self.scale,
-                backend=backend,
-            )
+        return self.rows(student, teacher, valid)
+
+    def rows(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        valid: torch.Tensor | None,
+        backend: str | None = None,
+    ) -> torch.Tensor:
+        """The ``(B, C)`` divergences through ``backend`` (``None``: resolved here).
+
+        The reference backend is the plain composition; the others are the fused
+        kernels of :mod:`seedkit.kernels` (no ``(B, C, N)`` softmax kept for
+        backward beyond what each states).
+        """
+        divergence = kl_rows(
+            student,
+            teacher,
+            valid,
+            self.temperature,
+            self.teacher_temperature or self.temperature,
+            self.scale,
+            resolve_backend(student) if backend is None else backend,
+        )
         return divergence / self._normalizer(student, valid)
 
 
-def _propagates_nonfinite(distance: object, like: torch.Tensor) -> bool:
+def _propagates_nonfinite(distance: object, backend: str) -> bool:
     """Whether ``distance``'s ``(B, C)`` result is non-finite whenever an input value is.
 
-    True for the KL on the fused and Triton kernels, which read every value (masked
-    positions too) into their sums. The reference KL skips masked positions and
-    teacher zeros, and the JS / L1 distances clip (``relu(-inf)`` is 0), so their
-    inputs are scanned instead.
+    True for the KL on the eager, fused and Triton kernels, which read every value
+    (masked positions too) into their sums. The reference KL skips masked
+    positions and teacher zeros, and the JS / L1 distances clip (``relu(-inf)``
+    is 0), so their inputs are scanned instead.
     """
-    return type(distance) is KLDivergence and resolve_backend(like) != "reference"
+    return type(distance) is KLDivergence and backend != "reference"
 
 
 @dataclass(frozen=True)
 class JSDivergence(KLDivergence):
     """Symmetric Jensen-Shannon divergence between spatial distributions."""
 
-    def __call__(
-        self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
+    def rows(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        valid: torch.Tensor | None,
+        backend: str | None = None,
     ) -> torch.Tensor:
+        """The ``(B, C)`` divergences (plain composition on every backend)."""
         log_student, log_teacher = self._logs(student, teacher, valid)
         if valid is not None:
             # logaddexp(-inf, -inf) has a NaN gradient; kl_divergence skips masked positions.
@@ -119,6 +135,16 @@ class MaxNormL1:
     def __call__(
         self, student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None
     ) -> torch.Tensor:
+        return self.rows(student, teacher, valid)
+
+    def rows(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        valid: torch.Tensor | None,
+        backend: str | None = None,
+    ) -> torch.Tensor:
+        """The ``(B, C)`` distances (plain composition on every backend)."""
         difference = (max_normalize(student, valid) - max_normalize(teacher, valid)).abs()
         if valid is None:
             return difference.mean(dim=2)

@@ -40,10 +40,9 @@ alone, both).
 
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
 
-from seedkit.checks import check_choice
+from seedkit.checks import check_choice, check_number
 from seedkit.errors import InvalidValueError
 
 __all__ = [
@@ -105,14 +104,8 @@ def activation_state(fp_rate: float, fn_rate: float) -> str:
         >>> activation_state(57.8, 7.7), activation_state(36.4, 33.0), activation_state(24.8, 58.5)
         ('over', 'balanced', 'under')
     """
-    for name, value in (("fp_rate", fp_rate), ("fn_rate", fn_rate)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise InvalidValueError(name, "a finite rate >= 0", value)
+    fp_rate = check_number("fp_rate", fp_rate, 0)
+    fn_rate = check_number("fn_rate", fn_rate, 0)
     if fp_rate == 0 and fn_rate == 0:
         raise InvalidValueError("fp_rate, fn_rate", "not both 0 (a perfect seed has no state)", 0)
     if fp_rate > ACTIVATION_RATIO * fn_rate:

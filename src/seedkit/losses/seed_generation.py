@@ -16,9 +16,6 @@ from seedkit.checks import (
     labels_flag,
     mask_flag,
     nonfinite_flag,
-    scan_finite,
-    scan_labels,
-    scan_mask,
     verify,
 )
 from seedkit.losses._reduction import Reduction, check_reduction
@@ -27,12 +24,6 @@ from seedkit.losses.presets import TEMPERATURE_PRESETS, activation_temperature
 from seedkit.reference import SCALES, upcast
 
 __all__ = ["SeedGenerationLoss", "seed_generation_loss"]
-
-
-def _diagnose(cams: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> None:
-    scan_finite("cams", cams)
-    scan_labels("labels", labels)
-    scan_mask("mask", mask)
 
 
 def seed_generation_loss(
@@ -88,7 +79,8 @@ def seed_generation_loss(
     # The (B, C) scores are non-finite wherever the map holds NaN / inf: one flag for
     # all value checks, read without a pass over the map (see the Performance page).
     flags = (nonfinite_flag(scores), labels_flag(labels), mask_flag(given, mask))
-    verify("seedkit.losses.seed_generation_loss", flags, _diagnose, cams, labels, given)
+    checks = (("cams", "finite", cams), ("labels", "labels", labels), ("mask", "mask", given))
+    verify("seedkit.losses.seed_generation_loss", flags, checks)
     scores = upcast(scores)
     per_class = F.binary_cross_entropy_with_logits(
         scores, labels.to(scores.dtype), reduction="none"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
 from seedkit.backbones.family import resolve_family
+from seedkit.checks import check_number, compiling, is_number
 from seedkit.errors import InvalidValueError
 from seedkit.losses.consistency import ConsistencyLoss, Distance
 from seedkit.losses.presets import (
@@ -36,14 +38,7 @@ class USAGELossOutput(NamedTuple):
 
 
 def _check_fraction(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not 0.0 <= value <= 1.0
-    ):
-        raise InvalidValueError(name, "a fraction of the run in [0, 1]", value)
-    return float(value)
+    return check_number(name, value, 0, 1)
 
 
 def consistency_ramp(progress: float, start: float = 0.0, ramp: float = 0.0) -> float:
@@ -68,7 +63,7 @@ def consistency_ramp(progress: float, start: float = 0.0, ramp: float = 0.0) -> 
         >>> [round(consistency_ramp(p, start=0.2, ramp=0.2), 3) for p in (0.1, 0.2, 0.3, 0.4, 0.9)]
         [0.0, 0.007, 0.287, 1.0, 1.0]
     """
-    if isinstance(progress, bool) or not isinstance(progress, (int, float)) or progress != progress:
+    if not is_number(progress) or progress != progress:
         raise InvalidValueError("progress", "a number (fraction of the run)", progress)
     start = _check_fraction("start", start)
     ramp = _check_fraction("ramp", ramp)
@@ -102,7 +97,7 @@ class USAGELoss(nn.Module):
         >>> student = torch.randn(2, 5, 7, 9, requires_grad=True)
         >>> teacher = torch.randn(2, 5, 7, 9)
         >>> labels = torch.zeros(2, 5); labels[0, 1] = labels[1, 4] = 1
-        >>> out = criterion(student, labels, teacher, progress=0.5)
+        >>> out = criterion(student, teacher, labels, progress=0.5)
         >>> out.loss.backward()
         >>> sorted(out._fields)
         ['consistency', 'generation', 'loss', 'weight']
@@ -130,14 +125,7 @@ class USAGELoss(nn.Module):
 
     @consistency_weight.setter
     def consistency_weight(self, value: float) -> None:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise InvalidValueError("consistency_weight", "a finite number >= 0", value)
-        self._consistency_weight = float(value)
+        self._consistency_weight = check_number("consistency_weight", value, 0)
 
     @property
     def consistency_start(self) -> float:
@@ -178,7 +166,7 @@ class USAGELoss(nn.Module):
         distance: str | Distance = "kl",
         scale: str = "std",
         consistency_scale: str | None = None,
-        normalize: bool = False,
+        normalize: bool | None = None,
         **unknown: object,
     ) -> USAGELoss:
         """Build the objective with a family's presets.
@@ -198,12 +186,14 @@ class USAGELoss(nn.Module):
             consistency_start: fraction of the run with the term off (default: preset).
             consistency_ramp: fraction of the run it then ramps in over (default: preset).
             distance: ``"kl"``, ``"js"``, ``"l1"`` or a callable, see
-                :class:`~seedkit.ConsistencyLoss`.
+                :class:`~seedkit.ConsistencyLoss`. With ``"l1"`` or a distance
+                object the consistency temperatures, scale and normalisation are
+                the distance's own: passing them here is refused.
             scale: ``"std"`` (default, scale-free), ``"max"`` or ``"raw"`` for the
                 generation term (and the
                 consistency term unless ``consistency_scale`` is set).
             consistency_scale: the consistency term's own scale.
-            normalize: divide the KL / JS by ``log N``.
+            normalize: divide the KL / JS by ``log N`` (``None``: no).
             **unknown: rejected with an error that names the argument.
 
         Returns:
@@ -234,16 +224,30 @@ class USAGELoss(nn.Module):
         preset = CONSISTENCY_PRESETS[family]
         if generation_temperature is None:
             generation_temperature = TEMPERATURE_PRESETS[family]
-        if consistency_temperature is None:
-            consistency_temperature = preset["temperature"] or generation_temperature
         generation = SeedGenerationLoss(temperature=generation_temperature, scale=scale)  # type: ignore[arg-type]
-        consistency = ConsistencyLoss(
-            distance,
-            temperature=consistency_temperature,
-            teacher_temperature=teacher_temperature,
-            scale=consistency_scale or scale,
-            normalize=normalize,
-        )
+        if distance in ("kl", "js"):
+            if consistency_temperature is None:
+                consistency_temperature = preset["temperature"] or generation_temperature
+            consistency = ConsistencyLoss(
+                distance,
+                temperature=consistency_temperature,
+                teacher_temperature=teacher_temperature,
+                scale=consistency_scale or scale,
+                normalize=normalize,
+            )
+        else:  # "l1" or a distance object: its settings are its own
+            given = {
+                "consistency_temperature": consistency_temperature,
+                "teacher_temperature": teacher_temperature,
+                "consistency_scale": consistency_scale,
+                "normalize": normalize or None,
+            }
+            for name, value in given.items():
+                if value is not None:
+                    raise InvalidValueError(
+                        name, "None with distance='l1' or a distance object (its own)", value
+                    )
+            consistency = ConsistencyLoss(distance)
         chosen = {
             "consistency_weight": (consistency_weight, preset["weight"]),
             "consistency_start": (consistency_start, preset["start"]),
@@ -288,18 +292,23 @@ class USAGELoss(nn.Module):
     def forward(
         self,
         student_cams: torch.Tensor,
-        labels: torch.Tensor,
-        teacher_cams: torch.Tensor | None = None,
+        teacher_cams: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         progress: float | None = None,
     ) -> USAGELossOutput:
         """Compute ``L_GEN(student) + lambda(progress) * L_REG(student, teacher)``.
 
+        The arguments come in the order of :meth:`ConsistencyLoss.forward
+        <seedkit.ConsistencyLoss.forward>`: student, teacher, labels, mask.
+        (The order of seedkit 0.1.0.dev, ``(student_cams, labels, teacher_cams)``,
+        is still understood, with a ``DeprecationWarning``: labels are 2-D, maps 4-D.)
+
         Args:
             student_cams: student class activations, :math:`(B, C, H, W)`.
-            labels: multi-hot labels, :math:`(B, C)`.
             teacher_cams: teacher class activations of the same shape, or ``None``
                 to skip the consistency term (the plain generation loss).
+            labels: multi-hot labels, :math:`(B, C)`.
             mask: optional validity mask.
             progress: fraction of the run done (``step / total_steps``), for the
                 ramp of the consistency weight; ``None``: the full weight.
@@ -307,6 +316,18 @@ class USAGELoss(nn.Module):
         Returns:
             ``USAGELossOutput(loss, generation, consistency, weight)``.
         """
+        if _old_order(teacher_cams, labels):
+            if not compiling():
+                warnings.warn(
+                    "USAGELoss.forward(student_cams, labels, teacher_cams) is deprecated: "
+                    "pass (student_cams, teacher_cams, labels), the order of "
+                    "ConsistencyLoss.forward",
+                    DeprecationWarning,
+                    stacklevel=4,  # forward <- Module._call_impl <- Module.__call__ <- caller
+                )
+            teacher_cams, labels = labels, teacher_cams  # type: ignore[assignment]
+        if labels is None:
+            raise InvalidValueError("labels", "a (B, C) multi-hot tensor", None)
         generation = self.generation(student_cams, labels, mask)
         weight = self.weight_at(progress)
         if teacher_cams is None or weight == 0:
@@ -321,3 +342,12 @@ class USAGELoss(nn.Module):
             f"consistency_weight={self.consistency_weight}, "
             f"consistency_start={self.consistency_start}, consistency_ramp={self.consistency_ramp}"
         )
+
+
+def _old_order(teacher_cams: object, labels: object) -> bool:
+    """Whether ``forward`` got ``(student, labels, teacher)``: 2-D labels where maps go."""
+    return (
+        isinstance(teacher_cams, torch.Tensor)
+        and teacher_cams.dim() == 2
+        and (labels is None or (isinstance(labels, torch.Tensor) and labels.dim() == 4))
+    )

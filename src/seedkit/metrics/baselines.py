@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from seedkit.checks import check_int, check_num_labels
 from seedkit.errors import InvalidValueError
 from seedkit.metrics.sweep import SweepResult, ThresholdSweep
 
@@ -44,9 +45,8 @@ def centred_blob(height: int, width: int) -> np.ndarray:
         >>> blob.shape, round(float(blob.max()), 3)
         ((3, 5), 1.0)
     """
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidValueError(name, "an int >= 1", value)
+    height = check_int("height", height, 1)
+    width = check_int("width", width, 1)
     y = (np.arange(height, dtype=np.float64)[:, None] + 0.5 - height / 2) / (height / 3)
     x = (np.arange(width, dtype=np.float64)[None, :] + 0.5 - width / 2) / (width / 3)
     return np.exp(-(y**2) - x**2).astype(np.float32)
@@ -54,9 +54,11 @@ def centred_blob(height: int, width: int) -> np.ndarray:
 
 def trivial_baselines(
     samples: Iterable[Mapping[str, Any]],
-    num_classes: int,
+    num_labels: int | None = None,
     max_threshold: float = 0.59,
     mean_over: str = "present",
+    *,
+    num_classes: int | None = None,
 ) -> dict[str, SweepResult]:
     """Score the trivial seeds of every sample through the threshold sweep.
 
@@ -64,10 +66,11 @@ def trivial_baselines(
         samples: items with ``"mask"`` (``(H, W)`` ground truth, 255 ignored) and
             ``"labels"`` (multi-hot foreground labels), numpy arrays or tensors,
             e.g. a :class:`seedkit.data.VOCSegmentation` built with ``with_masks=True``.
-        num_classes: label values including background (21 for VOC), as
+        num_labels: mask labels, background included (21 for VOC), as
             :class:`ThresholdSweep`.
         max_threshold: the sweep's largest background threshold.
         mean_over: ``"present"`` or ``"all"`` (see :class:`ThresholdSweep`).
+        num_classes: deprecated name of ``num_labels`` (the same count).
 
     Returns:
         ``{"background": result, "blob": result}``.
@@ -80,10 +83,9 @@ def trivial_baselines(
         >>> round(scores["background"].best_miou, 1), round(scores["blob"].best_miou, 1)
         (27.8, 100.0)
     """
+    num_labels = check_num_labels("seedkit.metrics.trivial_baselines", num_labels, num_classes)
     sweeps = {
-        kind: ThresholdSweep(
-            num_classes=num_classes, max_threshold=max_threshold, mean_over=mean_over
-        )
+        kind: ThresholdSweep(num_labels, max_threshold=max_threshold, mean_over=mean_over)
         for kind in TRIVIAL_BASELINES
     }
     for sample in samples:
@@ -91,10 +93,10 @@ def trivial_baselines(
         labels = _array(sample["labels"])
         if mask.ndim != 2:
             raise InvalidValueError("mask", "an (H, W) ground-truth mask", mask.shape)
-        if labels.shape != (num_classes - 1,):
-            raise InvalidValueError("labels", f"{num_classes - 1} foreground labels", labels.shape)
+        if labels.shape != (num_labels - 1,):
+            raise InvalidValueError("labels", f"{num_labels - 1} foreground labels", labels.shape)
         height, width = mask.shape
-        empty = np.zeros((num_classes - 1, height, width), np.float32)
+        empty = np.zeros((num_labels - 1, height, width), np.float32)
         sweeps["background"].update(empty, mask)
         blob = centred_blob(height, width)
         sweeps["blob"].update_maps({int(c): blob for c in np.flatnonzero(labels > 0)}, mask)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from seedkit.checks import check_choice, check_num_labels
 from seedkit.errors import InvalidValueError, ShapeError
 
 __all__ = ["MEAN_OVER", "confusion_matrix", "fp_fn_rates", "iou_from_confusion"]
@@ -16,29 +17,25 @@ MEAN_OVER: tuple[str, ...] = ("present", "all")
 
 def check_mean_over(mean_over: object) -> str:
     """Return ``mean_over`` if it is one of :data:`MEAN_OVER`, else raise."""
-    if mean_over not in MEAN_OVER:
-        raise InvalidValueError("mean_over", "'present' or 'all'", mean_over)
-    return str(mean_over)
-
-
-def _check_num_classes(num_classes: object) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise InvalidValueError("num_classes", "an integer >= 2", num_classes)
-    if int(num_classes) < 2:
-        raise InvalidValueError("num_classes", "an integer >= 2", num_classes)
-    return int(num_classes)
+    return check_choice("mean_over", mean_over, MEAN_OVER)
 
 
 def confusion_matrix(
-    pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = 255
+    pred: np.ndarray,
+    gt: np.ndarray,
+    num_labels: int | None = None,
+    ignore_index: int = 255,
+    *,
+    num_classes: int | None = None,
 ) -> np.ndarray:
     """Count ``(ground truth, prediction)`` pairs with one ``np.bincount``.
 
     Args:
-        pred: predicted class index per pixel, values in ``[0, num_classes)``.
-        gt: ground-truth class index per pixel; ``ignore_index`` pixels are skipped.
-        num_classes: number of classes ``K`` including background.
+        pred: predicted label per pixel, values in ``[0, num_labels)``.
+        gt: ground-truth label per pixel; ``ignore_index`` pixels are skipped.
+        num_labels: number of mask labels ``K``, background included (21 for VOC).
         ignore_index: ground-truth value that marks pixels to ignore.
+        num_classes: deprecated name of ``num_labels`` (the same count).
 
     Returns:
         ``cm`` with ``cm[g, p]`` the number of pixels of class ``g`` predicted
@@ -46,7 +43,7 @@ def confusion_matrix(
 
     Raises:
         ShapeError: ``pred`` and ``gt`` differ in shape.
-        InvalidValueError: a value outside ``[0, num_classes)`` (other than
+        InvalidValueError: a value outside ``[0, num_labels)`` (other than
             ``ignore_index`` in ``gt``).
 
     Shape:
@@ -59,7 +56,7 @@ def confusion_matrix(
         >>> confusion_matrix(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 255]), 2).tolist()
         [[1, 1], [0, 1]]
     """
-    num_classes = _check_num_classes(num_classes)
+    num_labels = check_num_labels("seedkit.metrics.confusion_matrix", num_labels, num_classes)
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
@@ -68,13 +65,13 @@ def confusion_matrix(
     g = gt[valid].astype(np.int64, copy=False)
     p = pred[valid].astype(np.int64, copy=False)
     for name, values in (("gt", g), ("pred", p)):
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
-            bad = values[(values < 0) | (values >= num_classes)][:3].tolist()
+        if values.size and (values.min() < 0 or values.max() >= num_labels):
+            bad = values[(values < 0) | (values >= num_labels)][:3].tolist()
             raise InvalidValueError(
-                name, f"class indices in [0, {num_classes}) or {ignore_index}", f"values {bad}"
+                name, f"class indices in [0, {num_labels}) or {ignore_index}", f"values {bad}"
             )
-    counts = np.bincount(g * num_classes + p, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes).astype(np.int64, copy=False)
+    counts = np.bincount(g * num_labels + p, minlength=num_labels * num_labels)
+    return counts.reshape(num_labels, num_labels).astype(np.int64, copy=False)
 
 
 def _check_cm(cm: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from seedkit.checks import check_num_labels
 from seedkit.errors import DataError, InvalidValueError, ShapeError
 from seedkit.metrics.io import load_gt_mask, load_psa_maps
 from seedkit.metrics.sweep import SweepResult, ThresholdSweep
@@ -19,7 +20,7 @@ def evaluate_seeds(
     cam_dir: str | os.PathLike,
     gt_dir: str | os.PathLike,
     ids: Iterable[str],
-    num_classes: int = 21,
+    num_labels: int | None = None,
     max_threshold: float = 0.59,
     progress: bool = True,
     step: float = 0.01,
@@ -27,6 +28,8 @@ def evaluate_seeds(
     class_names: Sequence[str] | None = None,
     ignore_index: int = 255,
     mean_over: str = "present",
+    *,
+    num_classes: int | None = None,
 ) -> SweepResult:
     """Sweep the background threshold over a directory of psa- or IRN-format seeds.
 
@@ -38,7 +41,8 @@ def evaluate_seeds(
         cam_dir: directory of ``<id>.npy`` seed files.
         gt_dir: directory of ``<id>.png`` ground-truth masks.
         ids: image ids to evaluate.
-        num_classes: number of classes including background.
+        num_labels: number of mask labels, background included (21 for VOC, the
+            default): the ``--num-classes`` of ``seedkit eval-seeds``.
         max_threshold: last threshold of the default sweep.
         progress: show a progress bar.
         step: threshold spacing of the default sweep.
@@ -48,6 +52,7 @@ def evaluate_seeds(
         mean_over: ``"present"`` (IRN) or ``"all"`` (SEAM / MCTformer / psa, what
             ``seedkit eval-seeds`` prints by default); see
             :class:`~seedkit.metrics.ThresholdSweep`.
+        num_classes: deprecated name of ``num_labels`` (the same count).
 
     Returns:
         The :class:`SweepResult`.
@@ -56,11 +61,14 @@ def evaluate_seeds(
         DataFileError: a seed or mask file is missing (the message names it).
         DataError: a file is corrupt, has the wrong size or unknown class ids.
     """
+    num_labels = check_num_labels(
+        "seedkit.metrics.evaluate_seeds", num_labels, num_classes, default=21
+    )
     ids = list(ids)
     if not ids:
         raise InvalidValueError("ids", "at least one image id", "an empty list")
     sweep = ThresholdSweep(
-        num_classes=num_classes,
+        num_labels,
         thresholds=thresholds,
         max_threshold=max_threshold,
         step=step,
@@ -72,8 +80,8 @@ def evaluate_seeds(
     for image_id in tqdm(ids, desc="eval-seeds", unit="img", disable=not progress):
         gt_path = gt_dir / f"{image_id}.png"
         cam_path = cam_dir / f"{image_id}.npy"
-        gt = load_gt_mask(gt_path, num_classes, ignore_index)
-        maps = load_psa_maps(cam_path, num_classes - 1, shape=gt.shape)
+        gt = load_gt_mask(gt_path, num_labels, ignore_index)
+        maps = load_psa_maps(cam_path, num_labels - 1, shape=gt.shape)
         try:
             sweep.update_maps(maps, gt)
         except (ShapeError, InvalidValueError) as error:  # pragma: no cover - checked on load

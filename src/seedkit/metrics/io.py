@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seedkit.checks import check_num_labels, is_integer
 from seedkit.data import read_mask
 from seedkit.errors import DataError, DataFileError
 from seedkit.files import load_npy
@@ -66,7 +67,7 @@ def load_psa_maps(
     maps: dict[int, np.ndarray] = {}
     map_shape = shape
     for key, value in items:
-        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+        if not is_integer(key):
             raise DataError(path, "integer class indices as keys", repr(key))
         key = int(key)
         if not 0 <= key < num_fg_classes:
@@ -136,15 +137,22 @@ def load_psa_cam(
     return stack
 
 
-def load_gt_mask(path: PathLike, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+def load_gt_mask(
+    path: PathLike,
+    num_labels: int | None = None,
+    ignore_index: int = 255,
+    *,
+    num_classes: int | None = None,
+) -> np.ndarray:
     """Read a ground-truth mask: a VOC palette PNG or a plain index (grey) PNG.
 
     :func:`seedkit.data.read_mask` with RGB masks rejected (``colour=False``).
 
     Args:
         path: the mask file.
-        num_classes: number of classes including background.
+        num_labels: number of mask labels, background included (21 for VOC).
         ignore_index: the value that marks ignored pixels (VOC boundaries).
+        num_classes: deprecated name of ``num_labels`` (the same count).
 
     Returns:
         ``(H, W)`` uint8 (or int32 for more than 255 classes) class ids.
@@ -152,6 +160,7 @@ def load_gt_mask(path: PathLike, num_classes: int, ignore_index: int = 255) -> n
     Raises:
         DataFileError: the file does not exist.
         DataError: unreadable, colour (RGB) instead of index, or class ids
-            outside ``[0, num_classes)`` other than ``ignore_index``.
+            outside ``[0, num_labels)`` other than ``ignore_index``.
     """
-    return read_mask(path, num_classes, ignore_index, colour=False)
+    num_labels = check_num_labels("seedkit.metrics.load_gt_mask", num_labels, num_classes)
+    return read_mask(path, num_labels, ignore_index, colour=False)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from seedkit.checks import check_num_labels, check_number
 from seedkit.data import class_names_for
 from seedkit.errors import InvalidValueError, NonFiniteError, ShapeError
-from seedkit.metrics.confusion import _check_num_classes, check_mean_over, fp_fn_rates
+from seedkit.metrics.confusion import check_mean_over, fp_fn_rates
 
 __all__ = ["SweepResult", "ThresholdSweep", "as_seed_maps", "default_thresholds", "seed_labels"]
 
@@ -44,17 +46,8 @@ def default_thresholds(max_threshold: float = 0.59, step: float = 0.01) -> np.nd
         >>> len(t), t[7] == 0.07, t[-1]
         (60, np.True_, np.float64(0.59))
     """
-    for name, value in (("max_threshold", max_threshold), ("step", step)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
-            raise InvalidValueError(name, "a finite number", value)
-    if step <= 0:
-        raise InvalidValueError("step", "a number > 0", step)
-    if max_threshold < 0:
-        raise InvalidValueError("max_threshold", "a number >= 0", max_threshold)
+    max_threshold = check_number("max_threshold", max_threshold, 0)
+    step = check_number("step", step, 0, strict_minimum=True)
     count = math.floor(max_threshold / step + 1e-9) + 1
     if count > MAX_THRESHOLDS:
         # Every threshold costs a pass over every pixel (and a confusion matrix).
@@ -165,7 +158,7 @@ class SweepResult:
         Example:
             >>> import numpy as np
             >>> from seedkit.metrics import ThresholdSweep
-            >>> sweep = ThresholdSweep(num_classes=2, thresholds=[0.0, 0.1, 0.2, 0.3, 0.4])
+            >>> sweep = ThresholdSweep(num_labels=2, thresholds=[0.0, 0.1, 0.2, 0.3, 0.4])
             >>> seed = np.array([[[0.45, 0.05, 0.25, 0.35, 0.15]]], np.float32)
             >>> sweep.update(seed, np.array([[1, 0, 0, 0, 1]]))
             >>> result = sweep.result()
@@ -312,7 +305,7 @@ class ThresholdSweep:
 
     Which classes an mIoU averages over (``mean_over``):
 
-    - ``"all"``: every one of the ``num_classes``, a class with no pixel in the
+    - ``"all"``: every one of the ``num_labels``, a class with no pixel in the
       ground truth or the prediction counting 0, as SEAM's and MCTformer's
       ``evaluation.py`` (and psa's numbers) compute it;
     - ``"present"``: the classes with pixels in the ground truth or in the
@@ -328,20 +321,23 @@ class ThresholdSweep:
     On full VOC (every class present) both give the same numbers.
 
     Args:
-        num_classes: number of classes including background (21 for VOC).
+        num_labels: number of mask labels, background included (21 for VOC, the
+            default; ``num_classes + 1`` for a CAM model of ``num_classes``).
         thresholds: explicit ascending thresholds; by default
             :func:`default_thresholds` of ``max_threshold`` and ``step``.
         max_threshold: the last default threshold (0.59 like the reference code).
         step: the default threshold spacing.
         ignore_index: ground-truth value to ignore.
-        class_names: display names (``num_classes`` or ``num_classes - 1``
-            foreground names); VOC names by default when ``num_classes == 21``.
+        class_names: display names (``num_labels`` or ``num_labels - 1``
+            foreground names); VOC names by default when ``num_labels == 21``.
         mean_over: ``"present"`` or ``"all"`` (see above).
+        num_classes: deprecated name of ``num_labels`` (the same count, background
+            included; a ``DeprecationWarning`` says so).
 
     Example:
         >>> import numpy as np
         >>> from seedkit.metrics import ThresholdSweep
-        >>> sweep = ThresholdSweep(num_classes=3)
+        >>> sweep = ThresholdSweep(num_labels=3)
         >>> maps = np.zeros((2, 2, 2), np.float32); maps[0, 0] = 0.8; maps[1, 1, 1] = 0.4
         >>> sweep.update(maps, np.array([[1, 1], [0, 2]]))
         >>> result = sweep.result()
@@ -353,15 +349,19 @@ class ThresholdSweep:
 
     def __init__(
         self,
-        num_classes: int = 21,
+        num_labels: int | None = None,
         thresholds: Sequence[float] | np.ndarray | None = None,
         max_threshold: float = 0.59,
         step: float = 0.01,
         ignore_index: int = 255,
         class_names: Sequence[str] | None = None,
         mean_over: str = "present",
+        *,
+        num_classes: int | None = None,
     ) -> None:
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_labels = check_num_labels(
+            "seedkit.metrics.ThresholdSweep", num_labels, num_classes, default=21
+        )
         self.mean_over = check_mean_over(mean_over)
         if thresholds is None:
             self.thresholds = default_thresholds(max_threshold, step)
@@ -375,33 +375,44 @@ class ThresholdSweep:
                 raise InvalidValueError("thresholds", "strictly increasing values", values.tolist())
             self.thresholds = values
         self._thresholds32 = self.thresholds.astype(np.float32)
-        table_bytes = (self.thresholds.size + 1) * self.num_classes**2 * 8
+        table_bytes = (self.thresholds.size + 1) * self.num_labels**2 * 8
         if table_bytes > MAX_TABLE_BYTES:
             most = math.isqrt(MAX_TABLE_BYTES // (8 * (self.thresholds.size + 1)))
             raise InvalidValueError(
-                "num_classes",
-                f"at most {most} classes for {self.thresholds.size} thresholds (the sweep "
-                f"counts (thresholds + 1) x classes x classes pixel pairs in memory, at most "
+                "num_labels",
+                f"at most {most} labels for {self.thresholds.size} thresholds (the sweep "
+                f"counts (thresholds + 1) x labels x labels pixel pairs in memory, at most "
                 f"{MAX_TABLE_BYTES / 2**30:g} GiB; {table_bytes / 2**30:.3g} GiB here)",
-                self.num_classes,
+                self.num_labels,
             )
         self.ignore_index = int(ignore_index)
         if class_names is not None and len(class_names) not in (
-            self.num_classes,
-            self.num_classes - 1,
+            self.num_labels,
+            self.num_labels - 1,
         ):
             raise InvalidValueError(
                 "class_names",
-                f"{self.num_classes} or {self.num_classes - 1} names",
+                f"{self.num_labels} or {self.num_labels - 1} names",
                 f"{len(class_names)} names",
             )
-        self.class_names = class_names_for(self.num_classes - 1, class_names)
+        self.class_names = class_names_for(self.num_labels - 1, class_names)
         self.reset()
+
+    @property
+    def num_classes(self) -> int:
+        """Deprecated name of :attr:`num_labels` (the same count, background included)."""
+        warnings.warn(
+            "ThresholdSweep.num_classes is deprecated: it is num_labels (the same count, "
+            "background included)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.num_labels
 
     def reset(self) -> None:
         """Forget every accumulated image."""
         size = self.thresholds.size + 1
-        self._hist = np.zeros((size, self.num_classes, self.num_classes), dtype=np.int64)
+        self._hist = np.zeros((size, self.num_labels, self.num_labels), dtype=np.int64)
         self.num_images = 0
         self.zero_images = 0
 
@@ -420,7 +431,7 @@ class ThresholdSweep:
         if hasattr(cam_stack, "detach"):
             cam_stack = cam_stack.detach().cpu().numpy()  # type: ignore[union-attr]
         stack = np.asarray(cam_stack)
-        expected = self.num_classes - 1
+        expected = self.num_labels - 1
         if stack.ndim != 3 or stack.shape[0] != expected:
             raise ShapeError("cam_stack", f"({expected}, H, W)", stack.shape)
         stack = stack.astype(np.float32, copy=False)
@@ -441,7 +452,7 @@ class ThresholdSweep:
         gt = np.asarray(gt)
         if gt.ndim != 2:
             raise ShapeError("gt", "(H, W)", gt.shape)
-        expected = self.num_classes - 1
+        expected = self.num_labels - 1
         keys = sorted(int(k) for k in maps)
         for key in keys:
             if not 0 <= key < expected:
@@ -481,7 +492,7 @@ class ThresholdSweep:
             raise ShapeError("gt", f"the map size {tuple(shape)}", gt.shape)
         if gt.dtype.kind not in "iub":
             raise InvalidValueError("gt", "an integer class-id array", str(gt.dtype))
-        k = self.num_classes
+        k = self.num_labels
         if gt.dtype == np.uint8:
             counts = np.bincount(gt.ravel(), minlength=256)
             ids = np.nonzero(counts)[0]
@@ -528,7 +539,7 @@ class ThresholdSweep:
         tp = np.diagonal(confusions, axis1=1, axis2=2).astype(np.float64)
         union = confusions.sum(axis=1) + confusions.sum(axis=2) - tp  # (T, K)
         seen = (union > 0).any(axis=0)
-        counted = seen if self.mean_over == "present" else np.ones(self.num_classes, bool)
+        counted = seen if self.mean_over == "present" else np.ones(self.num_labels, bool)
         with np.errstate(invalid="ignore", divide="ignore"):
             scores = np.where(union > 0, tp / union, 0.0)
         scores[:, ~counted] = np.nan
@@ -596,7 +607,7 @@ class ThresholdSweep:
                     "where objects end (an untrained model, or CAMs that collapsed?)"
                 )
         gt_pixels = self._hist.sum(axis=(0, 2))
-        stray = [c for c in range(1, self.num_classes) if gt_pixels[c] == 0 and seen[c]]
+        stray = [c for c in range(1, self.num_labels) if gt_pixels[c] == 0 and seen[c]]
         if stray:
             names = ", ".join(self.class_names[c] for c in stray[:5])
             warnings.append(
@@ -607,7 +618,7 @@ class ThresholdSweep:
         if self.mean_over == "all" and not seen.all():
             missing = int((~seen).sum())
             warnings.append(
-                f"{missing} of {self.num_classes} classes have no pixel in the ground truth "
+                f"{missing} of {self.num_labels} classes have no pixel in the ground truth "
                 "or the prediction: the mean over all classes counts them as IoU 0, as "
                 "SEAM / MCTformer / psa do; --mean-over present leaves them out"
             )

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from seedkit.checks import check_int
 from seedkit.errors import InvalidValueError, ShapeError
 from seedkit.metrics import as_seed_maps
 
@@ -71,8 +72,7 @@ def dense_crf(
         raise ShapeError("probs", f"(K >= 2, {image.shape[0]}, {image.shape[1]})", probs.shape)
     if not np.isfinite(probs).all():
         raise InvalidValueError("probs", "finite values", "NaN or inf")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise InvalidValueError("iterations", "an integer >= 0", iterations)
+    iterations = check_int("iterations", iterations, 0)
     labels, height, width = probs.shape
     crf = dcrf.DenseCRF2D(width, height, labels)
     unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(labels, -1)

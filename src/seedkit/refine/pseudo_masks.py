@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from seedkit.checks import check_num_labels
 from seedkit.errors import InvalidValueError
 from seedkit.metrics import as_seed_maps, seed_labels
 from seedkit.refine.random_walk import (
@@ -281,8 +282,10 @@ def evaluate_pseudo_masks(
     pred_dir: str | os.PathLike,
     gt_dir: str | os.PathLike,
     ids: Sequence[str],
-    num_classes: int,
+    num_labels: int | None = None,
     class_names: Sequence[str] | None = None,
+    *,
+    num_classes: int | None = None,
 ) -> dict[str, Any]:
     """MIoU of index-PNG masks against ground truth (255 ignored), in percent.
 
@@ -290,8 +293,9 @@ def evaluate_pseudo_masks(
         pred_dir: folder of ``<id>.png`` pseudo masks.
         gt_dir: folder of ground-truth ``<id>.png`` (palette or index).
         ids: images to evaluate.
-        num_classes: classes including background.
+        num_labels: number of mask labels, background included (21 for VOC).
         class_names: names for ``per_class``.
+        num_classes: deprecated name of ``num_labels`` (the same count).
 
     Returns:
         ``{"miou", "iou" (per class, None when absent), "per_class", "num_images"}``.
@@ -299,14 +303,15 @@ def evaluate_pseudo_masks(
     from seedkit.data import read_mask
     from seedkit.metrics import confusion_matrix, iou_from_confusion
 
+    num_labels = check_num_labels("seedkit.refine.evaluate_pseudo_masks", num_labels, num_classes)
     names = (
-        list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_classes)]
+        list(class_names) if class_names is not None else [f"class_{k}" for k in range(num_labels)]
     )
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    cm = np.zeros((num_labels, num_labels), dtype=np.int64)
     for image_id in ids:
-        pred = read_mask(Path(pred_dir) / f"{image_id}.png", num_classes)
-        gt = read_mask(Path(gt_dir) / f"{image_id}.png", num_classes)
-        cm += confusion_matrix(pred, gt, num_classes)
+        pred = read_mask(Path(pred_dir) / f"{image_id}.png", num_labels)
+        gt = read_mask(Path(gt_dir) / f"{image_id}.png", num_labels)
+        cm += confusion_matrix(pred, gt, num_labels)
     iou, miou = iou_from_confusion(cm)
     values = [None if np.isnan(v) else round(float(v) * 100, 2) for v in iou]
     return {

@@ -20,11 +20,11 @@ Two representations are offered:
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 
 import torch
 
+from seedkit.checks import check_int, check_number
 from seedkit.errors import InvalidValueError, ShapeError
 
 __all__ = [
@@ -68,8 +68,7 @@ def local_offsets(radius: int, half: bool = False) -> tuple[tuple[int, int], ...
         >>> local_offsets(2, half=True)
         ((0, 1), (1, -1), (1, 0), (1, 1))
     """
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise InvalidValueError("radius", "an integer >= 1", radius)
+    radius = check_int("radius", radius, 1)
     offsets = [
         (dy, dx)
         for dy in range(-radius + 1, radius)
@@ -106,24 +105,13 @@ def shift2d(tensor: torch.Tensor, dy: int, dx: int, fill: float = 0.0) -> torch.
 
 
 def _check_beta(beta: float) -> float:
-    if (
-        isinstance(beta, bool)
-        or not isinstance(beta, (int, float))
-        or not math.isfinite(beta)
-        or beta <= 0
-    ):
-        raise InvalidValueError("beta", "a finite number > 0", beta)
-    return float(beta)
+    return check_number("beta", beta, 0, strict_minimum=True)
 
 
 def _check_steps(exp_times: int | None, steps: int | None) -> int:
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise InvalidValueError("steps", "an integer >= 0", steps)
-        return steps
-    if isinstance(exp_times, bool) or not isinstance(exp_times, int) or not 0 <= exp_times <= 16:
-        raise InvalidValueError("exp_times", "an integer in [0, 16]", exp_times)
-    return 2**exp_times
+        return check_int("steps", steps, 0)
+    return 2 ** check_int("exp_times", exp_times, 0, 16)
 
 
 def local_transition(

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seedkit.cam.inference import multi_scale_flip
+from seedkit.checks import check_num_labels
 from seedkit.data import class_names_for
 from seedkit.errors import InvalidValueError, ShapeError
 
@@ -90,7 +91,7 @@ def _percent(iou: np.ndarray) -> list[float | None]:
 def evaluate_segmentation(
     model: torch.nn.Module,
     dataset: Any,
-    num_classes: int,
+    num_labels: int | None = None,
     scales: Sequence[float] = (1.0,),
     flip: bool = True,
     crf: bool = False,
@@ -99,6 +100,8 @@ def evaluate_segmentation(
     class_names: Sequence[str] | None = None,
     progress: bool = True,
     pred_dir: str | None = None,
+    *,
+    num_classes: int | None = None,
 ) -> SegmentationResult:
     """Predict every image of ``dataset`` and compute per-class IoU against its masks.
 
@@ -106,7 +109,7 @@ def evaluate_segmentation(
         model: segmentation network (logits), switched to eval mode here.
         dataset: items ``{"id", "image" (3, H, W), "mask" (H, W), 255 ignored}``;
             with ``crf=True`` also ``.image_path(id)`` for the RGB image.
-        num_classes: classes including background.
+        num_labels: mask labels, background included (21 for VOC).
         scales: inference scales.
         flip: add flipped views.
         crf: refine the probabilities with :func:`~seedkit.refine.dense_crf`.
@@ -116,18 +119,22 @@ def evaluate_segmentation(
             :func:`seedkit.data.class_names_for`).
         progress: progress bar.
         pred_dir: also write the predictions as palette PNGs there.
+        num_classes: deprecated name of ``num_labels`` (the same count).
 
     Returns:
         :class:`SegmentationResult`.
     """
     from seedkit.metrics import confusion_matrix, iou_from_confusion
 
-    names = list(class_names) if class_names is not None else class_names_for(num_classes - 1)
-    if len(names) != num_classes:
-        raise InvalidValueError("class_names", f"{num_classes} names", len(names))
+    num_labels = check_num_labels(
+        "seedkit.segmentation.evaluate_segmentation", num_labels, num_classes
+    )
+    names = list(class_names) if class_names is not None else class_names_for(num_labels - 1)
+    if len(names) != num_labels:
+        raise InvalidValueError("class_names", f"{num_labels} names", len(names))
     was_training = model.training
     model.eval()
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    cm = np.zeros((num_labels, num_labels), dtype=np.int64)
     try:
         for index in tqdm(
             range(len(dataset)), desc="segmentation eval", unit="img", disable=not progress
@@ -144,7 +151,7 @@ def evaluate_segmentation(
                 )
             pred = probs_np.argmax(axis=0)
             gt = np.asarray(item["mask"])
-            cm += confusion_matrix(pred, gt, num_classes)
+            cm += confusion_matrix(pred, gt, num_labels)
             if pred_dir is not None:
                 from pathlib import Path
 

@@ -16,12 +16,14 @@ not leave the all-background solution within the demo's budget).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seedkit.checks import check_num_labels
 from seedkit.errors import BackboneError, InvalidValueError
 
 __all__ = [
@@ -47,7 +49,7 @@ class TimmDeepLabV3(nn.Module):
         backbone: a :class:`~seedkit.backbones.SeedModel` whose
             ``forward_features`` gives the ``(B, D, h, w)`` map (its CAM head is
             not used).
-        num_classes: output classes, background included.
+        num_labels: output channels: the mask labels, background included.
 
     Shape:
         - input: :math:`(B, 3, H, W)`
@@ -55,7 +57,7 @@ class TimmDeepLabV3(nn.Module):
 
     Example:
         >>> net = create_segmentation_model(
-        ...     "deeplabv3_timm", num_classes=3, encoder="resnet18", output_stride=16
+        ...     "deeplabv3_timm", num_labels=3, encoder="resnet18", output_stride=16
         ... )
         >>> type(net.network).__name__
         'TimmDeepLabV3'
@@ -64,12 +66,12 @@ class TimmDeepLabV3(nn.Module):
         (1, 3, 64, 48)
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, num_labels: int) -> None:
         super().__init__()
         from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
         self.backbone = backbone
-        self.classifier = DeepLabHead(int(backbone.out_channels), num_classes)
+        self.classifier = DeepLabHead(int(backbone.out_channels), num_labels)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return ``{"out": logits}`` at the input resolution, like torchvision's models."""
@@ -80,7 +82,7 @@ class TimmDeepLabV3(nn.Module):
 
 def _timm_deeplab(
     encoder: str,
-    num_classes: int,
+    num_labels: int,
     pretrained_backbone: bool,
     backbone_checkpoint: str | None,
     checkpoint_classes: int,
@@ -98,17 +100,31 @@ def _timm_deeplab(
         **kwargs,
     )
     backbone.head = nn.Identity()  # only the features feed the segmentation head
-    return TimmDeepLabV3(backbone, num_classes)
+    return TimmDeepLabV3(backbone, num_labels)
 
 
 class SegmentationNet(nn.Module):
-    """A torchvision segmentation model whose ``model(x)`` returns logits ``(B, K, H, W)``."""
+    """A torchvision segmentation model whose ``model(x)`` returns logits ``(B, K, H, W)``.
 
-    def __init__(self, network: nn.Module, architecture: str, num_classes: int) -> None:
+    ``K = num_labels``: the mask labels, background included.
+    """
+
+    def __init__(self, network: nn.Module, architecture: str, num_labels: int) -> None:
         super().__init__()
         self.network = network
         self.architecture = architecture
-        self.num_classes = num_classes
+        self.num_labels = num_labels
+
+    @property
+    def num_classes(self) -> int:
+        """Deprecated name of :attr:`num_labels` (the same count, background included)."""
+        warnings.warn(
+            "SegmentationNet.num_classes is deprecated: it is num_labels (the same count, "
+            "background included)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.num_labels
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits at the input resolution."""
@@ -121,19 +137,21 @@ class SegmentationNet(nn.Module):
 
 def create_segmentation_model(
     architecture: str = "deeplabv3_resnet50",
-    num_classes: int = 21,
+    num_labels: int | None = None,
     pretrained_backbone: bool = False,
     backbone_checkpoint: str | None = None,
     encoder: str = "resnet50",
     output_stride: int | None = 16,
     checkpoint_classes: int | None = None,
+    *,
+    num_classes: int | None = None,
     **timm_kwargs: Any,
 ) -> SegmentationNet:
-    """Build a DeepLabV3 for ``num_classes`` classes (background included).
+    """Build a DeepLabV3 for ``num_labels`` mask labels (background included).
 
     Args:
         architecture: one of :data:`SEGMENTATION_ARCHITECTURES`.
-        num_classes: classes including background (21 VOC, 81 COCO).
+        num_labels: mask labels, background included (21 VOC, the default; 81 COCO).
         pretrained_backbone: ImageNet backbone weights (torchvision's, or timm's
             for ``"deeplabv3_timm"``; downloaded on first use).
         backbone_checkpoint: a local state dict for the backbone instead: keys as
@@ -142,17 +160,18 @@ def create_segmentation_model(
             stage 1).
         encoder: the timm model name of ``"deeplabv3_timm"`` (ignored otherwise).
         output_stride: output stride of a ``"deeplabv3_timm"`` CNN encoder.
-        checkpoint_classes: the CAM classes of a seed-model ``backbone_checkpoint``
-            (default ``num_classes - 1``).
+        checkpoint_classes: the CAM (foreground) classes of a seed-model
+            ``backbone_checkpoint`` (default ``num_labels - 1``).
         **timm_kwargs: more ``timm.create_model`` arguments of the
             ``"deeplabv3_timm"`` encoder (e.g. ``patch_size``); rejected for the
             torchvision architectures.
+        num_classes: deprecated name of ``num_labels`` (the same count).
 
     Returns:
         A :class:`SegmentationNet`.
 
     Example:
-        >>> model = create_segmentation_model("deeplabv3_mobilenet_v3_large", num_classes=3)
+        >>> model = create_segmentation_model("deeplabv3_mobilenet_v3_large", num_labels=3)
         >>> with torch.no_grad():
         ...     tuple(model.eval()(torch.zeros(1, 3, 64, 48)).shape)
         (1, 3, 64, 48)
@@ -161,19 +180,20 @@ def create_segmentation_model(
         raise InvalidValueError(
             "architecture", "one of " + ", ".join(SEGMENTATION_ARCHITECTURES), architecture
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise InvalidValueError("num_classes", "an integer >= 2", num_classes)
+    num_labels = check_num_labels(
+        "seedkit.segmentation.create_segmentation_model", num_labels, num_classes, default=21
+    )
     if architecture == "deeplabv3_timm":
         network = _timm_deeplab(
             encoder,
-            num_classes,
+            num_labels,
             pretrained_backbone,
             backbone_checkpoint,
-            checkpoint_classes or num_classes - 1,
+            checkpoint_classes or num_labels - 1,
             output_stride,
             timm_kwargs,
         )
-        return SegmentationNet(network, f"{architecture}:{encoder}", num_classes)
+        return SegmentationNet(network, f"{architecture}:{encoder}", num_labels)
     if timm_kwargs:
         raise InvalidValueError(
             "timm_kwargs", f"none for the torchvision {architecture}", sorted(timm_kwargs)
@@ -184,7 +204,7 @@ def create_segmentation_model(
     weights_backbone = "DEFAULT" if pretrained_backbone else None
     try:
         network = builder(
-            weights=None, weights_backbone=weights_backbone, num_classes=num_classes, aux_loss=False
+            weights=None, weights_backbone=weights_backbone, num_classes=num_labels, aux_loss=False
         )
     except (RuntimeError, ValueError, OSError) as error:
         raise BackboneError(f"cannot build torchvision {architecture}: {error}") from error
@@ -196,4 +216,4 @@ def create_segmentation_model(
                 f"{backbone_checkpoint}: not a backbone state dict of {architecture} "
                 f"({len(missing)} missing, {len(unexpected)} unexpected keys)"
             )
-    return SegmentationNet(network, architecture, num_classes)
+    return SegmentationNet(network, architecture, num_labels)

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from seedkit.backbones.family import unwrap_model
+from seedkit.checks import check_int, check_number
 from seedkit.errors import BackboneError, InvalidValueError
 
 __all__ = ["EMATeacher"]
@@ -104,12 +105,8 @@ class EMATeacher(nn.Module):
         self.final_momentum = self._check_momentum("final_momentum", final_momentum)
         if schedule not in _SCHEDULES:
             raise InvalidValueError("schedule", "None, 'constant' or 'cosine'", schedule)
-        if schedule == "cosine" and (
-            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
-        ):
-            raise InvalidValueError(
-                "total_steps", "an integer >= 1 for the cosine schedule", total_steps
-            )
+        if schedule == "cosine":
+            total_steps = check_int("total_steps (of the cosine schedule)", total_steps, 1)
         self.schedule = None if schedule == "constant" else schedule
         self.total_steps = total_steps
         self.module = _copy_model(_unwrap_student(student))
@@ -119,11 +116,7 @@ class EMATeacher(nn.Module):
 
     @staticmethod
     def _check_momentum(name: str, value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidValueError(name, "a number in [0, 1]", value)
-        if not 0.0 <= float(value) <= 1.0:
-            raise InvalidValueError(name, "a number in [0, 1]", value)
-        return float(value)
+        return check_number(name, value, 0, 1)
 
     def momentum_at(self, step: int) -> float:
         """Return the momentum the schedule gives at ``step``."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -10,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from seedkit.backbones.family import Family, resolve_family
+from seedkit.checks import check_number
 from seedkit.errors import BackboneError, InvalidValueError
 from seedkit.views.sites import AdjustableBlock, Sites, find_adjustable_blocks
 
@@ -31,12 +31,7 @@ class Segment(NamedTuple):
 
 
 def _check_ratio(drop_ratio: object) -> float:
-    if isinstance(drop_ratio, bool) or not isinstance(drop_ratio, (int, float)):
-        raise InvalidValueError("drop_ratio", "a number in [0, 1)", drop_ratio)
-    value = float(drop_ratio)
-    if not (0.0 <= value < 1.0) or math.isnan(value):
-        raise InvalidValueError("drop_ratio", "a number in [0, 1)", drop_ratio)
-    return value
+    return check_number("drop_ratio", drop_ratio, 0, 1, strict_maximum=True)
 
 
 class SelfAdaptiveView(nn.Module):
