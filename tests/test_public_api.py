@@ -338,9 +338,10 @@ def _defining_module(name: str) -> str:
     return module
 
 
-#: Module cycles known to be fixed on another branch (dropped when it merges).
+#: Module cycles known and not yet fixed (each one a failing case of issue 22).
 KNOWN_CYCLES = {
-    # fixed on the kernels branch (issue 24)
+    # still there after main merged kernels2 (c3ab541): _dispatch imports _selfcheck in a
+    # function, _selfcheck imports fused, fused imports _dispatch (issue 22, open)
     frozenset({
         "seedkit.kernels._dispatch", "seedkit.kernels._selfcheck", "seedkit.kernels.fused",
         "seedkit.kernels.triton_kernels",
