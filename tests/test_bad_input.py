@@ -50,6 +50,11 @@ def files(tmp_path_factory) -> Path:
     (root / "big.txt").write_text("big\n")
     (root / "names3.txt").write_text("background\ncat\ndog\n")
     (root / "a_file").write_text("x")
+    # a seed file whose pickle would run code (write a marker file) if it were unpickled
+    Image.fromarray(mask).save(root / "gt" / "trap.png")
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(root / "img" / "trap.jpg")
+    np.save(root / "cams" / "trap.npy", {0: _RunsCode(root / "ran")}, allow_pickle=True)
+    (root / "trap.txt").write_text("trap\n")
     coco = {
         "images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"}],
         "annotations": [],
@@ -57,6 +62,14 @@ def files(tmp_path_factory) -> Path:
     }
     (root / "empty_coco.json").write_text(json.dumps(coco))
     return root
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w')",))
 
 
 def _run_cli(main, argv: list[str], capsys) -> tuple[int, str]:
@@ -77,6 +90,10 @@ def _assert_one_line(code: int, err: str, prog: str, message: str) -> None:
     assert message in lines[0], err
 
 
+RUNS_CODE = (
+    "holding a pickled dict of arrays, numbers, strings and containers, "
+    "got a pickle that would run code (it refers to builtins.exec)"
+)
 VIZ_CASES = [
     (["--ids", "cut"], "img/cut.jpg: expected a readable JPEG or PNG image"),
     (["--ids", "a", "--out", "{root}/a_file"], "a_file: cannot write: it exists and is not a"),
@@ -90,7 +107,8 @@ VIZ_CASES = [
     (["--ids", "a", "a"], "--ids: expected distinct image ids, got 'a more than once'"),
     (["--list", "{root}/repeated.txt"], "repeated.txt: expected each image id once"),
     (["--ids", "big"], "big.npy: expected values in [0, 1]"),
-]
+    (["--ids", "trap"], f"trap.npy: expected a .npy file {RUNS_CODE}"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("argv", "message"), VIZ_CASES)
@@ -103,6 +121,7 @@ def test_viz_bad_input(files, capsys, argv, message):
         base += ["--out", str(files / "viz_out")]
     code, err = _run_cli(seedkit_main, base + argv, capsys)
     _assert_one_line(code, err, "seedkit viz", message)
+    assert not (files / "ran").exists()  # no code from a seed file ran
 
 
 EVAL_CASES = [
@@ -115,7 +134,8 @@ EVAL_CASES = [
     (["--step", "0"], "--step: expected a finite number in [0.001, 1.0]"),
     (["--max-threshold", "nan"], "--max-threshold: expected a finite number in [0.0, 1.0]"),
     (["--num-classes", "1"], "--num-classes: expected an integer >= 2, got 1"),
-]
+    (["--list", "{root}/trap.txt"], f"trap.npy: expected a .npy file {RUNS_CODE}"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("argv", "message"), EVAL_CASES)
@@ -128,6 +148,29 @@ def test_eval_seeds_bad_input(files, capsys, argv, message):
         base += ["--list", str(files / "list.txt")]
     code, err = _run_cli(seedkit_main, base + argv, capsys)
     _assert_one_line(code, err, "seedkit eval-seeds", message)
+    assert not (files / "ran").exists()  # no code from a seed file ran
+
+
+def test_eval_seeds_json_on_a_read_only_file_system_is_one_line(files, capsys, monkeypatch):
+    import errno
+    import os
+
+    real_open = os.open
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    def refuse(path, flags, *args):  # creating a file fails; reading works
+        return read_only() if flags & os.O_CREAT else real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse)
+    monkeypatch.setattr(os, "unlink", read_only)  # the clean-up fails too
+    argv = ["eval-seeds", "--cams", str(files / "cams"), "--gt", str(files / "gt"), "--quiet",
+            "--num-classes", "2", "--list", str(files / "list.txt"),
+            "--json", str(files / "ro" / "r.json")]  # fmt: skip
+    (files / "ro").mkdir(exist_ok=True)
+    code, err = _run_cli(seedkit_main, argv, capsys)
+    _assert_one_line(code, err, "seedkit eval-seeds", "r.json: cannot write: Read-only file system")
 
 
 CLS_LABEL_CASES = [
@@ -162,16 +205,44 @@ def test_make_demo_data_bad_input(files, capsys, argv, message):
     _assert_one_line(code, err, "seedkit make-demo-data", message)
 
 
-# Every case stops before a model is built or a file is written.
-TRAIN_VOC_CASES = [
+SEED = "--seed: expected an integer in [0, 2147483647]"
+# The same training flags and the same one line from both example scripts; every case
+# stops before a model is built or a file is written (issue 22's rows among them).
+TRAINING_CASES = [
     (["--lr", "-1"], "--lr: expected a finite number > 0.0, got -1.0"),
     (["--lr", "nan"], "--lr: expected a finite number > 0.0, got nan"),
+    (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
     (["--num-workers", "-1"], "--num-workers: expected an integer >= 0, got -1"),
-    (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    (["--seed", "-1"], f"{SEED}, got -1"),
+    (["--seed", "99999999999999999999999"], f"{SEED}, got 99999999999999999999999"),
     (["--max-steps", "-5"], "--max-steps: expected an integer >= 1, got -5"),
+    (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
     (["--eval-limit", "0"], "--eval-limit: expected an integer >= 1, got 0"),
     (["--consistency-weight", "-1"], "--consistency-weight: expected a finite number >= 0.0"),
-    (["--output-stride", "4"], "--output-stride: invalid choice"),
+    (["--output-stride", "4"], "--output-stride: expected one of None, 8, 16, 32, got 4"),
+    (["--cam-scales", "1e9"], "--cam-scales: expected a finite number in [0.1, 4.0], got 10"),
+    (["--momentum", "1"], "--momentum: expected a finite number in [0.0, 1.0), got 1.0"),
+    (["--timm-kwargs", "[1]"], "argument --timm-kwargs: expected a JSON object, got '[1]'"),
+    (["--timm-kwargs", '{"num_classes": 3}'], "--timm-kwargs: expected no keys that have"),
+    (["--walk-bg-threshold", "nan"], "--walk-bg-threshold: expected a finite number in [0.0, 1.0]"),
+    (["--exp-times", "100"], "--exp-times: expected an integer in [0, 16], got 100"),
+    (["--pm-stride", "3"], "--pm-stride: expected one of 2, 4, 8, 16, got 3"),
+    (["--fg-threshold", "0.01"], "--bg-threshold / --fg-threshold: expected bg <= fg"),
+    (["--seg-eval-scales", "0"], "--seg-eval-scales: expected a finite number in [0.1, 4.0]"),
+    (["--seg-arch", "unet"], "--seg-arch: expected one of 'deeplabv3_resnet50'"),
+    (["--stages", "1,4"], "--stages: expected comma-separated stage numbers 1, 2, 3, got '1,4'"),
+    (["--stop-after-steps", "0"], "--stop-after-steps: expected an integer >= 1, got 0"),
+    (["--stages", "1,2", "--pm-backbone", "deit_tiny_patch16_224"],
+     "--pm-backbone: expected a CNN with features at stride 4"),
+    (["--output-stride", "8", "--backbone", "deit_tiny_patch16_224"],
+     "--output-stride: expected None for a ViT"),
+    (["--stages", "1,2,3", "--seg-checkpoint-path", "{tmp}/missing.pt"],
+     "missing.pt: --seg-checkpoint-path file not found"),
+    (["--stages", "3", "--seg-arch", "deeplabv3_resnet50", "--seg-backbone", "resnet18"],
+     "--seg-backbone: expected None for torchvision's deeplabv3_resnet50"),
+]  # fmt: skip
+TRAIN_VOC_CASES = [
+    *TRAINING_CASES,
     (["--demo-images", "0"], "--demo-images: expected an integer >= 1, got 0"),
     (["--demo-images", "7"], "demo_data: holds demo data of other settings (--demo-images 6 -> 7)"),
 ]
@@ -185,19 +256,15 @@ def test_train_voc_bad_input(tmp_path, capsys, argv, message):
     (demo / "VOCdevkit" / "VOC2012").mkdir(parents=True)
     (demo / "VOCdevkit" / "VOC2012" / "cls_labels.npy").write_bytes(b"")
     (demo / "demo.json").write_text(json.dumps({"num_images": 6, "seed": 0}))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
     code, err = _run_cli(train_voc.main, [*argv, "--out", str(out)], capsys)
-    if "invalid choice" in message:  # argparse's own: a usage line, then the error
-        assert code == 2 and message in err and "Traceback" not in err
-        return
     _assert_one_line(code, err, "train_voc.py", message)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 TRAIN_COCO_CASES = [
-    (["--lr", "-1"], "--lr: expected a finite number > 0.0, got -1.0"),
-    (["--num-workers", "-1"], "--num-workers: expected an integer >= 0, got -1"),
-    (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
-    (["--max-steps", "-5"], "--max-steps: expected an integer >= 1, got -5"),
-    (["--eval-limit", "0"], "--eval-limit: expected an integer >= 1, got 0"),
+    *TRAINING_CASES,
     (["--limit-images", "0"], "--limit-images: expected an integer >= 1, got 0"),
     ([], "train2014: COCO image folder not found"),
 ]
@@ -206,9 +273,25 @@ TRAIN_COCO_CASES = [
 @pytest.mark.parametrize(("argv", "message"), TRAIN_COCO_CASES)
 def test_train_coco_bad_input(tmp_path, capsys, argv, message):
     train_coco = _load_example("train_coco")
-    argv = ["--coco-root", str(tmp_path), "--out", str(tmp_path / "run"), *argv]
-    code, err = _run_cli(train_coco.main, argv, capsys)
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
+    base = ["--coco-root", str(tmp_path), "--out", str(tmp_path / "run"), "--no-pretrained"]
+    code, err = _run_cli(train_coco.main, [*base, *argv], capsys)
     _assert_one_line(code, err, "train_coco.py", message)
+    assert not (tmp_path / "run").exists()  # a refused command leaves no folder
+
+
+def test_both_example_scripts_take_the_same_training_flags():
+    flags = {}
+    for name in ("train_voc", "train_coco"):
+        parser = _load_example(name).build_parser()
+        flags[name] = {f for action in parser._actions for f in action.option_strings}
+    from seedkit.engine import SETTINGS
+
+    declared = {s.flag(stage) for s in SETTINGS for stage in s.stages} - {None}
+    assert declared - {"--voc-root"} <= flags["train_voc"] & flags["train_coco"]
+    assert flags["train_voc"] ^ flags["train_coco"] == {
+        "--voc-root", "--demo-images", "--coco-root", "--limit-images",
+    }
 
 
 # ---------------------------------------------------------------------------- API
@@ -224,7 +307,7 @@ def _api_cases():
 
     import seedkit
     from seedkit.backbones import create_seed_model
-    from seedkit.data import make_demo_data, read_id_list
+    from seedkit.data import load_cls_labels, make_demo_data, read_id_list
     from seedkit.engine import load_checkpoint, save_checkpoint
     from seedkit.errors import DataError, InvalidValueError, ShapeError
     from seedkit.losses import (
@@ -247,6 +330,14 @@ def _api_cases():
     def seeds_out_of_range(tmp: Path):
         np.save(tmp / "x.npy", {0: np.full((2, 2), 1.5, np.float32)})
         return load_psa_maps(tmp / "x.npy", 20)
+
+    def pickle_that_runs_code(tmp: Path, reader):
+        class Trap:
+            def __reduce__(self):
+                return (exec, ("open('ran', 'w')",))
+
+        np.save(tmp / "trap.npy", {0: Trap()}, allow_pickle=True)
+        return reader(tmp / "trap.npy")
 
     def repeated_ids(tmp: Path):
         (tmp / "ids.txt").write_text("2007_000032\n2007_000039\n2007_000032\n")
@@ -284,6 +375,17 @@ def _api_cases():
          InvalidValueError, r"step: expected a spacing that gives at most 1001 thresholds"),
         ("check mode", lambda tmp: seedkit.set_input_checks("sometimes"),
          InvalidValueError, r"enabled: expected True, False or one of"),
+        ("1-channel input",
+         lambda tmp: create_seed_model("resnet10t", 3)(torch.randn(2, 1, 64, 64)),
+         ShapeError, r"x: expected shape \(B, 3, H, W\), got \(2, 1, 64, 64\) \(1 channels\)"),
+        ("a training batch of one 1x1 map",
+         lambda tmp: create_seed_model("resnet10t", 3).train()(torch.randn(1, 3, 32, 32)),
+         ShapeError, r"x: expected shape \(B, 3, H, W\) with B >= 2, or an image large enough"),
+        ("seed file that runs code",
+         lambda tmp: pickle_that_runs_code(tmp, lambda path: load_psa_maps(path, 20)),
+         DataError, r"trap\.npy: .*a pickle that would run code \(it refers to builtins\.exec\)"),
+        ("label file that runs code", lambda tmp: pickle_that_runs_code(tmp, load_cls_labels),
+         DataError, r"trap\.npy: .*a pickle that would run code"),
     ]  # fmt: skip
 
 
@@ -295,9 +397,11 @@ API_CASES = _api_cases()
     [case[1:] for case in API_CASES],
     ids=[case[0] for case in API_CASES],
 )
-def test_api_bad_input(tmp_path, call, error, message):
+def test_api_bad_input(tmp_path, call, error, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(error, match=message):
         call(tmp_path)
+    assert not (tmp_path / "ran").exists()  # no code from a data file ran
 
 
 def test_pooling_near_the_float_maximum_is_finite_and_right():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 
 import pytest
 import torch
@@ -394,3 +395,191 @@ def test_evaluation_list_check_accepts_a_voc_root_relative_to_the_working_folder
     ids = check_evaluation_list("demo", "train", 20)
     absolute = check_evaluation_list(tmp_path / "demo", "train", 20)
     assert ids == absolute and len(ids) >= 1
+
+
+# ------------------------------------------------------------------ the one declaration
+
+
+def test_every_setting_is_declared_once_and_makes_every_config_field():
+    import dataclasses as dc
+
+    from seedkit.engine import KINDS, SETTINGS, STAGES
+    from seedkit.engine.config import CONFIG_CLASSES
+
+    names = [(s.name, stage) for s in SETTINGS for stage in s.stages]
+    assert len(names) == len(set(names))  # one declaration per setting and stage
+    for stage, cls in CONFIG_CLASSES.items():
+        declared = [s.name for s in SETTINGS if stage in s.stages]
+        assert [f.name for f in dc.fields(cls)] == declared
+        cls().validate() if stage != "seeds" else cls(max_steps=1).validate()  # defaults valid
+    for setting in SETTINGS:
+        assert setting.kind in KINDS and setting.help and set(setting.stages) <= set(STAGES)
+        assert bool(setting.affects) == (setting.kind == "artefact"), setting.name
+    flags = [s.flag(stage) for s in SETTINGS for stage in s.stages if not s.command]
+    flags = [f for f in flags if f is not None]
+    assert len(flags) == len(set(flags))  # no flag sets two settings
+
+
+def test_the_docs_settings_table_is_generated_from_the_declaration():
+    import importlib.util
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    script = docs / "_static" / "settings_table.py"
+    spec = importlib.util.spec_from_file_location("settings_table", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (docs / "settings_table.inc").read_text() == module.settings_table(), (
+        "run python docs/_static/settings_table.py"
+    )
+    assert ".. include:: settings_table.inc" in (docs / "reproducing.rst").read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("epochs", 0, "epochs: expected an integer >= 1, got 0"),
+        ("seed", 2**31, "seed: expected an integer in [0, 2147483647]"),
+        ("cam_scales", (1e9,), "cam_scales: expected a finite number in [0.1, 4.0]"),
+        ("cam_scales", (), "cam_scales: expected one or more numbers in [0.1, 4.0]"),
+        ("resize_long", (9, 3), "resize_long: expected two integers (low, high)"),
+        ("color_jitter", (0.1, 0.1), "color_jitter: expected four numbers >= 0"),
+        ("momentum", 1.0, "momentum: expected a finite number in [0.0, 1.0)"),
+        ("temperature", float("nan"), "temperature: expected a finite number > 0.0"),
+        ("head", "cls", "head: expected one of 'cam', 'mct', got 'cls'"),
+        ("pretrained", 1, "pretrained: expected true or false, got 1"),
+        ("device", "tpu", "device: expected 'auto', 'cpu' or 'cuda[:N]'"),
+    ],
+)
+def test_each_setting_is_checked_by_its_declaration(name, value, message):
+    with pytest.raises(InvalidValueError, match=re.escape(message)):
+        SeedStageConfig(max_steps=1, **{name: value}).validate()
+
+
+def test_a_length_given_alone_replaces_the_other():
+    config = apply_recipe(SeedStageConfig(), "mctformer-v2")
+    assert (config.epochs, config.max_steps) == (60, None)
+    shorter = config.replace(max_steps=5)
+    assert (shorter.epochs, shorter.max_steps) == (None, 5)
+    with pytest.raises(InvalidValueError, match="exactly one of them"):
+        SeedStageConfig(epochs=2, max_steps=3).validate()
+
+
+# ------------------------------------------------------------------ files: safe reading, locks
+
+
+def test_load_npy_reads_seeds_and_labels_and_refuses_anything_that_would_run_code(tmp_path):
+    import os
+
+    import numpy as np
+
+    from seedkit.cam import save_seeds
+    from seedkit.files import load_npy
+
+    save_seeds({2: np.full((4, 6), 0.5, np.float32)}, tmp_path / "irn.npy", format="irn")
+    irn = load_npy(tmp_path / "irn.npy")
+    assert irn["keys"].tolist() == [2] and isinstance(irn["cam"], torch.Tensor)
+    np.save(tmp_path / "psa.npy", {np.int64(3): [1.5, "a", (1, 2), None, {4}]}, allow_pickle=True)
+    assert load_npy(tmp_path / "psa.npy") == {3: [1.5, "a", (1, 2), None, {4}]}
+    marker = tmp_path / "ran"
+    for payload in (lambda t: {0: t}, lambda t: {"cam": TorchTrap(t)}):
+        np.save(tmp_path / "trap.npy", payload(SystemTrap(marker)), allow_pickle=True)
+        with pytest.raises(DataError, match=r"trap\.npy: .* would run code \(it refers to "):
+            load_npy(tmp_path / "trap.npy")
+    assert not marker.exists() and not os.path.exists(marker)
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "irn.npy").read_bytes()[:200])
+    with pytest.raises(DataError, match=r"cut\.npy: expected .*unreadable file"):
+        load_npy(tmp_path / "cut.npy")
+
+
+class SystemTrap:
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+class TorchTrap:
+    """A tensor-like object whose storage bytes are a torch pickle that runs code."""
+
+    def __init__(self, trap) -> None:
+        self.trap = trap
+
+    def __reduce__(self):
+        import io
+
+        import torch.storage
+
+        buffer = io.BytesIO()
+        torch.save(self.trap, buffer)
+        return (torch.storage._load_from_bytes, (buffer.getvalue(),))
+
+
+def test_atomic_write_on_a_read_only_file_system_names_the_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from seedkit.errors import OutputError
+    from seedkit.files import atomic_write
+
+    real_open = os.open
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    def refuse(path, flags, *args):
+        return read_only() if flags & os.O_CREAT else real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse)
+    monkeypatch.setattr(os, "unlink", read_only)
+    message = r"a\.json: cannot write: Read-only file system \(EROFS\)"
+    with pytest.raises(OutputError, match=message):
+        atomic_write(tmp_path / "a.json", b"{}")
+
+
+def test_folder_lock_refuses_a_live_holder_takes_over_a_dead_one_and_leaves_no_folder(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from seedkit.errors import RunConflictError
+    from seedkit.files import LOCK_NAME, folder_lock
+
+    out = tmp_path / "a" / "b"
+    with folder_lock(out):
+        assert (out / LOCK_NAME).is_file()
+        with folder_lock(out):  # re-entrant within a process
+            pass
+    assert not (tmp_path / "a").exists()  # created for the lock, empty: removed again
+    out.mkdir(parents=True)
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "since": "now"}
+    (out / LOCK_NAME).write_text(json.dumps(holder))
+    busy = f"in use by another seedkit run \\(pid {os.getppid()}"
+    with pytest.raises(RunConflictError, match=busy), folder_lock(out):
+        pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout  # fmt: skip
+    (out / LOCK_NAME).write_text(json.dumps({**holder, "pid": int(dead)}))
+    with folder_lock(out):
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_content_digests_see_an_edit_that_keeps_size_and_modification_time(tmp_path):
+    import os
+
+    from seedkit.files import ContentDigests, file_digest
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"abcd")
+    cache = ContentDigests(tmp_path / "cache.json")
+    first = cache.digest(path)
+    stat = path.stat()
+    path.write_bytes(b"abce")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    assert cache.digest(path) == file_digest(path) != first
+    cache.save()
+    assert ContentDigests(tmp_path / "cache.json").digest(path) == file_digest(path)

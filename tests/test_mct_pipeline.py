@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -198,26 +197,3 @@ def test_train_voc_recipe_runs_without_hub_weights(demo_voc, tmp_path):
     assert offline.returncode == 2
     assert "--no-pretrained" in offline.stderr and "--checkpoint-path" in offline.stderr
     assert "Traceback" not in offline.stderr and "create_seed_model(" not in offline.stderr
-
-
-def test_train_coco_accepts_the_recipes(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_coco", ROOT / "examples" / "train_coco.py")
-    train_coco = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_coco)
-    parser = train_coco.build_parser()
-    base = ["--coco-root", str(tmp_path)]
-    config = train_coco.seed_config(
-        parser.parse_args([*base, "--recipe", "mctformer-v2", "--no-pretrained"]), tmp_path, "v"
-    )
-    assert (config.head, config.method, config.pretrained) == ("mct", "cam", False)
-    assert config.num_classes == 80 and config.out == str(tmp_path / "cam")
-    config = train_coco.seed_config(
-        parser.parse_args([*base, "--recipe", "mctformer-v2", "--method", "usage"]), tmp_path, "v"
-    )
-    assert (config.method, config.pretrained, config.out) == (
-        "usage",
-        True,
-        str(tmp_path / "usage"),
-    )
-    default = train_coco.seed_config(parser.parse_args(base), tmp_path, "v")
-    assert (default.recipe, default.head, default.method) == ("mctformer-deit-s", "cam", "usage")

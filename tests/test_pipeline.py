@@ -238,10 +238,10 @@ def test_train_voc_runs_three_stages_and_each_stage_alone(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     # the seeded demo reproduces these (CPU, measured twice); a wrong stage moves them far more
-    assert results["seeds"]["miou"] == pytest.approx(15.7239, abs=0.01)
+    assert results["seeds"]["miou"] == pytest.approx(15.7135, abs=0.01)
     assert results["seeds"]["threshold"] == 0.59
-    assert results["pseudo_masks"]["miou"] == pytest.approx(14.99, abs=0.01)
-    assert results["segmentation"]["miou"] == pytest.approx(2.06, abs=0.01)
+    assert results["pseudo_masks"]["miou"] == pytest.approx(14.96, abs=0.01)
+    assert results["segmentation"]["miou"] == pytest.approx(1.84, abs=0.01)
     assert (out / "pseudo_masks" / "masks").is_dir() and (
         out / "segmentation" / "segmentation.pt"
     ).is_file()

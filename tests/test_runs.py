@@ -13,12 +13,15 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from seedkit.data import make_demo_data, read_id_list
 
@@ -324,3 +327,184 @@ def test_full_disk_and_unwritable_out_name_the_path_and_keep_the_last_checkpoint
         2,
         f"train_voc.py: error: {read_only}: cannot write: Read-only file system (EROFS)",
     )
+
+
+# ------------------------------------------------------------------ issue 22's cases
+
+LATER = [
+    "--pm-split", "train", "--pm-steps", "2", "--pm-batch-size", "4", "--pm-image-size", "48",
+    "--pm-embed-dim", "16", "--exp-times", "3", "--pm-backbone", "resnet18", "--seg-steps", "2",
+    "--seg-batch-size", "2", "--seg-image-size", "64", "--seg-eval-scales", "1.0",
+    "--seg-arch", "deeplabv3_timm", "--seg-backbone", "resnet18",
+]  # fmt: skip
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _numbers(out: Path) -> dict:
+    document = json.loads((out / "results.json").read_text())
+    found = {k: round(v["miou"], 4) for k, v in document.items() if "miou" in v}
+    return {**found, **({"stale": sorted(document["stale"])} if "stale" in document else {})}
+
+
+def _masks(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "pseudo_masks" / "masks").glob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def three_stages(voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 1,2,3 run; tests work on copies of it."""
+    out = tmp_path_factory.mktemp("three") / "run"
+    assert train_voc.main(_args(voc, out, "--max-steps", "3", "--stages", "1,2,3", *LATER)) == 0
+    return out
+
+
+def _trap(path: Path, marker: Path, payload) -> None:
+    class Trap:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    np.save(path, payload(Trap()), allow_pickle=True)
+
+
+def test_a_label_file_that_would_run_code_is_refused_and_never_run(tmp_path, voc, capsys):
+    data, marker = _copy(voc, tmp_path), tmp_path / "ran"
+    _trap(data / "cls_labels.npy", marker, lambda trap: {"x": trap})
+    code, error = _main(capsys, data, tmp_path / "run", "--max-steps", "2")
+    assert code == 2 and f"{data / 'cls_labels.npy'}: expected" in error
+    assert "a pickle that would run code (it refers to posix.system)" in error
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_other_data_under_the_same_flags_is_trained_again_with_its_own_numbers(
+    tmp_path, voc, finished, capsys
+):
+    out, mirrored = _copy_run(finished, tmp_path), _copy(voc, tmp_path / "m")
+    for folder in ("JPEGImages", "SegmentationClass"):
+        for path in (mirrored / folder).iterdir():
+            image = Image.open(path)
+            flipped = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            if image.mode == "P":
+                flipped.putpalette(image.getpalette())
+            flipped.save(path, quality=95) if path.suffix == ".jpg" else flipped.save(path)
+    before = _seeds(out)
+    assert _main(capsys, mirrored, out, "--max-steps", "3") == (0, "")
+    assert _main(capsys, mirrored, tmp_path / "fresh", "--max-steps", "3") == (0, "")
+    assert _seeds(out) == _seeds(tmp_path / "fresh") != before
+    assert _same_weights(out / "model.pt", tmp_path / "fresh" / "model.pt")
+
+
+SEED_EDITS = {
+    "hand-edited": lambda p: np.save(p, {0: np.full((64, 80), 0.9, np.float32)}),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[:100]),
+    "NaN": lambda p: np.save(p, {0: np.full((64, 80), np.nan, np.float32)}),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(SEED_EDITS))
+def test_an_edited_seed_file_is_written_again_never_scored(tmp_path, voc, finished, capsys, edit):
+    out = _copy_run(finished, tmp_path)
+    before, path = _seeds(out), sorted((out / "seeds").glob("*.npy"))[0]
+    content = path.read_bytes()
+    SEED_EDITS[edit](path)
+    assert _main(capsys, voc, out, "--max-steps", "3") == (0, "")
+    assert _seeds(out) == before and path.read_bytes() == content
+
+
+MASK_EDITS = {
+    "hand-edited": lambda p: Image.new("L", Image.open(p).size, 1).save(p),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[:40]),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(MASK_EDITS))
+def test_an_edited_pseudo_mask_is_made_again_and_stage_3_retrained(
+    tmp_path, voc, three_stages, capsys, edit
+):
+    out = _copy_run(three_stages, tmp_path)
+    first, masks = _numbers(out), _masks(out)
+    path = out / "pseudo_masks" / "masks" / sorted(masks)[0]
+    MASK_EDITS[edit](path)
+    assert _main(capsys, voc, out, "--max-steps", "3", "--stages", "1,2,3", *LATER) == (0, "")
+    assert _masks(out) == masks and _numbers(out) == first
+
+
+def test_results_json_holds_only_current_numbers(tmp_path, voc, three_stages, capsys):
+    out = _copy_run(three_stages, tmp_path)
+    first, masks = _numbers(out), _masks(out)
+    assert masks
+    assert set(first) == {"seeds", "pseudo_masks", "segmentation"}
+    extra = ("--max-steps", "3", "--stages", "2", "--resume", "--walk-bg-threshold", "0.5", *LATER)
+    assert _main(capsys, voc, out, *extra) == (0, "")
+    second = _numbers(out)
+    # the masks are remade (their mIoU may round to the same value on this tiny set) ...
+    assert second["seeds"] == first["seeds"] and _masks(out) != masks
+    # ... and the network trained on the old ones is no longer reported
+    assert "segmentation" not in second and second["stale"] == ["segmentation"]
+    # stage 3 again: its numbers come back, from the new masks
+    again = ("--max-steps", "3", "--stages", "3", *LATER, "--walk-bg-threshold", "0.5")
+    assert _main(capsys, voc, out, *again) == (0, "")
+    assert set(_numbers(out)) == {"seeds", "pseudo_masks", "segmentation"}
+
+
+# Each refused command: one line naming the flag or file, nothing on disk changed.
+REFUSED = [
+    (["--stages", "2", "--cam-scales", "1.0", "0.5"],
+     "holds a stage-1 run of other settings (--cam-scales [1.0] -> [1.0, 0.5]); run stage 1 too"),
+    (["--stages", "1,2,3", "--lr", "0.5"], "holds a different run (--lr 0.001 -> 0.5)"),
+    (["--stages", "3", "--seg-lr", "0.1"], "holds a different run (--seg-lr 0.01 -> 0.1)"),
+    (["--stages", "2,3", "--resume", "--pm-lr", "0.5"],
+     "cannot resume with other training settings (--pm-lr 0.1 -> 0.5)"),
+    (["--stages", "1,2,3", "--exp-times", "100"], "--exp-times: expected an integer in [0, 16]"),
+    (["--stages", "1,2,3", "--seg-checkpoint-path", "missing.pt"],
+     "missing.pt: --seg-checkpoint-path file not found"),
+    (["--stages", "1,2,3", "--pm-backbone", "deit_tiny_patch16_224"],
+     "--pm-backbone: expected a CNN with features at stride 4"),
+    (["--stages", "1,2,3", "--walk-bg-threshold", "nan"],
+     "--walk-bg-threshold: expected a finite number in [0.0, 1.0]"),
+    (["--stages", "1,2,3", "--cam-scales", "1e9"], "--cam-scales: expected a finite number in"),
+    (["--stages", "1,2,3", "--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "message"), REFUSED)
+def test_a_refused_command_changes_nothing(tmp_path, voc, three_stages, capsys, extra, message):
+    out = _copy_run(three_stages, tmp_path)
+    before = _snapshot(out)
+    code, error = _main(capsys, voc, out, "--max-steps", "3", *LATER, *extra)
+    assert code == 2 and message in error, error
+    assert _snapshot(out) == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, voc, finished, capsys):
+    for again in ((), ("--resume",)):
+        out = tmp_path / f"run{len(again)}"
+        code, _ = _main(capsys, voc, out, "--max-steps", "3", "--stop-after-steps", "1",
+                        "--checkpoint-every", "10")  # fmt: skip
+        (out / "checkpoint.pt").unlink()  # as if killed before writing it
+        (out / ".checkpoint.pt.dead.seedkit-tmp").write_bytes(b"half")
+        assert code == 1 and (out / "run.json").is_file()
+        assert _main(capsys, voc, out, "--max-steps", "3", *again) == (0, "")
+        assert _seeds(out) == _seeds(finished) and not list(out.glob(".*.seedkit-tmp"))
+
+
+def test_a_second_command_into_a_busy_out_is_refused(tmp_path, voc, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = {"pid": os.getppid(), "host": socket.gethostname(), "since": "12:00:00"}
+    (out / ".seedkit-lock").write_text(json.dumps(holder))
+    code, error = _main(capsys, voc, out, "--max-steps", "2")
+    assert code == 2 and f"{out}: is in use by another seedkit run (pid {os.getppid()}" in error
+    assert "choose another --out" in error and sorted(os.listdir(out)) == [".seedkit-lock"]
+    # a lock left by a dead process is taken over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (out / ".seedkit-lock").write_text(json.dumps({**holder, "pid": int(dead)}))
+    assert _main(capsys, voc, out, "--max-steps", "2") == (0, "")
+    assert not (out / ".seedkit-lock").exists()

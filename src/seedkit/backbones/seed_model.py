@@ -93,6 +93,10 @@ class SeedModel(nn.Module):
         self.num_classes = num_classes
         self.out_channels = int(out_channels or self._infer_channels(encoder))
         self.output_stride = output_stride or self._infer_stride(encoder, family)
+        # the channels the encoder's first convolution takes (3 for RGB models)
+        self.in_channels = next(
+            (m.in_channels for m in encoder.modules() if isinstance(m, nn.Conv2d)), None
+        )
         self.head = nn.Conv2d(self.out_channels, num_classes, kernel_size=1, bias=False)
 
     @staticmethod
@@ -123,6 +127,10 @@ class SeedModel(nn.Module):
             raise InvalidValueError("x", "a torch.Tensor", type(x).__name__)
         if x.dim() != 4:
             raise ShapeError("x", "(B, 3, H, W)", tuple(x.shape), f"rank {x.dim()}")
+        if self.in_channels is not None and x.shape[1] != self.in_channels:
+            raise ShapeError(
+                "x", f"(B, {self.in_channels}, H, W)", tuple(x.shape), f"{x.shape[1]} channels"
+            )
         if self.family != "vit":
             return
         patch_embed = getattr(self.encoder, "patch_embed", None)
@@ -167,6 +175,24 @@ class SeedModel(nn.Module):
             )
         return features
 
+    def forward_features_checked(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward_features`, with batch norm's one-value error named as a shape error.
+
+        In training mode batch norm needs more than one value per channel: a batch
+        of one image whose feature map is 1x1 cannot train.
+        """
+        try:
+            return self.forward_features(x)
+        except ValueError as error:
+            if "more than 1 value per channel" not in str(error):
+                raise
+            raise ShapeError(
+                "x",
+                "(B, 3, H, W) with B >= 2, or an image large enough for a feature map "
+                "larger than 1x1 (batch norm in training mode)",
+                tuple(x.shape),
+            ) from None
+
     def _tokens_to_grid(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if tokens.dim() == 4:  # NHWC (e.g. Swin-style encoders)
             return rearrange(tokens, "b h w d -> b d h w")
@@ -200,7 +226,7 @@ class SeedModel(nn.Module):
             ``SeedModelOutput(cams, features, logits)``.
         """
         self._check_input(x)
-        features = self.forward_features(x)
+        features = self.forward_features_checked(x)
         cams = self.head(features)
         if self.output_stride is None:
             self.output_stride = max(1, round(x.shape[-2] / cams.shape[-2]))

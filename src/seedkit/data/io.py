@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from seedkit.checks import check_num_labels, is_integer
 from seedkit.data.constants import VOC_PALETTE
 from seedkit.errors import DataError, DataFileError, InvalidValueError
-from seedkit.files import atomic_write
+from seedkit.files import atomic_write, load_npy
 
 __all__ = [
     "KEY_TYPES",
@@ -380,7 +379,8 @@ def load_cls_labels(path: PathLike) -> dict[str, np.ndarray]:
 
     The file is a pickled dict ``{image id: float32 multi-hot vector}`` saved with
     :func:`numpy.save`, as written by psa, IRN, SEAM, MCTformer and
-    :func:`save_cls_labels`. Integer keys (IRN's, ``2007000032``) are read back
+    :func:`save_cls_labels`; it is read with :func:`seedkit.files.load_npy`, which
+    refuses a pickle that would run code. Integer keys (IRN's, ``2007000032``) are read back
     as VOC ids (``"2007_000032"``, the ``'_'`` after the year restored, as IRN's
     ``decode_int_filename`` does) when they have VOC's ten digits, else as
     their decimal string.
@@ -393,20 +393,13 @@ def load_cls_labels(path: PathLike) -> dict[str, np.ndarray]:
 
     Raises:
         DataFileError: The file does not exist.
-        DataError: The file is not a dict of equal-length vectors.
+        DataError: The file is not a dict of equal-length vectors, or holds a pickle
+            that would run code.
     """
     path = Path(path)
     if not path.is_file():
         raise DataFileError(path, "class-label file", "make one with `seedkit make-cls-labels`")
-    try:
-        loaded = np.load(path, allow_pickle=True)
-        table = (
-            loaded.item() if isinstance(loaded, np.ndarray) and loaded.dtype == object else loaded
-        )
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError) as error:
-        raise DataError(
-            path, "a numpy file holding a pickled dict", f"an unreadable file ({error})"
-        ) from error
+    table = load_npy(path, "a numpy file holding a pickled dict")
     if not isinstance(table, Mapping):
         raise DataError(path, "a pickled dict {id: multi-hot vector}", type(table).__name__)
     labels: dict[str, np.ndarray] = {}

@@ -1,16 +1,11 @@
 """Checkpoint files: written atomically, read without running code.
 
-Every stage writes the same two kinds of file (see docs/reproducing.rst):
-
-- ``OUT/checkpoint.pt``, the training state: ``{"format": "seedkit.training",
-  "model", "optimizer", "scheduler", "scaler", "step", "rng", "state" (extra
-  stateful parts, e.g. the EMA teacher), "run" (what produced it), "config",
-  "log_offset"}``;
-- the finished model (``model.pt``, ``affinity.pt``, ``segmentation.pt``):
-  ``{"format": "seedkit.model", "model", "run", "config", "steps"}``.
-
-Both hold only tensors and plain containers, so :func:`load_checkpoint` reads them
-with ``torch.load(weights_only=True)``: a file from elsewhere cannot run code.
+``OUT/checkpoint.pt`` holds the training state (``{"format": "seedkit.training",
+"model", "optimizer", "scheduler", "scaler", "step", "rng", "state", "run", "config",
+"log_offset"}``), the finished model file (``model.pt``, ``affinity.pt``,
+``segmentation.pt``) ``{"format": "seedkit.model", "model", "run", "config", "steps"}``.
+Both hold only tensors and plain containers: :func:`load_checkpoint` reads them with
+``torch.load(weights_only=True)``, so a file from elsewhere cannot run code.
 """
 
 from __future__ import annotations

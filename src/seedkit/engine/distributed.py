@@ -52,6 +52,14 @@ class DistributedContext:
             value /= self.world_size
         return value
 
+    def broadcast(self, value: object) -> object:
+        """Rank 0's ``value`` on every process (a picklable object; itself in one process)."""
+        if not self.distributed:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def close(self) -> None:
         """Destroy the process group if this context created it."""
         if self.initialized and dist.is_initialized():

@@ -1,22 +1,13 @@
 """The one training loop of every stage: AMP, accumulation, clipping, DDP, checkpoints, logs.
 
-A stage (or a user's own task, or a benchmark) supplies a *step hook*: a function
-``step(batch, info) -> loss | StepOutput`` that computes the loss of one
-micro-batch. :class:`Trainer` owns everything around it:
-
-- the optimiser (SGD or AdamW over the model's ``param_groups()``, the head at
-  ``lr * head_lr_mult``), the warm-up + poly / cosine / constant schedule, the AMP
-  grad scaler and the DDP wrap, each built once here;
-- the deterministic, resumable sharded sampler: ``w`` processes at batch ``B / w``
-  see the samples one process sees at batch ``B``, and a resumed run continues at
-  the same sample of the same epoch;
-- gradient accumulation (``grad_accum`` micro-batches per optimiser step, without
-  DDP gradient sync until the last), autocast, gradient clipping;
-- one checkpoint format (:mod:`seedkit.engine.checkpoint`), written atomically
-  every ``checkpoint_every`` steps with the RNG state and the log position, so a
-  resumed run is bit-identical to an uninterrupted one and its log has no
-  duplicate records;
-- ``log.jsonl`` (and TensorBoard), a progress bar, periodic evaluation records.
+A stage supplies a *step hook* ``step(batch, info) -> loss | StepOutput``, the loss
+of one micro-batch; :class:`Trainer` owns everything around it: the optimiser (the
+head at ``lr * head_lr_mult``), the warm-up + poly / cosine / constant schedule,
+the AMP scaler and DDP wrap; the resumable sharded sampler (``w`` processes at
+batch ``B / w`` see what one process sees at ``B``); gradient accumulation,
+autocast, clipping; atomic checkpoints with the RNG state and the log position (a
+resumed run is bit-identical, its log has no duplicate record); ``log.jsonl``
+(and TensorBoard), a progress bar and periodic evaluation records.
 
 Example:
     >>> from seedkit.engine import lr_schedule
@@ -44,18 +35,12 @@ from seedkit.engine.distributed import DistributedContext
 from seedkit.engine.logger import RunLogger
 from seedkit.engine.run import RunFolder
 from seedkit.engine.sampler import EpochIndexedDataset, ResumableShardSampler
-from seedkit.errors import DataError, InvalidValueError, RunConflictError
+from seedkit.errors import InvalidValueError, RunConflictError
 
 __all__ = [
-    "StepFunction",
-    "StepInfo",
-    "StepOutput",
-    "Trainer",
-    "build_optimizer",
-    "lr_schedule",
-    "total_steps",
-    "wrap_model",
-]
+    "StepFunction", "StepInfo", "StepOutput", "Trainer", "build_optimizer", "lr_schedule",
+    "total_steps", "wrap_model",
+]  # fmt: skip
 
 TRAINING_FORMAT = "seedkit.training"
 # What a resume reads from a training checkpoint (see Trainer.state_dict).
@@ -189,17 +174,8 @@ class Trainer:
         num_samples: int,
         stateful: Mapping[str, Any] | None = None,
     ) -> None:
-        self.config = config
-        self.context = context
-        per_rank, remainder = divmod(config.batch_size, context.world_size * config.grad_accum)
-        if remainder or per_rank < 1:
-            raise InvalidValueError(
-                "batch_size",
-                f"a multiple of processes x grad_accum ({context.world_size} x "
-                f"{config.grad_accum})",
-                config.batch_size,
-            )
-        self.micro_batch_size = per_rank
+        self.config, self.context = config, context
+        self.micro_batch_size = micro_batch_size(config, context)
         self.sampler = ResumableShardSampler(
             num_samples, config.batch_size, context.rank, context.world_size, seed=config.seed
         )
@@ -212,12 +188,9 @@ class Trainer:
             self.optimizer, lr_schedule(config.schedule, warmup, self.total_steps)
         )
         self.use_amp = context.device.type == "cuda" and config.amp != "off"
-        self.amp_dtype = (
-            torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
-        )
+        bf16 = self.use_amp and torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not bf16)
         self.wrapped = wrap_model(self.model, context)
         self.stateful = dict(stateful or {})
         self.step = 0
@@ -229,16 +202,13 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if self.context.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.context.device)
+        parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                 "scaler": self.scaler}  # fmt: skip
         return {
-            "format": TRAINING_FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "rng": rng,
+            "format": TRAINING_FORMAT, **{key: part.state_dict() for key, part in parts.items()},
+            "step": self.step, "rng": rng,
             "state": {name: part.state_dict() for name, part in self.stateful.items()},
-        }
+        }  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (model, optimiser, schedule, RNG, parts)."""
@@ -256,17 +226,11 @@ class Trainer:
     def save_model(self, run: RunFolder, **extra: Any) -> None:
         """Write the finished model file of ``run`` and record it (rank 0 writes)."""
         if self.context.is_main:
-            save_checkpoint(
-                run.model_path,
-                {
-                    "format": MODEL_FORMAT,
-                    "model": self.model.state_dict(),
-                    "config": self.config.to_dict(),
-                    "run": run.model_record(),
-                    "steps": self.step,
-                    **extra,
-                },
-            )
+            save_checkpoint(run.model_path, {
+                "format": MODEL_FORMAT, "model": self.model.state_dict(),
+                "config": self.config.to_dict(), "run": run.model_record(), "steps": self.step,
+                **extra,
+            })  # fmt: skip
             run.finish_training(self.step)
         self.context.barrier()
 
@@ -365,24 +329,14 @@ class Trainer:
         config, context = self.config, self.context
         log_offset = None
         if resume:
-            state = load_checkpoint(run.checkpoint_path, map_location=context.device)
+            path = run.checkpoint_path
+            state = load_checkpoint(path, map_location=context.device, required=TRAINING_KEYS)
             recorded = state.get("run") if isinstance(state.get("run"), dict) else {}
-            if (
-                state.get("format") != TRAINING_FORMAT
-                or recorded.get("fingerprint") != run.record["fingerprint"]
-            ):
-                raise RunConflictError(
-                    run.checkpoint_path,
-                    "belongs to another run than the run record of its folder",
-                    hint="pass `overwrite` to start over",
-                )
-            missing = [key for key in TRAINING_KEYS if key not in state]
-            if missing:
-                raise DataError(
-                    run.checkpoint_path,
-                    "a training checkpoint with " + ", ".join(TRAINING_KEYS),
-                    "no " + ", ".join(missing),
-                )
+            if (state.get("format"), recorded.get("fingerprint")) != (
+                TRAINING_FORMAT, run.record["fingerprint"],
+            ):  # fmt: skip
+                problem = "belongs to another run than the run record of its folder"
+                raise RunConflictError(path, problem, hint="pass `overwrite` to start over")
             self.load_state_dict(state)
             log_offset = state.get("log_offset")
         run.start_segment(self.step)
@@ -390,28 +344,18 @@ class Trainer:
         logger = None
         if context.is_main:
             logger = RunLogger(
-                run.out,
-                tensorboard=config.tensorboard,
-                append=resume,
-                truncate_to=log_offset,
+                run.out, tensorboard=config.tensorboard, append=resume, truncate_to=log_offset,
                 purge_step=self.step if resume else None,
-            )
+            )  # fmt: skip
             changes = {name: [old, new] for name, old, new in run.changes}
             logger.log(
-                "start",
-                self.step,
-                world_size=context.world_size,
-                total_steps=self.total_steps,
-                **({"resumed": True, "changes": changes} if resume else {}),
-                **(log_start or {}),
-            )
+                "start", self.step, world_size=context.world_size, total_steps=self.total_steps,
+                **({"resumed": True, "changes": changes} if resume else {}), **(log_start or {}),
+            )  # fmt: skip
         bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            desc=desc,
+            total=self.total_steps, initial=self.step, desc=desc, dynamic_ncols=True,
             disable=not (context.is_main and config.progress),
-            dynamic_ncols=True,
-        )
+        )  # fmt: skip
         started = time.time()
         # (epoch, index) requests: augmentations depend on (seed, epoch, index), also in
         # persistent workers
@@ -472,6 +416,16 @@ class Trainer:
             save_checkpoint(run.checkpoint_path, state)
             run.trained_to(self.step)
         self.context.barrier()
+
+
+def micro_batch_size(config: StageConfig, context: DistributedContext) -> int:
+    """Samples per process and micro-batch; the batch must split over both evenly."""
+    per_rank, remainder = divmod(config.batch_size, context.world_size * config.grad_accum)
+    if remainder or per_rank < 1:
+        processes = f"{context.world_size} x {config.grad_accum}"
+        expected = f"a multiple of processes x grad_accum ({processes})"
+        raise InvalidValueError("batch_size", expected, config.batch_size)
+    return per_rank
 
 
 def total_steps(config: StageConfig, num_samples: int) -> int:

@@ -1,147 +1,35 @@
 """Stage 2 of the WSSS pipeline: seeds -> pseudo masks.
 
-Reads stage 1's psa-format seeds (``<id>.npy``), trains an affinity network on
-the confident seed regions (method ``"rw"``), propagates the seeds by a random
-walk on its affinities (or refines them with a dense CRF, or just thresholds
-them), writes one index PNG per image and evaluates the masks against the
-ground truth with the metrics of the seeds. Every step is resumable: the
-affinity training from its checkpoint, the masks per image.
+An affinity network trained on the confident seed regions (method ``"rw"``) and a
+random walk on its affinities (or a dense CRF, or a threshold) turn stage 1's seeds
+into one index PNG per image, evaluated against the ground truth.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from seedkit.engine.checkpoint import load_checkpoint
-from seedkit.engine.config import StageConfig, _check_choice, _check_int
-from seedkit.engine.datasets import check_evaluation_list, class_names_for, gt_dir
+from seedkit.engine.config import PSEUDO_MASKS, PseudoMaskStageConfig
 from seedkit.engine.distributed import DistributedContext
-from seedkit.engine.loop import MODEL_FORMAT, Trainer, total_steps
-from seedkit.engine.run import RunFolder, dataset_digest, fingerprint, folder_fingerprint
-from seedkit.errors import DataFileError, InvalidValueError, RunConflictError
-from seedkit.files import atomic_write
-
-__all__ = ["AffinityDataset", "PseudoMaskStageConfig", "run_pseudo_mask_stage"]
-
-AFFINITY_MODEL = "affinity.pt"
-#: What the masks depend on besides the affinity net and the seeds.
-MASK_SETTINGS = (
-    "method",
-    "num_classes",
-    "beta",
-    "exp_times",
-    "bg_mode",
-    "walk_bg_threshold",
-    "alpha",
-    "seed_threshold",
-    "crf",
+from seedkit.engine.run import RunFolder, dataset_digest, files_digest, fingerprint
+from seedkit.engine.stages import (
+    Stage,
+    TrainingState,
+    check_network,
+    class_names_for,
+    evaluation_dataset,
+    evaluation_digest,
+    gt_dir,
+    run_stage,
 )
+from seedkit.errors import DataFileError, InvalidValueError
+from seedkit.files import ContentDigests
 
-
-@dataclass
-class PseudoMaskStageConfig(StageConfig):
-    """Everything that determines a stage-2 run; saved as ``OUT/config.json``.
-
-    The defaults are IRN's (ResNet-50 at stride 4, radius 5, 512 crops, SGD
-    poly lr 0.1, 3 epochs, conf_fg_thres 0.30, conf_bg_thres 0.05, beta 10,
-    exp_times 8, sem_seg_bg_thres 0.25); the demo recipe shrinks them. Pseudo
-    masks are made for ``train_split`` (the affinity network trains on it too).
-    """
-
-    STAGE: ClassVar[str] = "pseudo_masks"
-    AFTER_TRAINING: ClassVar[frozenset[str]] = frozenset(
-        {"eval_split", "eval_limit", "beta", "exp_times", "bg_mode", "walk_bg_threshold"}
-        | {"alpha", "seed_threshold", "crf"}
-    )
-    INPUT_PATHS: ClassVar[frozenset[str]] = frozenset({"checkpoint_path", "seeds_dir"})
-
-    seeds_dir: str = "runs/seed/seeds"
-    out: str = "runs/pseudo"
-    train_split: str = "train"
-    method: str = "rw"
-    # affinity network
-    backbone: str = "resnet50"
-    stride: int = 4
-    radius: int = 5
-    embed_dim: int = 128
-    fg_threshold: float = 0.30
-    bg_threshold: float = 0.05
-    image_size: int = 512
-    resize_long: tuple[int, int] | None = (320, 640)
-    batch_size: int = 16
-    epochs: int | None = 3
-    max_steps: int | None = None
-    lr: float = 0.1
-    weight_decay: float = 1e-4
-    # random walk and masks
-    beta: float = 10.0
-    exp_times: int = 8
-    bg_mode: str = "threshold"
-    walk_bg_threshold: float = 0.25
-    alpha: float = 6.0
-    seed_threshold: float = 0.25
-    crf: bool = False
-
-    def trains(self) -> bool:
-        """Only the random walk (``"rw"``) trains a network (the affinity net)."""
-        return self.method == "rw"
-
-    def check_stage(self) -> None:
-        """Choices and ranges of stage 2's own fields."""
-        _check_choice("method", self.method, ("rw", "crf", "threshold"))
-        _check_choice("bg_mode", self.bg_mode, ("threshold", "power"))
-        if not 0.0 <= self.bg_threshold <= self.fg_threshold <= 1.0:
-            raise InvalidValueError(
-                "bg_threshold / fg_threshold",
-                "0 <= bg <= fg <= 1",
-                (self.bg_threshold, self.fg_threshold),
-            )
-        if self.image_size % self.stride:
-            raise InvalidValueError(
-                "image_size", f"a multiple of stride {self.stride}", self.image_size
-            )
-        for name in ("radius", "embed_dim", "stride"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("exp_times", self.exp_times, 0)
-        if self.timm_kwargs:
-            raise InvalidValueError(
-                "timm_kwargs",
-                "{} (the affinity network takes no extra timm arguments)",
-                self.timm_kwargs,
-            )
-        if self.output_stride is not None:
-            raise InvalidValueError(
-                "output_stride",
-                "None (the affinity network's stride is `stride`)",
-                self.output_stride,
-            )
-
-
-#: Stage-2 settings of the built-in demo: small enough for a 2-core CPU.
-DEMO_PSEUDO_MASKS: dict[str, Any] = {
-    "backbone": "resnet18",
-    "stride": 4,
-    "radius": 5,
-    "embed_dim": 64,
-    "image_size": 112,
-    "resize_long": (96, 160),
-    "batch_size": 8,
-    "epochs": None,
-    "max_steps": 150,
-    "optimizer": "adamw",
-    "lr": 1e-3,
-    "head_lr_mult": 1.0,
-    "schedule": "cosine",
-    "warmup_steps": 10,
-    "checkpoint_every": 50,
-    "num_workers": 0,
-}
+__all__ = ["PSEUDO_MASK_STAGE", "AffinityDataset", "PseudoMaskStage", "run_pseudo_mask_stage"]
 
 
 class AffinityDataset(torch.utils.data.Dataset):
@@ -172,14 +60,10 @@ class AffinityDataset(torch.utils.data.Dataset):
         bg_threshold: float,
         seed: int = 0,
     ) -> None:
-        self.base = base
-        self.ids = list(base.ids)
-        self.seeds_dir = Path(seeds_dir)
-        self.num_fg_classes = num_fg_classes
-        self.transform = transform
-        self.fg_threshold, self.bg_threshold = fg_threshold, bg_threshold
-        self.seed = seed
+        self.base, self.ids, self.seeds_dir = base, list(base.ids), Path(seeds_dir)
+        self.num_fg_classes, self.transform, self.seed = num_fg_classes, transform, seed
         self.epoch = 0
+        self.fg_threshold, self.bg_threshold = fg_threshold, bg_threshold
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch that seeds the augmentation."""
@@ -195,206 +79,205 @@ class AffinityDataset(torch.utils.data.Dataset):
 
         image_id = self.ids[index]
         image = read_image(self.base.image_path(image_id))
-        seeds = load_psa_maps(
-            self.seeds_dir / f"{image_id}.npy", self.num_fg_classes, shape=image.shape[:2]
-        )
+        path = self.seeds_dir / f"{image_id}.npy"
+        seeds = load_psa_maps(path, self.num_fg_classes, shape=image.shape[:2])
         keys = sorted(seeds)
-        stack = (
-            torch.from_numpy(np.stack([seeds[k] for k in keys]))
-            if keys
-            else torch.zeros(0, *image.shape[:2])
-        )
-        labels = confident_labels(
-            stack, self.fg_threshold, self.bg_threshold, torch.tensor(keys, dtype=torch.long)
-        )
-        out = self.transform(
-            image, labels.numpy().astype(np.uint8), sample_generator(self.seed, self.epoch, index)
-        )
-        return {
-            "id": image_id,
-            "image": torch.from_numpy(out["image"]),
-            "labels": torch.from_numpy(out["mask"].astype(np.int64)),
-        }
+        stack = torch.from_numpy(np.stack([seeds[k] for k in keys])) if keys else torch.zeros(
+            0, *image.shape[:2]
+        )  # fmt: skip
+        keys_tensor = torch.tensor(keys, dtype=torch.long)
+        labels = confident_labels(stack, self.fg_threshold, self.bg_threshold, keys_tensor)
+        rng = sample_generator(self.seed, self.epoch, index)
+        out = self.transform(image, labels.numpy().astype(np.uint8), rng)
+        return {"id": image_id, "image": torch.from_numpy(out["image"]),
+                "labels": torch.from_numpy(out["mask"].astype(np.int64))}  # fmt: skip
 
 
-def build_affinity_net(config: PseudoMaskStageConfig) -> torch.nn.Module:
+def _base(config: PseudoMaskStageConfig, voc_root: Any) -> Any:
+    from seedkit.data import VOCSegmentation
+
+    names = class_names_for(config.num_classes)
+    return VOCSegmentation(voc_root, config.train_split, with_masks=False, class_names=names[1:])
+
+
+def _seed_files(config: PseudoMaskStageConfig, voc_root: Any) -> list[Path]:
+    return [Path(config.seeds_dir) / f"{i}.npy" for i in _base(config, voc_root).ids]
+
+
+def build_affinity_net(config: PseudoMaskStageConfig, weights: bool = True) -> torch.nn.Module:
     """The :class:`~seedkit.refine.AffinityNet` of ``config``."""
     from seedkit.refine import AffinityNet
 
     return AffinityNet(
-        config.backbone,
-        pretrained=config.pretrained,
-        stride=config.stride,
-        embed_dim=config.embed_dim,
-        radius=config.radius,
-        checkpoint_path=config.checkpoint_path,
-    )
+        config.backbone, pretrained=config.pretrained and weights, stride=config.stride,
+        embed_dim=config.embed_dim, radius=config.radius,
+        checkpoint_path=config.checkpoint_path if weights else None,
+    )  # fmt: skip
 
 
-def _affinity_step(
-    trainer: Trainer, config: PseudoMaskStageConfig, batch: dict[str, Any]
-) -> torch.Tensor:
-    from seedkit.refine import affinity_labels, affinity_loss, local_offsets, pair_affinity
+class AffinityTrainingState(TrainingState):
+    """The affinity network's training: PSA's balanced loss on the confident seed pairs."""
 
-    stride = config.stride
-    labels = batch["labels"][:, stride // 2 :: stride, stride // 2 :: stride]
-    embedding = trainer.wrapped(batch["image"])
-    affinity = pair_affinity(embedding, local_offsets(config.radius, half=True))
-    return affinity_loss(affinity, affinity_labels(labels, config.radius))
+    def training_step(self, batch: dict[str, Any], info: Any) -> torch.Tensor:
+        """The affinity loss of one micro-batch."""
+        from seedkit.refine import affinity_labels, affinity_loss, local_offsets, pair_affinity
+
+        config, stride = self.config, self.config.stride
+        labels = batch["labels"][:, stride // 2 :: stride, stride // 2 :: stride]
+        embedding = self.trainer.wrapped(batch["image"])
+        affinity = pair_affinity(embedding, local_offsets(config.radius, half=True))
+        return affinity_loss(affinity, affinity_labels(labels, config.radius))
 
 
-def _load_model_file(model: torch.nn.Module, run: RunFolder, device: torch.device) -> None:
-    state = load_checkpoint(run.model_path, map_location=device, required=("model",))
-    if state.get("format") != MODEL_FORMAT:
-        raise RunConflictError(
-            run.model_path, "is not a model file of this seedkit", hint="pass `overwrite`"
-        )
-    model.load_state_dict(state["model"])
+def _eval_ids(config: PseudoMaskStageConfig, voc_root: Any) -> list[str]:
+    from seedkit.data import read_id_list
+
+    if not config.eval_split:
+        return []
+    train_ids = set(_base(config, voc_root).ids)
+    listed = read_id_list(voc_root, config.eval_split)
+    return [i for i in listed if i in train_ids][: config.eval_limit]
+
+
+class PseudoMaskStage(Stage):
+    """Stage 2: the affinity network (``"rw"``), the pseudo masks and their evaluation."""
+
+    name = PSEUDO_MASKS
+    model_file = "affinity.pt"
+    owned = ("masks", "results.json")
+
+    def check_settings(self, config: Any, context: DistributedContext, produced: bool) -> None:
+        """The affinity backbone: a CNN with features at the affinity stride; its weights."""
+        if config.trains():
+            import timm
+
+            try:
+                with torch.device("meta"):
+                    features = timm.create_model(config.backbone, features_only=True)
+                reductions = features.feature_info.reduction()
+            except Exception as error:  # timm raises many types for unfit models
+                expected = "a timm CNN with features_only support"
+                raise InvalidValueError("backbone", expected, config.backbone) from error
+            if config.stride < min(reductions):
+                expected = f"a CNN with features at stride {config.stride} (the affinity stride)"
+                actual = f"{config.backbone} (features at strides {sorted(set(reductions))})"
+                raise InvalidValueError("backbone", expected, actual)
+            check_network(config, context, build_affinity_net)
+
+    def check_data(self, config: Any, voc_root: Any, produced: bool) -> None:
+        """The training images, their seeds (unless still to be written) and the ground truth."""
+        _base(config, voc_root).check_files()
+        missing = [p for p in _seed_files(config, voc_root) if not p.is_file()]
+        if missing and not produced:
+            hint = f"listed in {config.train_split!r}; write them first"
+            raise DataFileError(missing[0], "seeds", hint)
+        if ids := _eval_ids(config, voc_root):
+            evaluation_dataset(voc_root, ids, config.num_classes, check=True)
+
+    def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
+        """The training list (images, labels) and its seeds, by content."""
+        seeds = files_digest(_seed_files(config, voc_root), digests)
+        return {"train_data": dataset_digest(_base(config, voc_root), digests), "seeds": seeds}
+
+    def build_model(self, config: Any, weights: bool = True) -> torch.nn.Module | None:
+        """The affinity network (``"rw"``), else ``None``."""
+        return build_affinity_net(config, weights) if config.trains() else None
+
+    def training(self, config: Any, context: DistributedContext, voc_root: Any) -> tuple[Any, Any]:
+        """The seeds' confident regions on augmented crops, and the affinity network."""
+        from seedkit.data import TrainTransform
+
+        base = _base(config, voc_root)
+        dataset = AffinityDataset(
+            base, config.seeds_dir, config.num_classes,
+            TrainTransform(config.image_size, resize_long=config.resize_long),
+            config.fg_threshold, config.bg_threshold, seed=config.seed,
+        )  # fmt: skip
+        state = AffinityTrainingState(build_affinity_net(config), config, context, len(base))
+        return dataset, state
+
+    def masks_fingerprint(self, config: Any, run: RunFolder) -> str:
+        """What every mask depends on: the affinity net and the ``masks`` settings.
+
+        (Each mask's own image and seeds are its recorded sources.)
+        """
+        affects = config.settings()
+        settings = {n: v for n, v in config.values().items() if "masks" in affects[n].affects}
+        return fingerprint({"affinity": run.model_digest(), "method": config.method,
+                            "num_classes": config.num_classes, **settings})  # fmt: skip
+
+    def produce(
+        self, config: Any, context: DistributedContext, voc_root: Any, state: Any, run: RunFolder
+    ) -> dict[str, Any] | None:
+        """Write ``OUT/masks/<id>.png`` (the missing ones), evaluate them (rank 0)."""
+        from seedkit.refine import RandomWalkSettings, evaluate_pseudo_masks, write_pseudo_masks
+
+        base = _base(config, voc_root)
+        sources = {  # each mask is made from its image and its seeds
+            f"{i}.png": run.digests.digest(base.image_path(i))[:8]
+            + run.digests.digest(Path(config.seeds_dir) / f"{i}.npy")[:8]
+            for i in base.ids
+        }
+        run.open_artefact("masks", self.masks_fingerprint(config, run), sources)
+        settings = RandomWalkSettings(
+            beta=config.beta, exp_times=config.exp_times, bg_mode=config.bg_mode,
+            bg_threshold=config.walk_bg_threshold, alpha=config.alpha,
+        )  # fmt: skip
+        write_pseudo_masks(
+            base, config.seeds_dir, run.out / "masks", config.num_classes, method=config.method,
+            model=state and state.model, settings=settings, threshold=config.seed_threshold,
+            crf=config.crf, device=context.device, overwrite=False,
+            progress=config.progress and context.is_main, rank=context.rank,
+            world_size=context.world_size,
+        )  # fmt: skip
+        context.barrier()
+        run.close_artefact("masks")
+        if not context.is_main:
+            return None
+        results: dict[str, Any] = {"method": config.method, "masks": str(run.out / "masks")}
+        if eval_ids := _eval_ids(config, voc_root):
+            from seedkit.data import resolve_voc_root
+
+            names, root = class_names_for(config.num_classes), resolve_voc_root(voc_root)
+            masks = run.out / "masks"
+            results.update(evaluate_pseudo_masks(masks, gt_dir(root), eval_ids, len(names), names))
+        return {"pseudo_masks": results}
+
+    def result_inputs(
+        self, config: Any, voc_root: Any, run: RunFolder, digests: ContentDigests
+    ) -> dict[str, Any]:
+        """The model, training inputs, the masks and the ground truth of the evaluated ids."""
+        masks = [run.out / "masks" / f"{i}.png" for i in _base(config, voc_root).ids]
+        inputs = super().result_inputs(config, voc_root, run, digests)
+        inputs["mask_files"] = files_digest(masks, digests)
+        if ids := _eval_ids(config, voc_root):
+            dataset = evaluation_dataset(voc_root, ids, config.num_classes)
+            inputs["eval_data"] = evaluation_digest(dataset, digests)
+        return inputs
+
+
+#: The pseudo-mask stage (stage 2).
+PSEUDO_MASK_STAGE = PseudoMaskStage()
 
 
 def run_pseudo_mask_stage(
     config: PseudoMaskStageConfig,
     context: DistributedContext,
-    voc_root: str,
+    voc_root: Any = None,
     resume: bool = False,
     overwrite: bool = False,
-    *,
-    stop_after_steps: int | None = None,
+    **hooks: Any,
 ) -> dict[str, Any] | None:
-    """Train the affinity net (``"rw"``), write ``OUT/masks/<id>.png``, evaluate.
+    """Train the affinity net (``"rw"``), write ``OUT/masks/<id>.png``, evaluate them.
 
-    Writes ``OUT/config.json``, ``OUT/run.json``, ``OUT/log.jsonl``,
-    ``OUT/affinity.pt`` and ``OUT/results.json`` (``{"pseudo_masks": {"miou",
-    "iou", "per_class", ..., "provenance"}}``) on rank 0 and returns that dict there
-    (``None`` on other ranks). Every id's image and seeds (and the evaluated ids'
-    ground truth) are checked first. A finished run of the same settings in
-    ``OUT`` is reused, masks only if made from the same seeds and settings (an
-    interrupted mask writing continues); the run folder rules are
-    :class:`~seedkit.engine.RunFolder`'s.
-
-    Args:
-        config: stage settings (validated here).
-        context: distributed context; mask writing is sharded over ranks.
-        voc_root: the ``VOC2012`` folder (or a VOC-layout view of COCO).
-        resume: continue the run in ``OUT``.
-        overwrite: delete the run in ``OUT`` first.
-        stop_after_steps: testing aid; see :meth:`~seedkit.engine.Trainer.fit`.
+    :func:`~seedkit.engine.run_stage` of :data:`PSEUDO_MASK_STAGE` (its arguments;
+    ``voc_root`` defaults to ``config.voc_root``): every id's image and seeds and the
+    evaluated ids' ground truth are checked first; ``OUT`` gets ``config.json``,
+    ``run.json``, ``log.jsonl``, ``affinity.pt``, ``masks/`` and ``results.json``.
 
     Returns:
-        The ``"pseudo_masks"`` results on rank 0.
+        The ``"pseudo_masks"`` results with their ``"provenance"`` (rank 0, else ``None``).
     """
-    from seedkit.data import TrainTransform, VOCSegmentation, collate, resolve_voc_root
-    from seedkit.refine import RandomWalkSettings, evaluate_pseudo_masks, write_pseudo_masks
-
-    config.validate()
-    root = resolve_voc_root(voc_root)
-    names = class_names_for(config.num_classes)
-    base = VOCSegmentation(root, config.train_split, with_masks=False, class_names=names[1:])
-    base.check_files()
-    seeds_dir = Path(config.seeds_dir)
-    for image_id in base.ids:
-        if not (seeds_dir / f"{image_id}.npy").is_file():
-            raise DataFileError(
-                seeds_dir / f"{image_id}.npy",
-                "seeds",
-                f"listed in {config.train_split!r}; write the seeds of that list first",
-            )
-    eval_ids: list[str] = []
-    if config.eval_split:
-        train_ids = set(base.ids)
-        listed = VOCSegmentation(root, config.eval_split, with_masks=False, class_names=names[1:])
-        eval_ids = [i for i in listed.ids if i in train_ids][: config.eval_limit]
-        if eval_ids:
-            check_evaluation_list(root, eval_ids, config.num_classes)
-    seeds_print = folder_fingerprint(seeds_dir)
-    run = RunFolder(
-        config,
-        context,
-        AFFINITY_MODEL,
-        ("masks", "results.json"),
-        inputs={"train_data": dataset_digest(base), "seeds": seeds_print},
-        total_steps=total_steps(config, len(base)) if config.trains() else 0,
-    )
-    plan = run.prepare(resume=resume, overwrite=overwrite)
-    model = None
-    if config.trains():
-        torch.manual_seed(config.seed)  # the net's initialisation, whatever ran before
-        model = build_affinity_net(config)
-        if plan.train:
-            trainer = Trainer(model, config, context, len(base))
-            dataset = AffinityDataset(
-                base,
-                seeds_dir,
-                config.num_classes,
-                TrainTransform(config.image_size, resize_long=config.resize_long),
-                config.fg_threshold,
-                config.bg_threshold,
-                seed=config.seed,
-            )
-            torch.manual_seed(config.seed)
-            trainer.fit(
-                dataset,
-                lambda batch, info: _affinity_step(trainer, config, batch),
-                run,
-                collate=collate,
-                resume=plan.resume,
-                stop_after_steps=stop_after_steps,
-                desc="train affinity",
-                log_start={"stage": "pseudo_masks", "backbone": config.backbone},
-            )
-            trainer.save_model(run)
-        else:
-            model = model.to(context.device)
-            _load_model_file(model, run, context.device)
-    elif plan.train:
-        run.finish_training(0)
-    mask_print = fingerprint(
-        {
-            "affinity": run.model_digest() if model is not None else None,
-            "seeds": seeds_print,
-            **{name: getattr(config, name) for name in MASK_SETTINGS},
-        }
-    )
-    run.begin_artefact("masks", mask_print)
-    settings = RandomWalkSettings(
-        beta=config.beta,
-        exp_times=config.exp_times,
-        bg_mode=config.bg_mode,
-        bg_threshold=config.walk_bg_threshold,
-        alpha=config.alpha,
-    )
-    write_pseudo_masks(
-        base,
-        seeds_dir,
-        run.out / "masks",
-        config.num_classes,
-        method=config.method,
-        model=model,
-        settings=settings,
-        threshold=config.seed_threshold,
-        crf=config.crf,
-        device=context.device,
-        overwrite=False,  # masks of another fingerprint were deleted; finished ids are kept
-        progress=config.progress and context.is_main,
-        rank=context.rank,
-        world_size=context.world_size,
-    )
-    context.barrier()
-    run.finish_artefact("masks")
-    if not context.is_main:
-        return None
-    results: dict[str, Any] = {"method": config.method, "masks": str(run.out / "masks")}
-    if eval_ids:
-        results.update(
-            evaluate_pseudo_masks(
-                run.out / "masks", gt_dir(root), eval_ids, config.num_classes + 1, names
-            )
-        )
-    from seedkit.engine.seed_stage import provenance
-
-    results["provenance"] = provenance(run)
-    atomic_write(
-        run.out / "results.json",
-        (json.dumps({"pseudo_masks": results}, indent=2) + "\n").encode(),
-    )
-    return results
+    root = voc_root or config.voc_root
+    found = run_stage(PSEUDO_MASK_STAGE, config, context, root, resume, overwrite, **hooks)
+    return None if found is None else {**found["pseudo_masks"], "provenance": found["provenance"]}

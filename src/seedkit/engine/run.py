@@ -1,21 +1,10 @@
-"""A run folder and the records that tie every file in it to what produced it.
+"""A run folder and the records that tie every file in it to what produced it, by content.
 
-Each stage's ``OUT`` holds ``run.json``: the settings that determine its trained
-network, the digests of its inputs (training list, starting weights, the previous
-stage's files), the steps trained (in *segments*: a ``--resume`` that extends the
-schedule starts a new one), the digest of the finished model and the fingerprint
-of every derived folder (seeds, pseudo masks). :class:`RunFolder` reads it before
-anything runs and decides, for the settings asked for:
-
-- a new run (empty ``OUT``, or ``overwrite``: the stage's files are deleted first);
-- a finished run of the same settings: its model is reused; derived files whose
-  fingerprint matches are reused, stale ones recomputed;
-- a resumed run: only the length and the settings used after training may
-  differ; anything else is refused with the differences named;
-- anything else (another run, an unfinished one without ``resume``, ``resume``
-  with nothing to resume) is refused with a :class:`~seedkit.errors.RunConflictError`.
-
-See docs/reproducing.rst for the rules as users see them.
+``OUT/run.json`` holds the ``training`` settings of the stage's network, the content
+digests of its inputs, the steps trained (in *segments*), the SHA-256 of the model
+and, per derived folder, its fingerprint and the digest of every file and of its
+source. :meth:`RunFolder.decide` finds what to do without touching anything (the
+rules of docs/reproducing.rst); only then does :meth:`RunFolder.apply` act.
 """
 
 from __future__ import annotations
@@ -28,36 +17,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from seedkit.engine.config import StageConfig
+from seedkit.engine.config import ARTEFACT, LENGTH, TRAINING, StageConfig, save_config
 from seedkit.engine.distributed import DistributedContext
-from seedkit.errors import DataError, DataFileError, InvalidValueError, RunConflictError
+from seedkit.errors import DataError, InvalidValueError, OutputError, RunConflictError
 from seedkit.files import (
+    TEMPORARY_SUFFIX,
+    ContentDigests,
     atomic_write,
-    ensure_directory,
     ensure_writable_directory,
-    file_digest,
     remove_stale_temporaries,
 )
 
 __all__ = [
-    "CHECKPOINT_NAME",
-    "RUN_RECORD",
-    "RunFolder",
-    "RunPlan",
-    "dataset_digest",
-    "fingerprint",
-    "folder_fingerprint",
-    "has_run",
-    "setting_differences",
-]
+    "CHECKPOINT_NAME", "RUN_RECORD", "RunFolder", "RunPlan", "dataset_digest", "files_digest",
+    "fingerprint", "has_run", "setting_differences",
+]  # fmt: skip
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RUN_RECORD = "run.json"
 RECORD_FORMAT = "seedkit.run"
+LENGTHS = ("max_steps", "epochs")
 
-#: Descriptions of the inputs a run records, as its error messages name them.
+#: Descriptions of the inputs a run records, as its messages name them.
 INPUT_NAMES = {
-    "train_data": "training data (ids and labels of the training list)",
+    "train_data": "training data (images and labels of the training list)",
     "checkpoint_path": "content of checkpoint_path",
     "seeds": "seeds (stage-1 output)",
     "masks": "pseudo masks (stage-2 output)",
@@ -75,41 +58,33 @@ def fingerprint(values: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def dataset_digest(dataset: Any) -> str:
-    """Fingerprint of a dataset's ids (in order) and, where it has a label table, their labels."""
-    digest = hashlib.sha256("\n".join(map(str, dataset.ids)).encode())
-    table = getattr(dataset, "cls_labels", None)
-    if table is not None:
-        for image_id in dataset.ids:
-            digest.update(table[image_id].tobytes())
+def files_digest(paths: list[Path], digests: ContentDigests) -> str:
+    """Digest of files by name and content (a missing file is an error naming it)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.name}:{digests.digest(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 
-def folder_fingerprint(folder: str | Path) -> str | None:
-    """The recorded fingerprint of a folder a seedkit stage wrote, else one of its file listing.
+def dataset_digest(dataset: Any, digests: ContentDigests) -> str:
+    """Content digest of a VOC-layout dataset: its ids, each image and each id's labels.
 
-    A folder named ``NAME`` inside a run folder with a ``run.json`` that records a
-    complete artefact ``NAME`` has that artefact's fingerprint; any other folder is
-    identified by the names, sizes and modification times of its files.
+    Labels are the label table's row, else the content of the mask or XML file they
+    come from: a copy of the data with edited images or masks has another digest.
     """
-    folder = Path(folder)
-    record_path = folder.parent / RUN_RECORD
-    if record_path.is_file():
-        try:
-            record = json.loads(record_path.read_text())
-            artefact = record.get("artefacts", {}).get(folder.name)
-        except (json.JSONDecodeError, AttributeError):
-            artefact = None
-        if artefact and artefact.get("complete"):
-            return str(artefact["fingerprint"])
-    if not folder.is_dir():
-        return None
+    from seedkit.data import voc_mask_path
+
+    table = getattr(dataset, "cls_labels", None)
     digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            stat = path.stat()
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-    return "files:" + digest.hexdigest()[:16]
+    for image_id in dataset.ids:
+        digest.update(f"{image_id}:{digests.digest(dataset.image_path(image_id))}".encode())
+        if table is not None:
+            digest.update(table[image_id].tobytes())
+        else:
+            label = voc_mask_path(dataset.root, image_id, getattr(dataset, "mask_dir", None))
+            label = label or dataset.root / "Annotations" / f"{image_id}.xml"
+            digest.update(digests.digest(label).encode())
+    return digest.hexdigest()[:16]
 
 
 def has_run(out: str | Path) -> bool:
@@ -120,31 +95,36 @@ def has_run(out: str | Path) -> bool:
 
 @dataclass
 class RunPlan:
-    """What a stage does in its run folder, as :meth:`RunFolder.prepare` decided.
+    """What a stage will do in its run folder, as :meth:`RunFolder.decide` found.
 
     Attributes:
         train: whether the network must be (further) trained.
         resume: whether training continues from ``checkpoint.pt``.
         changes: ``(setting, recorded, requested)`` for settings a resume changed.
+        fresh: whether the folder's files are deleted first (a new run).
+        note: why a run of these settings starts over (its inputs changed).
     """
 
     train: bool
     resume: bool
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    fresh: bool = False
+    note: str = ""
 
 
 class RunFolder:
-    """The run folder of one stage: checks, records, and the files the stage owns.
+    """The run folder of one stage: its decision, records and the files the stage owns.
 
     Args:
         config: the stage's validated config (``config.out`` is the folder).
         context: the process's distributed context (rank 0 writes, all ranks read).
         model_name: the finished model's file name (``model.pt``...).
-        owned: the other files and folders the stage writes into ``OUT``; they are
-            deleted by ``overwrite`` and by a new run.
-        inputs: digests of what the run reads besides its settings
-            (``{"train_data": dataset_digest(...), ...}``).
+        owned: the other files and folders the stage writes into ``OUT``.
+        inputs: content digests of what the network trains from besides its settings
+            (``{"train_data": ..., "seeds": ...}``); ``None``: an earlier stage of the
+            command still remakes them.
         total_steps: the schedule length the config asks for.
+        digests: the content-digest cache (default: ``OUT/digests.json``).
     """
 
     def __init__(
@@ -153,32 +133,19 @@ class RunFolder:
         context: DistributedContext,
         model_name: str,
         owned: tuple[str, ...],
-        inputs: dict[str, Any],
+        inputs: dict[str, Any] | None,
         total_steps: int,
+        digests: ContentDigests | None = None,
     ) -> None:
-        self.config = config
-        self.context = context
-        self.out = Path(config.out)
+        self.config, self.context, self.out = config, context, Path(config.out)
         self.model_name = model_name
-        self.owned = (
-            CHECKPOINT_NAME,
-            model_name,
-            "config.json",
-            "log.jsonl",
-            "tensorboard",
-            RUN_RECORD,
-            *owned,
-        )
-        self.inputs = dict(inputs)
-        if config.checkpoint_path:
-            if not Path(config.checkpoint_path).is_file():
-                raise DataFileError(config.checkpoint_path, "checkpoint_path file")
-            self.inputs["checkpoint_path"] = file_digest(config.checkpoint_path)[:16]
+        self.owned = (CHECKPOINT_NAME, model_name, "config.json", "log.jsonl", "tensorboard")
+        self.owned += (RUN_RECORD, "digests.json", *owned)
+        self.digests = digests or ContentDigests(self.out / "digests.json")
+        self.inputs = None if inputs is None else dict(inputs)
         self.total_steps = int(total_steps)
         self.record: dict[str, Any] = {}
         self.changes: list[tuple[str, Any, Any]] = []
-
-    # ------------------------------------------------------------------ reading
 
     @property
     def model_path(self) -> Path:
@@ -190,19 +157,13 @@ class RunFolder:
         """The training checkpoint."""
         return self.out / CHECKPOINT_NAME
 
-    def _identity(self) -> dict[str, Any]:
-        fields = {
-            k: v for k, v in self.config.training_fields().items() if k not in self.config.LENGTH
-        }
-        return {"stage": self.config.STAGE, "fields": fields, "inputs": self.inputs}
-
-    def _read_prior(self) -> dict[str, Any] | None:
+    def read(self) -> dict[str, Any] | None:
         """The recorded run in ``OUT``: run.json, else the record inside the model/checkpoint."""
         path = self.out / RUN_RECORD
         if path.is_file():
             try:
                 record = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise DataError(path, "a run record (JSON)", f"invalid JSON ({error})") from error
             if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
                 raise DataError(path, "a seedkit run record", "another file")
@@ -210,164 +171,148 @@ class RunFolder:
         from seedkit.engine.checkpoint import load_checkpoint
 
         for name, status in ((self.model_name, "trained"), (CHECKPOINT_NAME, "training")):
-            file = self.out / name
-            if file.is_file():
-                state = load_checkpoint(file)
-                if isinstance(state.get("run"), dict):
-                    return {**state["run"], "status": status, "artefacts": {}}
-                return {"format": None}
-        if any((self.out / name).exists() for name in self.owned):
-            return {"format": None}
-        return None
+            if (self.out / name).is_file():
+                state = load_checkpoint(self.out / name)
+                if not isinstance(state.get("run"), dict):
+                    return {"format": None}
+                record = {**state["run"], "status": status, "artefacts": {}}
+                if status == "trained":  # a model file alone (copied from a finished run)
+                    sha = self.digests.digest(self.out / name)
+                    record["model"] = {"file": name, "sha256": sha}
+                return record
+        return {"format": None} if any((self.out / n).exists() for n in self.owned) else None
 
-    # ------------------------------------------------------------------ deciding
+    def decide(self, resume: bool = False, overwrite: bool = False) -> RunPlan:
+        """What the stage will do with ``OUT``; changes nothing on disk.
 
-    def prepare(self, resume: bool = False, overwrite: bool = False) -> RunPlan:
-        """Check ``OUT`` against the config; clean it; write ``config.json`` and ``run.json``.
+        A run of these settings whose inputs changed by content starts over
+        (:attr:`RunPlan.note` says why): its numbers would not be its inputs'.
 
         Raises:
-            OutputError: ``OUT`` is not a folder or cannot be written.
-            RunConflictError: ``OUT`` holds another run, an unfinished one (without
-                ``resume``) or nothing to resume (with it); the message names the
-                settings that differ.
+            RunConflictError: ``OUT`` holds a run of other settings, an unfinished one
+                (without ``resume``), nothing to resume (with it), or a model file
+                that was changed since training; the message names what differs.
         """
-        from seedkit.engine.config import save_config
-
         if resume and overwrite:
             raise InvalidValueError("resume / overwrite", "at most one of them", (True, True))
         if self.out.exists() and not self.out.is_dir():
-            ensure_directory(self.out)  # raises OutputError naming OUT
-        prior = None if overwrite else self._read_prior()
-        plan = self._decide(prior, resume)
+            raise OutputError(self.out, "it exists and is not a folder")
+        prior = None if overwrite else self.read()
+        started = prior is not None and (prior.get("status") != "training" or any(
+            p.exists() for p in (self.checkpoint_path, self.model_path)
+        ))  # fmt: skip
+        if not started:  # nothing, or a run killed before its first checkpoint
+            if resume and prior is None:
+                raise RunConflictError(
+                    self.out, f"nothing to resume: no {CHECKPOINT_NAME} or run record",
+                    hint="run without `resume` to start it",
+                )  # fmt: skip
+            return RunPlan(train=True, resume=False, fresh=True)
+        if prior.get("format") != RECORD_FORMAT:
+            raise RunConflictError(
+                self.out, "holds files of a run without a run record (an older seedkit's, or "
+                "not a run)", hint="pass `overwrite` to replace it, or choose another `out`",
+            )  # fmt: skip
+        fields = self.config.values(TRAINING)
+        training = setting_differences(prior.get("fields", {}), fields, LENGTHS)
+        if prior.get("stage") != self.config.STAGE:
+            training.insert(0, ("stage", prior.get("stage"), self.config.STAGE))
+        done = int(prior.get("step", 0))
+        recorded = self.config.values(TRAINING, LENGTH, ARTEFACT)
+        everything = setting_differences(prior.get("recorded", {}), recorded)
+        if not resume and (everything or training):
+            hint = (
+                "pass `resume` to continue it with these changes, `overwrite` to start over"
+                if not training and self.total_steps >= done
+                else "pass `overwrite` to replace it, or choose another `out`"
+            )
+            named = {name for name, _, _ in everything}
+            differences = [*everything, *(d for d in training if d[0] not in named)]
+            raise RunConflictError(self.out, "holds a different run", differences, hint)
+        if training:
+            hint = "they cannot change mid-run; pass `overwrite` to start over with them, or " \
+                   "choose another `out`"  # fmt: skip
+            problem = "cannot resume with other training settings"
+            raise RunConflictError(self.out, problem, training, hint)
+        if self.inputs is None:
+            changed = ["files an earlier stage of this command remakes"]
+        else:
+            inputs = setting_differences(prior.get("inputs") or {}, self.inputs)
+            changed = [INPUT_NAMES.get(name, name) for name, _, _ in inputs]
+        if changed:
+            note = f"its inputs changed since it was trained ({'; '.join(changed)}): it starts over"
+            return RunPlan(train=True, resume=False, fresh=True, note=note)
+        finished = prior.get("status") == "trained" and (
+            self.model_path.is_file() or not self.config.trains()
+        )
+        if finished and self.config.trains() and "model" in prior:
+            actual = self.digests.digest(self.model_path)
+            if prior["model"].get("sha256") not in (None, actual):
+                raise RunConflictError(
+                    self.model_path, "was changed since it was trained (by content)",
+                    [("sha256", prior["model"]["sha256"][:16], actual[:16])],
+                    "pass `overwrite` to retrain it",
+                )  # fmt: skip
+        if not resume:
+            if not finished:
+                total = int(prior.get("total_steps", 0))
+                raise RunConflictError(
+                    self.out, f"holds an unfinished run of these settings (step {done} of {total})",
+                    hint="pass `resume` to continue it, or `overwrite` to start over",
+                )  # fmt: skip
+            return RunPlan(train=False, resume=False)
+        if self.total_steps < done:
+            raise RunConflictError(
+                self.out, f"cannot resume: the run has trained {done} steps, more than the "
+                f"{self.total_steps} asked for", [d for d in everything if d[0] in LENGTHS],
+                "ask for at least as many steps, or pass `overwrite` to start over",
+            )  # fmt: skip
+        if finished and self.total_steps == done:
+            return RunPlan(train=False, resume=False, changes=everything)
+        if not self.checkpoint_path.is_file():
+            raise RunConflictError(
+                self.out, f"cannot extend the finished run: {CHECKPOINT_NAME} is missing",
+                hint="pass `overwrite` to start over",
+            )  # fmt: skip
+        return RunPlan(train=True, resume=True, changes=everything)
+
+    def apply(self, plan: RunPlan) -> None:
+        """Carry out ``plan``: clean ``OUT``, write ``config.json`` and ``run.json``.
+
+        Call on every rank, with ``OUT`` locked (:func:`seedkit.files.folder_lock`).
+        """
         self.changes = plan.changes
+        prior = None if plan.fresh else self.read()
         self.context.barrier()  # every rank has read OUT before rank 0 changes it
         if self.context.is_main:
             ensure_writable_directory(self.out)
             remove_stale_temporaries(self.out, recursive=True)
-            if plan.train and not plan.resume:
-                self._delete_owned()
-                prior = None
+            if plan.fresh:
+                for name in self.owned:
+                    _delete(self.out / name)
             elif plan.train:
                 self.model_path.unlink(missing_ok=True)  # the model of the old length is stale
-            self.record = self._new_record(prior, plan)
+        self.record = self._new_record(prior, plan)
+        if self.context.is_main:
             save_config(self.config, self.out / "config.json")
             self.write_record()
         self.context.barrier()
-        if not self.context.is_main:
-            self.record = self._new_record(None if plan.train and not plan.resume else prior, plan)
-        return plan
-
-    def _decide(self, prior: dict[str, Any] | None, resume: bool) -> RunPlan:
-        overwrite_hint = "pass `overwrite` to replace it, or choose another `out`"
-        if prior is None:
-            if resume:
-                raise RunConflictError(
-                    self.out,
-                    f"nothing to resume: no {CHECKPOINT_NAME} or run record",
-                    hint="run without `resume` to start it",
-                )
-            return RunPlan(train=True, resume=False)
-        if not resume and self._never_trained(prior):
-            return RunPlan(train=True, resume=False)  # a start that failed: nothing to keep
-        if prior.get("format") != RECORD_FORMAT:
-            raise RunConflictError(
-                self.out,
-                "holds files of a run without a run record (an older seedkit's, or not a run)",
-                hint=overwrite_hint,
-            )
-        identity = self._identity()
-        training = setting_differences(
-            prior.get("fields", {}), identity["fields"], self.config.LENGTH
-        )
-        training += [
-            (INPUT_NAMES.get(k, k), old, new)
-            for k, old, new in setting_differences(prior.get("inputs", {}), identity["inputs"])
-        ]
-        if prior.get("stage") != self.config.STAGE:
-            training.insert(0, ("stage", prior.get("stage"), self.config.STAGE))
-        done = int(prior.get("step", 0))
-        recorded_total = int(prior.get("total_steps", 0))
-        finished = prior.get("status") == "trained" and (
-            self.model_path.is_file() or not self.config.trains()
-        )
-        everything = setting_differences(prior.get("recorded", {}), self.config.recorded_fields())
-        if not resume:
-            differences = [*everything, *(d for d in training if d[0] not in _names(everything))]
-            if differences:
-                hint = (
-                    "pass `resume` to continue it with these changes, `overwrite` to start over"
-                    if not training and self.total_steps >= done
-                    else overwrite_hint
-                )
-                raise RunConflictError(self.out, "holds a different run", differences, hint)
-            if not finished:
-                raise RunConflictError(
-                    self.out,
-                    f"holds an unfinished run of these settings (step {done} of {recorded_total})",
-                    hint="pass `resume` to continue it, or `overwrite` to start over",
-                )
-            return RunPlan(train=False, resume=False)
-        if training:
-            raise RunConflictError(
-                self.out,
-                "cannot resume with other training settings",
-                training,
-                "they cannot change mid-run; pass `overwrite` to start over with them, "
-                "or choose another `out`",
-            )
-        length = [d for d in everything if d[0] in self.config.LENGTH]
-        if self.total_steps < done:
-            raise RunConflictError(
-                self.out,
-                f"cannot resume: the run has trained {done} steps, more than the {self.total_steps}"
-                " asked for",
-                length,
-                "ask for at least as many steps, or pass `overwrite` to start over",
-            )
-        if finished and self.total_steps == done:
-            return RunPlan(train=False, resume=False, changes=everything)
-        if not self.checkpoint_path.is_file():
-            problem = (
-                f"cannot extend the finished run: {CHECKPOINT_NAME} is missing"
-                if finished
-                else f"nothing to resume: the run stopped before its first {CHECKPOINT_NAME}"
-            )
-            raise RunConflictError(self.out, problem, hint="pass `overwrite` to start over")
-        return RunPlan(train=True, resume=True, changes=everything)
-
-    def _never_trained(self, prior: dict[str, Any]) -> bool:
-        """A run that stopped before its first step (e.g. a backbone name timm does not know)."""
-        if prior.get("format") != RECORD_FORMAT or prior.get("status") != "training":
-            return False
-        if self.checkpoint_path.exists() or self.model_path.exists():
-            return False
-        log = self.out / "log.jsonl"
-        return not (log.is_file() and '"event": "train"' in log.read_text())
-
-    # ------------------------------------------------------------------ records
 
     def _new_record(self, prior: dict[str, Any] | None, plan: RunPlan) -> dict[str, Any]:
         import seedkit
 
-        identity = self._identity()
+        identity = {"stage": self.config.STAGE, "fields": self.config.values(TRAINING)}
         record: dict[str, Any] = {
-            "format": RECORD_FORMAT,
-            "stage": self.config.STAGE,
+            "format": RECORD_FORMAT, "stage": self.config.STAGE,
             "seedkit_version": seedkit.__version__,
-            "fingerprint": fingerprint(identity),
-            "fields": self.config.training_fields(),
-            "recorded": self.config.recorded_fields(),
-            "inputs": self.inputs,
-            "total_steps": self.total_steps,
-            "step": 0,
-            "segments": [],
-            "status": "training",
+            "fingerprint": fingerprint({**identity, "inputs": self.inputs}),
+            "fields": self.config.values(TRAINING, LENGTH),
+            "recorded": self.config.values(TRAINING, LENGTH, ARTEFACT), "inputs": self.inputs,
+            "total_steps": self.total_steps, "step": 0, "segments": [], "status": "training",
             "artefacts": {},
-        }
+        }  # fmt: skip
         if prior is not None:
-            record["step"] = int(prior.get("step", 0))
-            record["segments"] = list(prior.get("segments", []))
-            record["artefacts"] = dict(prior.get("artefacts", {}))
+            record.update({k: prior.get(k, record[k]) for k in ("step", "segments", "artefacts")})
             if not plan.train:
                 record["status"] = prior.get("status", "trained")
                 record["total_steps"] = int(prior.get("total_steps", self.total_steps))
@@ -389,12 +334,9 @@ class RunFolder:
 
     def model_record(self) -> dict[str, Any]:
         """What a checkpoint or model file embeds about the run that wrote it."""
-        keys = ("format", "stage", "fingerprint", "fields", "recorded", "inputs", "segments")
-        return {
-            **{k: self.record[k] for k in keys},
-            "step": self.record["step"],
-            "total_steps": self.total_steps,
-        }
+        record = {k: self.record[k] for k in ("format", "stage", "fingerprint", "fields")}
+        record.update({k: self.record[k] for k in ("recorded", "inputs", "segments", "step")})
+        return {**record, "total_steps": self.total_steps}
 
     def start_segment(self, step: int) -> None:
         """Record that training runs from ``step`` towards the current ``total_steps``."""
@@ -405,61 +347,79 @@ class RunFolder:
             segments.append({"steps": [step, step], "total_steps": self.total_steps})
         self.record.update(step=step, total_steps=self.total_steps, status="training")
 
-    def trained_to(self, step: int) -> None:
-        """Record a checkpoint at ``step`` (called after the checkpoint is on disk)."""
-        self.record["step"] = step
-        self.record["segments"][-1]["steps"][1] = step
+    def trained_to(self, step: int, status: str = "training") -> None:
+        """Record a checkpoint (or the finished model) at ``step``, once it is on disk."""
+        self.record.update(step=step, status=status)
+        if self.record["segments"]:
+            self.record["segments"][-1]["steps"][1] = step
+        if status == "trained" and self.context.is_main and self.model_path.is_file():
+            sha = self.digests.digest(self.model_path)
+            self.record["model"] = {"file": self.model_name, "sha256": sha}
         self.write_record()
 
     def finish_training(self, step: int) -> None:
         """Record the finished model (called after it is on disk)."""
-        self.record["step"] = step
-        if self.record["segments"]:
-            self.record["segments"][-1]["steps"][1] = step
-        self.record["status"] = "trained"
-        if self.context.is_main and self.model_path.is_file():
-            self.record["model"] = {
-                "file": self.model_name,
-                "sha256": file_digest(self.model_path),
-            }
-        self.write_record()
+        self.trained_to(step, "trained")
 
-    def model_digest(self) -> str:
-        """SHA-256 of the finished model file (what derived files are fingerprinted by)."""
-        return file_digest(self.model_path)
+    def model_digest(self) -> str | None:
+        """SHA-256 of the finished model file (``None``: the stage trains none)."""
+        return self.record.get("model", {}).get("sha256")
 
-    def begin_artefact(self, name: str, print_: str) -> bool:
-        """Start (or continue) writing the derived folder or file ``OUT/name``.
+    def open_artefact(self, name: str, print_: str, sources: dict[str, str] | None = None) -> None:
+        """Prepare the derived folder ``OUT/name`` for (more) files of fingerprint ``print_``.
 
-        If ``run.json`` records ``name`` with another fingerprint (or not at all while
-        it exists), the stale copy is deleted first. Returns whether a complete copy
-        of this fingerprint is already there. Call on every rank.
+        A folder of another fingerprint is deleted. Of a folder of this fingerprint,
+        every file whose content is not the recorded one (edited, truncated, NaN
+        written into it) or whose source changed (``sources``: ``{file name: digest of
+        what it is made from}``) is deleted, and so is a file the record does not know
+        once the folder was complete: the stage writes the missing files again. Call
+        on every rank.
         """
-        recorded = self.record.get("artefacts", {}).get(name)
-        complete = bool(recorded and recorded.get("fingerprint") == print_ and recorded["complete"])
+        folder, sources = self.out / name, sources or {}
+        recorded = self.record.setdefault("artefacts", {}).get(name)
         self.context.barrier()
-        if self.context.is_main and not (recorded and recorded.get("fingerprint") == print_):
-            _delete(self.out / name)
-            self.record.setdefault("artefacts", {})[name] = {
-                "fingerprint": print_,
-                "complete": False,
-            }
+        if self.context.is_main:
+            if not recorded or recorded.get("fingerprint") != print_:
+                _delete(folder)
+                recorded = {"fingerprint": print_, "files": {}, "complete": False}
+            files, made_from = recorded.setdefault("files", {}), recorded.get("sources", {})
+            complete = recorded["complete"]
+            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+                known = files.get(path.name)
+                stale = path.name.endswith(TEMPORARY_SUFFIX) or (known is None and complete)
+                if known is not None and path.name in sources:
+                    stale = made_from.get(path.name) != sources[path.name]
+                if stale or (known is not None and self.digests.digest(path)[:16] != known):
+                    _delete(path)
+            recorded["files"] = {k: v for k, v in files.items() if (folder / k).is_file()}
+            recorded.update(sources={**made_from, **sources}, complete=False)
+            self.record["artefacts"][name] = recorded
             self.write_record()
         self.context.barrier()
-        self.record.setdefault("artefacts", {})[name] = {
-            "fingerprint": print_,
-            "complete": complete,
-        }
-        return complete
 
-    def finish_artefact(self, name: str) -> None:
-        """Mark ``OUT/name`` complete (rank 0 writes the record)."""
-        self.record["artefacts"][name]["complete"] = True
-        self.write_record()
+    def artefact_current(self, name: str, print_: str, names: list[str]) -> bool:
+        """Whether ``OUT/name`` holds files ``names`` of fingerprint ``print_``, unchanged."""
+        recorded = (self.read() or {}).get("artefacts", {}).get(name, {})
+        files, folder = recorded.get("files", {}), self.out / name
 
-    def _delete_owned(self) -> None:
-        for name in self.owned:
-            _delete(self.out / name)
+        def unchanged(file: str) -> bool:
+            path = folder / file
+            return path.is_file() and self.digests.digest(path)[:16] == files.get(file)
+
+        return recorded.get("fingerprint") == print_ and all(unchanged(n) for n in names)
+
+    def close_artefact(self, name: str) -> None:
+        """Record the content of every file of ``OUT/name`` and mark it complete (rank 0)."""
+        if self.context.is_main:
+            recorded, folder = self.record["artefacts"][name], self.out / name
+            files = {
+                p.name: self.digests.digest(p)[:16]
+                for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
+            }  # fmt: skip
+            sources = {k: v for k, v in recorded.get("sources", {}).items() if k in files}
+            recorded.update(files=files, sources=sources, complete=True)
+            self.write_record()
+            self.digests.save()
 
 
 def _delete(path: Path) -> None:
@@ -469,20 +429,15 @@ def _delete(path: Path) -> None:
         path.unlink()
 
 
-def _names(differences: list[tuple[str, Any, Any]]) -> set[str]:
-    return {name for name, _, _ in differences}
-
-
 def setting_differences(
-    old: dict[str, Any], new: dict[str, Any], skip: frozenset[str] = frozenset()
+    old: dict[str, Any], new: dict[str, Any], skip: tuple[str, ...] = ()
 ) -> list[tuple[str, Any, Any]]:
     """``(key, old, new)`` for every key whose JSON value differs, in ``new``'s order."""
-    keys = [*new, *(k for k in old if k not in new)]
     result = []
-    for key in keys:
-        if key in skip:
-            continue
+    for key in [*new, *(k for k in old if k not in new)]:
         a, b = old.get(key), new.get(key)
-        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+        if key not in skip and json.dumps(a, sort_keys=True, default=str) != json.dumps(
+            b, sort_keys=True, default=str
+        ):
             result.append((key, a, b))
     return result

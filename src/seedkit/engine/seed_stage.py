@@ -1,20 +1,16 @@
 """Stage 1 of the WSSS pipeline: train a seed model, write seeds, evaluate them.
 
-:func:`train_seed_model` trains the CAM baseline or USAGE (student under a strong
-network adjustment, EMA teacher under a weak one, generation + consistency
-loss) with the engine's one training loop (:class:`~seedkit.engine.Trainer`), on
-one process or under ``torchrun``. :func:`run_seed_stage` adds multi-scale CAM
-inference on the evaluation list, the background-threshold sweep, overlays and
-``results.json``. Every file records what produced it (``run.json``, see
-docs/reproducing.rst); a stale one is recomputed, never reused.
+:class:`SeedTrainingState` trains the CAM baseline or USAGE (student under a strong
+network adjustment, EMA teacher under a weak one); :class:`SeedStage` adds
+multi-scale CAM inference, the background-threshold sweep, overlays and results.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,52 +18,35 @@ import torch
 import torch.nn.functional as F
 
 import seedkit
-from seedkit.engine.checkpoint import load_checkpoint
-from seedkit.engine.config import SeedStageConfig
-from seedkit.engine.datasets import check_evaluation_list, class_names_for, gt_dir
+from seedkit.engine.config import SEEDS, SeedStageConfig
 from seedkit.engine.distributed import DistributedContext
-from seedkit.engine.loop import StepInfo, StepOutput, Trainer, total_steps
-from seedkit.engine.run import (
-    RUN_RECORD,
-    RunFolder,
-    dataset_digest,
-    fingerprint,
-    setting_differences,
+from seedkit.engine.loop import StepInfo, StepOutput
+from seedkit.engine.run import RUN_RECORD, RunFolder, dataset_digest, files_digest, fingerprint
+from seedkit.engine.stages import (
+    Stage,
+    TrainingState,
+    check_network,
+    class_names_for,
+    evaluation_digest,
+    evaluation_list,
+    gt_dir,
+    load_stage_model,
+    locked,
+    run_stage,
+    train_stage,
 )
-from seedkit.errors import DataFileError, RunConflictError
-from seedkit.files import atomic_write
+from seedkit.errors import DataFileError, InvalidValueError
+from seedkit.files import ContentDigests, atomic_write, remove_stale_temporaries
 
 __all__ = [
-    "MODEL_NAME",
-    "STRONG_DROP",
-    "WEAK_DROP",
-    "SeedTrainingState",
-    "backbone_kwargs",
-    "cam_validity_mask",
-    "ensure_seeds",
-    "eval_dataset",
-    "evaluate_model_seeds",
-    "load_seed_model",
-    "pooling_fraction",
-    "run_seed_stage",
-    "seed_run_folder",
-    "token_classification_loss",
-    "train_seed_model",
-    "view_drops",
-    "write_and_evaluate_seeds",
-]
+    "SEED_STAGE", "STRONG_DROP", "WEAK_DROP", "SeedStage", "SeedTrainingState",
+    "backbone_kwargs", "cam_validity_mask", "ensure_seeds", "eval_dataset",
+    "evaluate_model_seeds", "load_seed_model", "pooling_fraction", "run_seed_stage",
+    "token_classification_loss", "train_seed_model", "view_drops",
+]  # fmt: skip
 
-MODEL_NAME = "model.pt"
-#: Files and folders of a seed-stage run besides the checkpoint, model, config and logs.
-SEED_STAGE_FILES = (
-    "seeds",
-    "overlays",
-    "results.json",
-    "seeds_eval.json",
-    "seeds_table.txt",
-)
-
-SeedStep = Callable[["SeedTrainingState", dict[str, Any], StepInfo], "torch.Tensor | StepOutput"]
+STRONG_DROP = 0.3
+WEAK_DROP = 0.1
 
 
 def backbone_kwargs(config: SeedStageConfig) -> dict[str, Any]:
@@ -75,10 +54,6 @@ def backbone_kwargs(config: SeedStageConfig) -> dict[str, Any]:
     from seedkit.backbones import with_output_stride
 
     return with_output_stride(config.backbone, config.output_stride, **config.timm_kwargs)
-
-
-STRONG_DROP = 0.3
-WEAK_DROP = 0.1
 
 
 def view_drops(config: SeedStageConfig, consistency_weight: float) -> tuple[float, float]:
@@ -90,11 +65,11 @@ def view_drops(config: SeedStageConfig, consistency_weight: float) -> tuple[floa
     term was neutral for the CNN and cost the ViT 6.5 seed mIoU).
     """
     on = consistency_weight > 0
-    student = (
-        config.student_drop if config.student_drop is not None else (STRONG_DROP if on else 0.0)
+    student, teacher = config.student_drop, config.teacher_drop
+    return (
+        student if student is not None else (STRONG_DROP if on else 0.0),
+        teacher if teacher is not None else (WEAK_DROP if on else 0.0),
     )
-    teacher = config.teacher_drop if config.teacher_drop is not None else (WEAK_DROP if on else 0.0)
-    return student, teacher
 
 
 def cam_validity_mask(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -121,7 +96,18 @@ def token_classification_loss(output: Any, labels: torch.Tensor) -> torch.Tensor
     return F.multilabel_soft_margin_loss(scores.float(), labels.float())
 
 
-class SeedTrainingState:
+def build_seed_model(config: SeedStageConfig, weights: bool = True) -> torch.nn.Module:
+    """The seed model of ``config`` (``weights``: timm's or ``checkpoint_path``'s, else random)."""
+    from seedkit.backbones import create_seed_model
+
+    return create_seed_model(
+        config.backbone, num_classes=config.num_classes, pretrained=config.pretrained and weights,
+        checkpoint_path=config.checkpoint_path if weights else None, head=config.head,
+        **backbone_kwargs(config),
+    )  # fmt: skip
+
+
+class SeedTrainingState(TrainingState):
     """The model, EMA teacher, views, criterion and :class:`~seedkit.engine.Trainer` of a run.
 
     Args:
@@ -137,75 +123,47 @@ class SeedTrainingState:
             :class:`~seedkit.SeedGenerationLoss` at GAP (CAM baseline).
         student_view, teacher_view: the network-adjusted views (USAGE).
         full_weight: the consistency weight after its ramp.
-        run: the run folder (set by :func:`train_seed_model`).
+        pooling: ``(temperature, scale)`` of the generation term (temperature ``None``: GAP).
+        run: the run folder; voc_root: the data of :meth:`evaluate` (set by the stage).
     """
 
-    def __init__(
-        self, config: SeedStageConfig, context: DistributedContext, num_samples: int
-    ) -> None:
-        from seedkit.backbones import create_seed_model
-
-        self.config = config
-        self.context = context
-        model = create_seed_model(
-            config.backbone,
-            num_classes=config.num_classes,
-            pretrained=config.pretrained,
-            checkpoint_path=config.checkpoint_path,
-            head=config.head,
-            **backbone_kwargs(config),
-        )
-        steps = total_steps(config, num_samples)
+    def __init__(self, config: SeedStageConfig, context: DistributedContext, num_samples: int):
+        model = build_seed_model(config)
         self.teacher = None
         self.criterion: torch.nn.Module
+        self.full_weight = 0.0
         if config.method == "usage":
+            from seedkit.engine.loop import total_steps
+
             self.teacher = seedkit.EMATeacher(
-                model,
-                momentum=config.ema_momentum,
-                schedule=config.ema_schedule,
-                total_steps=steps,
-            )
+                model, momentum=config.ema_momentum, schedule=config.ema_schedule,
+                total_steps=total_steps(config, num_samples),
+            )  # fmt: skip
             self.criterion = seedkit.USAGELoss.for_backbone(
-                model.family,
-                generation_temperature=config.temperature,
+                model.family, generation_temperature=config.temperature,
                 consistency_temperature=config.consistency_temperature,
                 teacher_temperature=config.teacher_temperature,
                 consistency_weight=config.consistency_weight,
                 consistency_start=config.consistency_start,
                 consistency_ramp=config.consistency_ramp,
-                distance=config.distance,
-                scale=config.scale,
-                consistency_scale=config.consistency_scale,
-                normalize=config.normalize_consistency,
-            )
+                distance=config.distance, scale=config.scale,
+                consistency_scale=config.consistency_scale, normalize=config.normalize_consistency,
+            )  # fmt: skip
             self.full_weight = self.criterion.consistency_weight
         else:
             self.criterion = seedkit.SeedGenerationLoss(temperature=None)
-            self.full_weight = 0.0
         generation = getattr(self.criterion, "generation", self.criterion)
-        #: ``(temperature, scale)`` of the generation term's pooling; temperature None: GAP.
         self.pooling = (generation.temperature, generation.scale)
         stateful = {"teacher": self.teacher} if self.teacher is not None else {}
-        self.trainer = Trainer(model, config, context, num_samples, stateful=stateful)
-        self.model = self.trainer.model
+        super().__init__(model, config, context, num_samples, stateful)
+        self.student_view = self.teacher_view = None
+        self.voc_root: Any = config.voc_root
+        self._monitor: Any = None
         if self.teacher is not None:
             self.teacher.to(context.device)
-        self.run: RunFolder | None = None
-        self.student_view = self.teacher_view = None
-        if self.teacher is not None:
             student_drop, teacher_drop = view_drops(config, self.full_weight)
             self.student_view = seedkit.SelfAdaptiveView(self.trainer.wrapped, student_drop)
             self.teacher_view = seedkit.SelfAdaptiveView(self.teacher.module, teacher_drop)
-
-    @property
-    def step(self) -> int:
-        """Optimiser steps done."""
-        return self.trainer.step
-
-    @property
-    def total_steps(self) -> int:
-        """The schedule's length."""
-        return self.trainer.total_steps
 
     def seed_views(self, info: StepInfo) -> None:
         """Seed both views' segments from ``(seed, step, micro-batch)``, not from the rank.
@@ -226,15 +184,9 @@ class SeedTrainingState:
         images, labels, valid = batch["image"], batch["labels"], batch["valid"]
         if self.config.method != "usage":
             output = self.trainer.wrapped(images)
-            cams = output.cams
-            loss = generation = self.criterion(
-                cams, labels, cam_validity_mask(valid, cams.shape[-2:])
-            )
-            logs = {
-                "generation": generation,
-                "consistency": loss.new_zeros(()),
-                "consistency_weight": 0.0,
-            }
+            mask = cam_validity_mask(valid, output.cams.shape[-2:])
+            loss = self.criterion(output.cams, labels, mask)
+            logs = {"generation": loss, "consistency": 0 * loss, "consistency_weight": 0.0}
         else:
             weight = self.criterion.weight_at(info.progress)
             self.seed_views(info)
@@ -243,17 +195,12 @@ class SeedTrainingState:
                 with torch.no_grad():
                     teacher_cams = self.teacher_view(images).cams
             output = self.student_view(images)
-            cams = output.cams
-            mask = cam_validity_mask(valid, cams.shape[-2:])
-            out = self.criterion(cams, teacher_cams, labels, mask, progress=info.progress)
+            mask = cam_validity_mask(valid, output.cams.shape[-2:])
+            out = self.criterion(output.cams, teacher_cams, labels, mask, progress=info.progress)
             loss = out.loss
-            logs = {
-                "generation": out.generation,
-                "consistency": out.consistency,
-                "consistency_weight": weight,
-            }
-        mask = cam_validity_mask(valid, cams.shape[-2:])
-        logs["neff_fraction"] = self.neff_fraction(cams, labels, mask)
+            logs = {"generation": out.generation, "consistency": out.consistency,
+                    "consistency_weight": weight}  # fmt: skip
+        logs["neff_fraction"] = self.neff_fraction(output.cams, labels, mask)
         token = token_classification_loss(output, labels)
         if token is not None:
             loss = loss + token
@@ -281,182 +228,209 @@ class SeedTrainingState:
         if self.teacher is not None:
             self.teacher.update(self.model, step=info.step)
 
-    def evaluate(self, dataset: Any) -> dict[str, Any]:
-        """Seed mIoU / FP / FN of the student (and the teacher, if any) now: a log record."""
-        config = self.config
+    def evaluate(self, dataset: Any = None) -> dict[str, Any]:
+        """Seed mIoU / FP / FN of the student (and the teacher, if any) now: a log record.
+
+        ``dataset``: the evaluation list with masks (default: the config's, read once).
+        """
+        config, device = self.config, self.context.device
+        if dataset is None:
+            self._monitor = self._monitor or eval_dataset(config, self.voc_root, with_masks=True)
+            dataset = self._monitor
         record: dict[str, Any] = {}
-        models = {"": self.model}
-        if self.teacher is not None:
-            models["teacher_"] = self.teacher.module
+        models = {"": self.model, **({"teacher_": self.teacher.module} if self.teacher else {})}
         for prefix, model in models.items():
-            result = evaluate_model_seeds(
-                model, dataset, config.num_classes, config.max_threshold, device=self.context.device
-            )
-            record.update(
-                {
-                    f"{prefix}miou": round(result.best_miou, 4),
-                    f"{prefix}threshold": round(result.best_threshold, 4),
-                    f"{prefix}fp_rate": round(result.fp_rate, 5),
-                    f"{prefix}fn_rate": round(result.fn_rate, 5),
-                }
-            )
-        temperature, scale = self.pooling
-        record["neff_fraction"] = round(
-            pooling_fraction(self.model, dataset, temperature, scale, self.context.device), 5
-        )
+            result = evaluate_model_seeds(model, dataset, config.num_classes, config.max_threshold,
+                                          device=device)  # fmt: skip
+            for key, value, digits in (
+                ("miou", result.best_miou, 4), ("threshold", result.best_threshold, 4),
+                ("fp_rate", result.fp_rate, 5), ("fn_rate", result.fn_rate, 5),
+            ):  # fmt: skip
+                record[f"{prefix}{key}"] = round(value, digits)
+        neff = pooling_fraction(self.model, dataset, *self.pooling, device)
+        record["neff_fraction"] = round(neff, 5)
         return record
 
 
-def _train_dataset(config: SeedStageConfig, voc_root: str):
+def _train_dataset(config: SeedStageConfig, voc_root: Any) -> Any:
     from seedkit.data import TrainTransform, VOCSegmentation
 
     resize = config.resize_long or (config.image_size, int(config.image_size * 1.7))
-    transform = TrainTransform(
-        config.image_size, resize_long=resize, color_jitter=config.color_jitter
-    )
+    jitter = config.color_jitter
+    transform = TrainTransform(config.image_size, resize_long=resize, color_jitter=jitter)
+    names = class_names_for(config.num_classes)[1:]
     return VOCSegmentation(
-        voc_root,
-        config.train_split,
-        transform=transform,
-        with_masks=False,
-        seed=config.seed,
-        class_names=class_names_for(config.num_classes)[1:],
-    )
+        voc_root, config.train_split, transform=transform, with_masks=False, seed=config.seed,
+        class_names=names,
+    )  # fmt: skip
 
 
-def seed_run_folder(
-    config: SeedStageConfig, context: DistributedContext, train_dataset: Any
-) -> RunFolder:
-    """The :class:`~seedkit.engine.RunFolder` of a seed-stage run on ``train_dataset``."""
-    return RunFolder(
-        config,
-        context,
-        MODEL_NAME,
-        SEED_STAGE_FILES,
-        inputs={"train_data": dataset_digest(train_dataset)},
-        total_steps=total_steps(config, len(train_dataset)),
-    )
+def list_dataset(config: SeedStageConfig, voc_root: Any, split: Any) -> Any:
+    """The images (and labels) of a list, unaugmented: what seeds are written for."""
+    from seedkit.data import InferenceTransform, VOCSegmentation
+
+    names = class_names_for(config.num_classes)[1:]
+    return VOCSegmentation(voc_root, split, InferenceTransform(), None, False, class_names=names)
+
+
+def eval_dataset(config: SeedStageConfig, voc_root: Any, with_masks: bool = False) -> Any:
+    """The evaluation list of ``config`` (``eval_split``, first ``eval_limit`` ids), unaugmented."""
+    if with_masks:
+        return evaluation_list(config, voc_root)
+    dataset = list_dataset(config, voc_root, config.eval_split)
+    dataset.ids = dataset.ids[: config.eval_limit]
+    return dataset
+
+
+class SeedStage(Stage):
+    """Stage 1: the seed model, its seeds on the evaluation list and their evaluation."""
+
+    name = SEEDS
+    model_file = "model.pt"
+    owned = ("seeds", "overlays", "results.json", "seeds_eval.json", "seeds_table.txt")
+
+    def check_settings(self, config: Any, context: DistributedContext, produced: bool) -> None:
+        """The model: family, output stride, head, starting weights."""
+        model = check_network(config, context, build_seed_model)
+        if config.output_stride is not None and model.family == "vit":
+            raise InvalidValueError(
+                "output_stride", f"None for a ViT ({config.backbone}'s stride is its patch size)",
+                config.output_stride,
+            )  # fmt: skip
+
+    def check_data(self, config: Any, voc_root: Any, produced: bool) -> None:
+        """Every image and label of the training list, images and masks of the evaluation list."""
+        _train_dataset(config, voc_root).check_files()
+        evaluation_list(config, voc_root, check=True)
+
+    def inputs(self, config: Any, voc_root: Any, digests: ContentDigests) -> dict[str, Any]:
+        """The training data (images and labels), by content."""
+        return {"train_data": dataset_digest(_train_dataset(config, voc_root), digests)}
+
+    def build_model(self, config: Any, weights: bool = True) -> torch.nn.Module:
+        """The seed model (:func:`seedkit.backbones.create_seed_model`)."""
+        return build_seed_model(config, weights)
+
+    def training(self, config: Any, context: DistributedContext, voc_root: Any) -> tuple[Any, Any]:
+        """The augmented training list and a :class:`SeedTrainingState`."""
+        dataset = _train_dataset(config, voc_root)
+        state = SeedTrainingState(config, context, len(dataset))
+        state.voc_root = voc_root
+        return dataset, state
+
+    def produce(
+        self, config: Any, context: DistributedContext, voc_root: Any, state: Any, run: RunFolder
+    ) -> dict[str, Any] | None:
+        """Seeds of the evaluation list, the threshold sweep, overlays; the results (rank 0)."""
+        from seedkit.data import read_image
+        from seedkit.metrics import evaluate_seeds, load_psa_maps
+        from seedkit.viz import save_overlay
+
+        names = class_names_for(config.num_classes)
+        dataset = eval_dataset(config, voc_root)
+        seeds_dir = ensure_seeds(config, context, dataset, run=run, model=state.model)
+        if not context.is_main:
+            return None
+        result = evaluate_seeds(
+            seeds_dir, gt_dir(dataset.root), dataset.ids, num_labels=config.num_classes + 1,
+            max_threshold=config.max_threshold, progress=config.progress, class_names=names,
+        )  # fmt: skip
+        report = json.dumps(result.to_json_dict(), indent=2)
+        atomic_write(run.out / "seeds_eval.json", report.encode())
+        atomic_write(run.out / "seeds_table.txt", (result.format_table() + "\n").encode())
+        overlays = run.out / "overlays"
+        if overlays.is_dir():  # drawn again at this run's threshold, for this run's list
+            for old in overlays.glob("*.png"):
+                old.unlink()
+            remove_stale_temporaries(overlays)
+        for image_id in dataset.ids[: config.num_overlays]:
+            maps = load_psa_maps(seeds_dir / f"{image_id}.npy", config.num_classes)
+            save_overlay(
+                read_image(dataset.image_path(image_id)), maps, overlays / f"{image_id}.png",
+                threshold=result.best_threshold, class_names=names,
+            )  # fmt: skip
+        seeds = {
+            "miou": result.best_miou, "threshold": result.best_threshold,
+            "fp_rate": result.fp_rate, "fn_rate": result.fn_rate,
+            "activation_state": result.activation_state,
+            "mean_over": result.mean_over,
+            "iou": [None if math.isnan(v) else float(v) for v in result.iou],
+            "num_images": result.num_images, "warnings": list(result.warnings),
+            "neff_fraction": pooling_fraction(state.model, dataset, *state.pooling, context.device),
+        }  # fmt: skip
+        return {"seeds": seeds, "method": config.method, "backbone": config.backbone,
+                "config": config.to_dict()}  # fmt: skip
+
+    def result_inputs(
+        self, config: Any, voc_root: Any, run: RunFolder, digests: ContentDigests
+    ) -> dict[str, Any]:
+        """The model, training inputs, the evaluated seed files and the ground truth."""
+        dataset = evaluation_list(config, voc_root)
+        seeds = [run.out / "seeds" / f"{i}.npy" for i in dataset.ids]
+        return {
+            **super().result_inputs(config, voc_root, run, digests),
+            "seed_files": files_digest(seeds, digests),
+            "eval_data": evaluation_digest(dataset, digests),
+        }
+
+
+#: The seed stage (stage 1).
+SEED_STAGE = SeedStage()
 
 
 def train_seed_model(
     config: SeedStageConfig,
     context: DistributedContext,
-    voc_root: str,
+    voc_root: Any = None,
     resume: bool = False,
     overwrite: bool = False,
-    *,
-    step: SeedStep | None = None,
-    stop_after_steps: int | None = None,
-    evaluate: Callable[[SeedTrainingState], dict[str, Any]] | None = None,
+    **hooks: Any,
 ) -> SeedTrainingState:
-    """Train the seed model of ``config`` (if ``config.out`` has no finished one); return its state.
+    """Train the seed model of ``config`` (unless ``config.out`` has it); return its state.
 
-    Checks every id of the training and evaluation lists, then ``config.out``
-    (see :class:`~seedkit.engine.RunFolder`), then trains: ``config.json``,
-    ``run.json``, ``log.jsonl``, atomic checkpoints ``checkpoint.pt`` and the final
-    ``model.pt`` (rank 0 writes). With ``resume=True`` training continues exactly
-    where it stopped: the data order, augmentations and network-adjustment
-    segments are functions of ``(seed, epoch, step)``, and the RNG state is in the
-    checkpoint. A finished run of the same settings is not trained again.
-
-    Args:
-        config: the run's configuration (validated here).
-        context: the process's distributed context.
-        voc_root: the VOC2012 folder.
-        resume: continue the run in ``config.out`` (it must exist).
-        overwrite: delete the run in ``config.out`` first.
-        step: the step hook ``step(state, batch, info) -> loss | StepOutput``;
-            default :meth:`SeedTrainingState.training_step`.
-        stop_after_steps: testing aid; see :meth:`~seedkit.engine.Trainer.fit`.
-        evaluate: the ``eval_every`` hook ``evaluate(state) -> values`` of the
-            ``eval`` log records (rank 0 only; it must not change the training);
-            default :meth:`SeedTrainingState.evaluate` on the evaluation list.
+    :func:`~seedkit.engine.train_stage` of :data:`SEED_STAGE` (its arguments and hooks:
+    ``step(state, batch, info)``, ``evaluate(state) -> dict`` for the ``eval_every``
+    records, ``stop_after_steps``; ``voc_root`` defaults to ``config.voc_root``). Every
+    setting, the model, every id of the training and evaluation lists and
+    ``config.out`` are checked first; ``resume`` continues exactly where the run
+    stopped; a finished run of the same settings is not trained again.
 
     Returns:
         The :class:`SeedTrainingState` after the last step.
     """
-    config.validate()
-    torch.manual_seed(config.seed)
-    dataset = _train_dataset(config, voc_root)
-    dataset.check_files()
-    check_evaluation_list(voc_root, config.eval_split, config.num_classes, config.eval_limit)
-    run = seed_run_folder(config, context, dataset)
-    plan = run.prepare(resume=resume, overwrite=overwrite)
-    state = SeedTrainingState(config, context, len(dataset))
-    state.run = run
-    if not plan.train:
-        state.model.load_state_dict(load_seed_model(config, context.device).state_dict())
-        state.trainer.step = int(run.record["step"])
-        return state
-    if config.eval_every and evaluate is None:
-        # The masks of the evaluation list, read once, for eval_every (rank 0 only).
-        monitor = eval_dataset(config, voc_root, with_masks=True)
-        evaluate = functools.partial(SeedTrainingState.evaluate, dataset=monitor)
-    hook = step or SeedTrainingState.training_step
-    from seedkit.data import collate
-
-    state.trainer.fit(
-        dataset,
-        lambda batch, info: hook(state, batch, info),
-        run,
-        collate=collate,
-        resume=plan.resume,
-        after_step=state.after_step,
-        evaluate=(lambda: evaluate(state)) if config.eval_every and evaluate else None,
-        eval_every=config.eval_every,
-        stop_after_steps=stop_after_steps,
-        desc=f"train {config.method}",
-        log_start={"family": state.model.family, "seedkit_version": seedkit.__version__},
-    )
-    state.trainer.save_model(run, family=state.model.family)
-    return state
+    root = voc_root or config.voc_root
+    return train_stage(SEED_STAGE, config, context, root, resume, overwrite, **hooks)[0]
 
 
-def load_seed_model(config: SeedStageConfig, device: torch.device) -> torch.nn.Module:
+def run_seed_stage(
+    config: SeedStageConfig,
+    context: DistributedContext,
+    voc_root: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    **hooks: Any,
+) -> dict[str, Any] | None:
+    """Train (unless finished), write seeds, evaluate; write ``OUT/results.json`` on rank 0.
+
+    Seed files are reused only if they come from this model with these settings and
+    their content is the recorded one; the evaluation always runs. The arguments are
+    :func:`train_seed_model`'s.
+
+    Returns:
+        ``results.json``'s content on rank 0 (``None`` on other ranks).
+    """
+    root = voc_root or config.voc_root
+    return run_stage(SEED_STAGE, config, context, root, resume, overwrite, **hooks)
+
+
+def load_seed_model(config: SeedStageConfig, device: torch.device | str) -> torch.nn.Module:
     """Rebuild the stage-1 model of ``config`` from ``config.out/model.pt``.
 
     Raises:
         DataFileError: stage 1 has not finished (no ``model.pt``).
         RunConflictError: ``model.pt`` was trained with other settings than ``config``.
     """
-    from seedkit.backbones import create_seed_model
-
-    path = Path(config.out) / MODEL_NAME
-    if not path.is_file():
-        raise DataFileError(path, "stage-1 model", "run stage 1 first (--stages 1)")
-    state = load_checkpoint(path, required=("model",))
-    recorded = state.get("run", {}).get("fields") if isinstance(state.get("run"), dict) else None
-    if recorded is None:
-        raise RunConflictError(path, "has no record of the settings that trained it")
-    differences = setting_differences(recorded, config.training_fields())
-    if differences:
-        raise RunConflictError(
-            path,
-            "was trained with other settings",
-            differences,
-            "pass the settings it was trained with, or retrain it (`overwrite`)",
-        )
-    model = create_seed_model(
-        config.backbone, num_classes=config.num_classes, head=config.head, **backbone_kwargs(config)
-    )
-    model.load_state_dict(state["model"])
-    return model.to(device)
-
-
-def eval_dataset(config: SeedStageConfig, voc_root: str, with_masks: bool = False) -> Any:
-    """The evaluation list of ``config`` (``eval_split``, first ``eval_limit`` ids), unaugmented."""
-    from seedkit.data import InferenceTransform, VOCSegmentation
-
-    dataset = VOCSegmentation(
-        voc_root,
-        config.eval_split,
-        transform=InferenceTransform(),
-        with_masks=with_masks,
-        class_names=class_names_for(config.num_classes)[1:],
-    )
-    if config.eval_limit is not None:
-        dataset.ids = dataset.ids[: config.eval_limit]
-    return dataset
+    return load_stage_model(SEED_STAGE, config, device)
 
 
 def evaluate_model_seeds(
@@ -469,29 +443,21 @@ def evaluate_model_seeds(
 ) -> Any:
     """Score a model's seeds on a dataset with masks in memory (no files): a ``SweepResult``.
 
-    The quick check of :attr:`SeedStageConfig.eval_every`: seeds from
-    :func:`seedkit.cam.infer_cams` at ``scales`` with flips, swept against the
-    masks as ``seedkit eval-seeds`` does. The model's train / eval mode is restored.
+    The quick check of ``eval_every``: seeds from :func:`seedkit.cam.infer_cams` at
+    ``scales`` with flips, swept against the masks as ``seedkit eval-seeds`` does.
+    The model's train / eval mode is restored.
     """
     from seedkit.cam import as_seed_map_model, infer_cams
     from seedkit.metrics import ThresholdSweep
 
     sweep = ThresholdSweep(num_labels=num_classes + 1, max_threshold=max_threshold)
-    was_training = model.training
-    model.eval()
-    seed_maps = as_seed_map_model(model)
-    try:
+    with _evaluating(model):
+        seed_maps = as_seed_map_model(model)
         for index in range(len(dataset)):
             item = dataset[index]
-            seeds = infer_cams(
-                seed_maps,
-                item["image"][None].to(device),
-                item["labels"][None].to(device),
-                scales=scales,
-            )
+            images, labels = item["image"][None].to(device), item["labels"][None].to(device)
+            seeds = infer_cams(seed_maps, images, labels, scales=scales)
             sweep.update(seeds[0].cpu().numpy(), item["mask"].numpy())
-    finally:
-        model.train(was_training)
     return sweep.result()
 
 
@@ -510,44 +476,40 @@ def pooling_fraction(
     """
     if temperature is None:
         return 1.0
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0.0
-    try:
-        with torch.no_grad():
-            for index in range(len(dataset)):
-                item = dataset[index]
-                cams = model(item["image"][None].to(device)).cams.float()
-                labels = item["labels"][None].to(cams.device).float()
-                fraction = seedkit.losses.effective_fraction(cams, temperature, scale=scale)
-                total += float((fraction * labels).sum())
-                count += float(labels.sum())
-    finally:
-        model.train(was_training)
+    with _evaluating(model), torch.no_grad():
+        for index in range(len(dataset)):
+            item = dataset[index]
+            cams = model(item["image"][None].to(device)).cams.float()
+            labels = item["labels"][None].to(cams.device).float()
+            fraction = seedkit.losses.effective_fraction(cams, temperature, scale=scale)
+            total, count = total + float((fraction * labels).sum()), count + float(labels.sum())
     return total / max(count, 1.0)
 
 
-def seeds_fingerprint(config: SeedStageConfig, model_digest: str) -> str:
-    """What the seed files depend on: the model file and the inference settings."""
-    return fingerprint(
-        {
-            "model": model_digest,
-            "cam_scales": list(config.cam_scales),
-            "seed_temperature": config.seed_temperature,
-            "num_classes": config.num_classes,
-            "seed_format": config.seed_format,
-        }
-    )
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
-def _open_run(config: SeedStageConfig, context: DistributedContext) -> RunFolder:
-    """The finished stage-1 run folder of ``config``, without changing it."""
-    run = RunFolder(config, context, MODEL_NAME, SEED_STAGE_FILES, inputs={}, total_steps=0)
-    path = run.out / RUN_RECORD
-    if not path.is_file():
-        raise DataFileError(path, "stage-1 run record", "run stage 1 first (--stages 1)")
-    run.record = json.loads(path.read_text())
-    return run
+def seeds_fingerprint(config: SeedStageConfig, model_digest: str | None) -> str:
+    """What the seed files depend on: the model file and the ``seeds`` settings."""
+    affects = config.settings()
+    settings = {n: v for n, v in config.values().items() if "seeds" in affects[n].affects}
+    return fingerprint({"model": model_digest, "num_classes": config.num_classes, **settings})
+
+
+def seeds_current(config: SeedStageConfig, ids: list[str]) -> bool:
+    """Whether ``config.out/seeds`` holds this model's seeds of every id, unchanged."""
+    run = SEED_STAGE.run_folder(config, DistributedContext(), None, produced=True)
+    model = (run.read() or {}).get("model", {}).get("sha256")
+    names = [f"{i}.npy" for i in ids]
+    return run.artefact_current("seeds", seeds_fingerprint(config, model), names)
 
 
 def ensure_seeds(
@@ -559,161 +521,31 @@ def ensure_seeds(
 ) -> Path:
     """Write the seeds of ``dataset``'s ids that ``config.out/seeds`` lacks; return the folder.
 
-    Seed files of another model or other inference settings (their fingerprint
-    is in ``run.json``) are deleted first, never reused. Writing is sharded over
+    Seed files of another model or other inference settings are deleted first, and
+    so is any file whose content is not the one recorded when it was written (an
+    edited, truncated or NaN file): it is written again. Writing is sharded over
     processes. A multi-class-token model's seeds are its localisation maps
     (:func:`seedkit.cam.as_seed_map_model`).
     """
     from seedkit.cam import as_seed_map_model, write_cams
 
-    run = run or _open_run(config, context)
-    seeds_dir = run.out / "seeds"
-    model = model if model is not None else load_seed_model(config, context.device)
-    run.begin_artefact("seeds", seeds_fingerprint(config, run.model_digest()))
-    model.eval()
-    write_cams(
-        as_seed_map_model(model),  # MCT models: their localisation maps; others: CAMs
-        dataset,
-        seeds_dir,
-        scales=config.cam_scales,
-        device=context.device,
-        temperature=config.seed_temperature,
-        progress=context.is_main and config.progress,
-        rank=context.rank,
-        world_size=context.world_size,
-        format=config.seed_format,
-    )
-    context.barrier()
-    run.finish_artefact("seeds")
+    if run is None:
+        run = SEED_STAGE.run_folder(config, context, None, produced=True)
+        run.record = run.read() or {}
+        if run.record.get("status") != "trained":
+            raise DataFileError(run.out / RUN_RECORD, "finished stage-1 run", "run stage 1 first")
+    with locked(context, run.out):
+        seeds_dir = run.out / "seeds"
+        model = model if model is not None else load_seed_model(config, context.device)
+        sources = {f"{i}.npy": run.digests.digest(dataset.image_path(i))[:16] for i in dataset.ids}
+        run.open_artefact("seeds", seeds_fingerprint(config, run.model_digest()), sources)
+        model.eval()
+        write_cams(
+            as_seed_map_model(model),  # MCT models: their localisation maps; others: CAMs
+            dataset, seeds_dir, scales=config.cam_scales, device=context.device,
+            temperature=config.seed_temperature, progress=context.is_main and config.progress,
+            rank=context.rank, world_size=context.world_size, format=config.seed_format,
+        )  # fmt: skip
+        context.barrier()
+        run.close_artefact("seeds")
     return seeds_dir
-
-
-def write_and_evaluate_seeds(
-    model: torch.nn.Module,
-    config: SeedStageConfig,
-    context: DistributedContext,
-    voc_root: str,
-    run: RunFolder | None = None,
-) -> dict[str, Any] | None:
-    """Write multi-scale seeds for the evaluation list, sweep the threshold, draw overlays.
-
-    Seed writing is sharded across processes; rank 0 evaluates and returns the
-    ``"seeds"`` entry of ``results.json`` (other ranks return ``None``).
-    """
-    from seedkit.data import read_image
-    from seedkit.files import remove_stale_temporaries
-    from seedkit.metrics import evaluate_seeds, load_psa_maps
-    from seedkit.viz import save_overlay
-
-    run = run or _open_run(config, context)
-    out = run.out
-    names = class_names_for(config.num_classes)
-    dataset = eval_dataset(config, voc_root)
-    seeds_dir = ensure_seeds(config, context, dataset, run=run, model=model)
-    if not context.is_main:
-        return None
-    result = evaluate_seeds(
-        seeds_dir,
-        gt_dir(dataset.root),
-        dataset.ids,
-        num_labels=config.num_classes + 1,
-        max_threshold=config.max_threshold,
-        progress=config.progress,
-        class_names=names,
-    )
-    atomic_write(out / "seeds_eval.json", _json(result.to_json_dict()).encode())
-    overlays = out / "overlays"
-    if overlays.is_dir():  # drawn again at this run's threshold, for this run's list
-        for old in overlays.glob("*.png"):
-            old.unlink()
-        remove_stale_temporaries(overlays)
-    for image_id in dataset.ids[: config.num_overlays]:
-        maps = load_psa_maps(seeds_dir / f"{image_id}.npy", config.num_classes)
-        save_overlay(
-            read_image(dataset.image_path(image_id)),
-            maps,
-            overlays / f"{image_id}.png",
-            threshold=result.best_threshold,
-            class_names=names,
-        )
-    return {
-        "miou": result.best_miou,
-        "threshold": result.best_threshold,
-        "fp_rate": result.fp_rate,
-        "fn_rate": result.fn_rate,
-        "activation_state": result.activation_state,
-        "mean_over": result.mean_over,
-        "iou": [None if math.isnan(v) else float(v) for v in result.iou],
-        "num_images": result.num_images,
-        "warnings": list(result.warnings),
-        "table": result.format_table(),
-    }
-
-
-def _json(document: Any) -> str:
-    return json.dumps(document, indent=2) + "\n"
-
-
-def provenance(run: RunFolder) -> dict[str, Any]:
-    """The ``"provenance"`` entry of a stage's ``results.json``: what produced the numbers."""
-    record = run.record
-    return {
-        "run": record.get("fingerprint"),
-        "model": record.get("model"),
-        "steps": record.get("step"),
-        "segments": record.get("segments"),
-        "artefacts": {k: v.get("fingerprint") for k, v in record.get("artefacts", {}).items()},
-        "seedkit_version": seedkit.__version__,
-    }
-
-
-def run_seed_stage(
-    config: SeedStageConfig,
-    context: DistributedContext,
-    voc_root: str,
-    resume: bool = False,
-    overwrite: bool = False,
-    *,
-    step: SeedStep | None = None,
-    stop_after_steps: int | None = None,
-    evaluate: Callable[[SeedTrainingState], dict[str, Any]] | None = None,
-) -> dict[str, Any] | None:
-    """Train (unless finished), write seeds, evaluate; write ``OUT/results.json`` on rank 0.
-
-    A finished run of the same settings in ``config.out`` is reused; seed files are
-    reused only if they come from this model with these inference settings; the
-    evaluation always runs. See :func:`train_seed_model` for the arguments.
-
-    Returns:
-        ``results.json``'s content on rank 0 (``None`` on other ranks).
-    """
-    state = train_seed_model(
-        config,
-        context,
-        voc_root,
-        resume=resume,
-        overwrite=overwrite,
-        step=step,
-        stop_after_steps=stop_after_steps,
-        evaluate=evaluate,
-    )
-    run = state.run
-    seeds = write_and_evaluate_seeds(state.model, config, context, voc_root, run=run)
-    if seeds is None:
-        return None
-    temperature, scale = state.pooling
-    seeds["neff_fraction"] = pooling_fraction(
-        state.model, eval_dataset(config, voc_root), temperature, scale, context.device
-    )
-    table = seeds.pop("table")
-    results = {
-        "seeds": seeds,
-        "method": config.method,
-        "backbone": config.backbone,
-        "config": config.to_dict(),
-        "provenance": provenance(run),
-    }
-    out = Path(config.out)
-    atomic_write(out / "results.json", _json(results).encode())
-    atomic_write(out / "seeds_table.txt", (table + "\n").encode())
-    return results

@@ -10,6 +10,7 @@ import numpy as np
 from seedkit.checks import check_num_labels, is_integer
 from seedkit.data import read_mask
 from seedkit.errors import DataError, DataFileError
+from seedkit.files import load_npy
 
 __all__ = ["load_gt_mask", "load_psa_cam", "load_psa_maps"]
 
@@ -21,7 +22,8 @@ def load_psa_maps(
 ) -> dict[int, np.ndarray]:
     """Read one seed file as ``{foreground class index: HxW float32 map}``.
 
-    Accepted layouts (``np.save`` of a dict, read with ``allow_pickle=True``):
+    Accepted layouts (``np.save`` of a dict, read with :func:`seedkit.files.load_npy`,
+    which refuses a pickle that would run code):
 
     - psa / SEAM / MCTformer: ``{class_index: HxW map in [0, 1]}`` with 0-based
       foreground indices (no background);
@@ -40,20 +42,13 @@ def load_psa_maps(
         DataFileError: the file does not exist.
         DataError: unreadable file, not a dict, a class index outside
             ``[0, num_fg_classes)``, maps that are not 2-D, of different or
-            unexpected size, non-finite or outside ``[0, 1]``; the message
-            names the file.
+            unexpected size, non-finite or outside ``[0, 1]``, or a pickle that
+            would run code; the message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise DataFileError(path, "seed file", "seeds are stored as <id>.npy per image")
-    try:
-        raw = np.load(path, allow_pickle=True)
-    except Exception as error:  # numpy raises several types for corrupt files
-        raise DataError(
-            path, "a .npy file holding a pickled dict", f"unreadable file ({error})"
-        ) from error
-    if isinstance(raw, np.ndarray) and raw.dtype == object and raw.shape == ():
-        raw = raw.item()
+    raw = load_npy(path, "a .npy file holding a pickled dict")
     if not isinstance(raw, dict):
         actual = (
             f"array of shape {raw.shape}" if isinstance(raw, np.ndarray) else type(raw).__name__
