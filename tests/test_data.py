@@ -242,10 +242,20 @@ def test_cli_make_cls_labels(
     labels = load_cls_labels(out)
     assert list(labels) == read_id_list(demo, "val")
     assert "wrote" in capsys.readouterr().out
-    # IRN's integer keys need VOC's numeric ids; the demo's say why they cannot be.
+    # IRN's integer keys need VOC's numeric ids: the demo's (2000_NNNNNN) have them;
+    # ids that are not numeric are refused, saying why.
     irn = tmp_path / "irn_labels.npy"
     args = ["make-cls-labels", "--list", "val", "--key-type", "int", "--out", str(irn)]
-    assert main([*args, "--voc-root", str(demo)]) == 2
+    assert main([*args, "--voc-root", str(demo)]) == 0
+    demo_keys = sorted(np.load(irn, allow_pickle=True).item())
+    assert demo_keys == sorted(int(i.replace("_", "")) for i in read_id_list(demo, "val"))
+    capsys.readouterr()
+    named = tmp_path / "named" / "VOC2012"
+    (named / "JPEGImages").mkdir(parents=True)
+    (named / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (named / "ImageSets" / "Segmentation" / "val.txt").write_text("cat_photo\n")
+    write_mask_png(named / "SegmentationClass" / "cat_photo.png", np.full((4, 4), 8))
+    assert main([*args, "--voc-root", str(named)]) == 2
     assert "integer keys" in capsys.readouterr().err
     voc = tmp_path / "irn" / "VOC2012"
     (voc / "JPEGImages").mkdir(parents=True)
