@@ -19,6 +19,7 @@ TOLERANCE = 0.5
 
 
 def expected_block(readme: str) -> list[str]:
+    """The lines of the README's expected-output text block."""
     lines = readme.splitlines()
     for index, line in enumerate(lines):
         if line.startswith("Expected output"):
@@ -29,6 +30,7 @@ def expected_block(readme: str) -> list[str]:
 
 
 def rows(lines: list[str]) -> dict[str, float]:
+    """``{label: first number}`` of every table row among ``lines``."""
     found = {}
     for line in lines:
         match = ROW.match(line)
@@ -38,6 +40,7 @@ def rows(lines: list[str]) -> dict[str, float]:
 
 
 def main(readme_path: str, log_path: str) -> int:
+    """Compare; print what differs; return the exit status."""
     expected = rows(expected_block(Path(readme_path).read_text()))
     printed = rows(Path(log_path).read_text().splitlines())
     if len(expected) < 5:

@@ -87,7 +87,8 @@ def test_train_coco_runs_all_stages_on_a_tiny_coco(tmp_path: Path) -> None:
     command = [
         sys.executable, str(ROOT / "examples" / "train_coco.py"),
         "--coco-root", str(coco), "--out", str(out),
-        "--stages", "1,2,3", "--recipe", "demo", "--backbone", "resnet18", "--image-size", "64",
+        "--stages", "1,2,3", "--recipe", "demo-scratch", "--backbone", "resnet18",
+        "--image-size", "64",
         "--batch-size", "4", "--max-steps", "2", "--cam-scales", "1.0", "--num-workers", "0",
         "--no-progress", "--pm-backbone", "resnet18", "--pm-steps", "2", "--pm-batch-size", "4",
         "--pm-image-size", "48",

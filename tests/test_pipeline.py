@@ -214,7 +214,8 @@ def _env() -> dict[str, str]:
 
 
 TINY_STAGES = [
-    "--demo-images", "12", "--image-size", "64", "--batch-size", "4", "--max-steps", "2",
+    "--recipe", "demo-scratch", "--demo-images", "12", "--image-size", "64",
+    "--batch-size", "4", "--max-steps", "2",
     "--eval-limit", "3", "--cam-scales", "1.0", "--num-workers", "0", "--no-progress",
     "--method", "usage", "--pm-steps", "2", "--pm-batch-size", "4", "--pm-image-size", "48",
     "--exp-times", "3", "--seg-steps", "2", "--seg-batch-size", "2", "--seg-image-size", "64",

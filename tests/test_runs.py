@@ -48,7 +48,8 @@ def voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _args(voc: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--voc-root", str(voc), "--recipe", "demo", "--method", "cam", "--train-split", "train",
+        "--voc-root", str(voc), "--recipe", "demo-scratch", "--method", "cam",
+        "--train-split", "train",
         "--image-size", "64", "--batch-size", "4", "--eval-limit", "2", "--cam-scales", "1.0",
         "--num-workers", "0", "--no-progress", "--log-every", "1", "--checkpoint-every", "2",
         "--out", str(out), *extra,

