@@ -672,9 +672,30 @@ def tables(out: Path, datasets: list[str], backbones: list[str]) -> dict[str, An
             entry["selection"] = selection_table(out, dataset, backbone)
             evidence["datasets"][dataset]["backbones"][backbone] = entry
         lines.append("")
+        lines += selection_lines(dataset, evidence["datasets"][dataset]["backbones"])
     lines += ablation_table(out, datasets, evidence)
     (out / "tables.md").write_text("\n".join(lines) + "\n")
     return evidence
+
+
+def selection_lines(dataset: str, backbones: dict[str, Any]) -> list[str]:
+    """The selection split's table (seed 0): every configuration tried, best first."""
+    lines: list[str] = []
+    for backbone, entry in backbones.items():
+        rows = sorted(entry["selection"].items(), key=lambda item: -item[1]["select_miou"])
+        lines += [
+            f"## selection ({dataset}, {backbone}, seed 0)",
+            "",
+            "| configuration | selection mIoU | step | t | N_eff/N |",
+            "|---|---|---|---|---|",
+        ]
+        for kind, row in rows:
+            lines.append(
+                f"| {kind} | {row['select_miou']:.1f} | {row['step']} | {row['threshold']:.2f} "
+                f"| {row['neff_fraction']:.3f} |"
+            )
+        lines.append("")
+    return lines
 
 
 def ablation_table(out: Path, datasets: list[str], evidence: dict[str, Any]) -> list[str]:
