@@ -338,15 +338,8 @@ def _defining_module(name: str) -> str:
     return module
 
 
-#: Module cycles known and not yet fixed (each one a failing case of issue 22).
-KNOWN_CYCLES = {
-    # still there after main merged kernels2 (c3ab541): _dispatch imports _selfcheck in a
-    # function, _selfcheck imports fused, fused imports _dispatch (issue 22, open)
-    frozenset({
-        "seedkit.kernels._dispatch", "seedkit.kernels._selfcheck", "seedkit.kernels.fused",
-        "seedkit.kernels.triton_kernels",
-    }),
-}
+#: Module cycles known and not yet fixed (none).
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def test_no_import_cycle_between_modules() -> None:

@@ -31,6 +31,7 @@ from seedkit.kernels._dispatch import (
     AUTO_MIN_NUMEL,
     BACKENDS,
     get_backend,
+    register_self_check,
     resolve_backend,
     self_check,
     self_check_results,
@@ -38,7 +39,10 @@ from seedkit.kernels._dispatch import (
     triton_available,
     use_backend,
 )
+from seedkit.kernels._selfcheck import run_self_check
 from seedkit.kernels.fused import fused_kl_consistency, fused_temperature_pool, kl_rows, pool_rows
+
+register_self_check(run_self_check)
 
 __all__ = [
     "AUTO_MIN_NUMEL",

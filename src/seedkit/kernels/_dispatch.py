@@ -190,13 +190,22 @@ def self_check(
     check_choice("backend", backend, _CHECKABLE)
     key = (backend, _device_name(device), _working_dtype(dtype))
     if key not in _CHECKED:
-        from seedkit.kernels._selfcheck import run_self_check
-
-        reason = run_self_check(backend, torch.device(key[1]), key[2])
+        reason = _SELF_CHECK[0](backend, torch.device(key[1]), key[2])
         _CHECKED[key] = reason
         if reason is not None:
             _warn_failure(*key, reason)
     return _CHECKED[key] is None
+
+
+#: The self-check runner, ``run(backend, device, dtype) -> failure reason or None``. The
+#: checks call the kernels, which import this module, so ``seedkit.kernels`` registers
+#: it at import (:func:`register_self_check`) instead of this module importing it.
+_SELF_CHECK: list[Any] = []
+
+
+def register_self_check(runner: Any) -> None:
+    """Set the function :func:`self_check` runs (done once by ``seedkit.kernels``)."""
+    _SELF_CHECK[:] = [runner]
 
 
 def record_failure(
