@@ -16,9 +16,12 @@ Per family (``for_backbone``):
   ``docs/_static/seed_protocol.json``): ImageNet-pretrained
   ``tf_efficientnet_lite0/1`` fine-tuned on the procedural demo set and on a
   set of real photographs; a test checks the preset against those saved runs.
-- ViT: ``tau = 1`` (``N_eff / N`` about 0.37): **the paper's direction only**
-  (a Transformer's temperature below a CNN's). No ViT was measured for it here:
-  no ImageNet ViT installs offline on the project's machines.
+- ViT: ``tau = 1`` (``N_eff / N`` about 0.37 on Gaussian maps): **the paper's
+  direction** (a Transformer's temperature below a CNN's), not selected by the
+  protocol: no ImageNet ViT installs offline on the project's machines. One
+  exploratory pair of runs on the benchmark's hybrid ViT (an ImageNet CNN stem,
+  transformer blocks trained from scratch) agrees with it (docs page
+  *Benchmarks*).
 
 Per activation state (``for_activation``): ``"over"`` 1, ``"balanced"`` 2,
 ``"under"`` 8 (``N_eff / N`` about 0.98, near GAP). These follow the principle's
