@@ -817,7 +817,12 @@ def figure(out: Path, evidence: dict[str, Any], path: Path) -> None:
 
     datasets = list(evidence["datasets"])
     backbones = sorted(
-        {b for d in evidence["datasets"].values() for b in d["backbones"]},
+        {  # backbones with report runs (a selection-only probe has no curve to show)
+            b
+            for d in evidence["datasets"].values()
+            for b, e in d["backbones"].items()
+            if e["methods"]
+        },
         key=list(BACKBONES).index,
     )
     if not datasets or not backbones:
