@@ -250,19 +250,21 @@ def test_cli_make_cls_labels(
     demo_keys = sorted(np.load(irn, allow_pickle=True).item())
     assert demo_keys == sorted(int(i.replace("_", "")) for i in read_id_list(demo, "val"))
     capsys.readouterr()
-    named = tmp_path / "named" / "VOC2012"
-    (named / "JPEGImages").mkdir(parents=True)
-    (named / "ImageSets" / "Segmentation").mkdir(parents=True)
-    (named / "ImageSets" / "Segmentation" / "val.txt").write_text("cat_photo\n")
-    write_mask_png(named / "SegmentationClass" / "cat_photo.png", np.full((4, 4), 8))
+
+    def masks_only_voc(root: Path, classes: dict[str, int]) -> Path:
+        """A VOC2012 folder whose val list holds these ids, each mask one class."""
+        (root / "JPEGImages").mkdir(parents=True)
+        lists = root / "ImageSets" / "Segmentation"
+        lists.mkdir(parents=True)
+        (lists / "val.txt").write_text("".join(f"{image_id}\n" for image_id in classes))
+        for image_id, klass in classes.items():
+            write_mask_png(root / "SegmentationClass" / f"{image_id}.png", np.full((4, 4), klass))
+        return root
+
+    named = masks_only_voc(tmp_path / "named" / "VOC2012", {"cat_photo": 8})
     assert main([*args, "--voc-root", str(named)]) == 2
     assert "integer keys" in capsys.readouterr().err
-    voc = tmp_path / "irn" / "VOC2012"
-    (voc / "JPEGImages").mkdir(parents=True)
-    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
-    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032\n2007_000039\n")
-    for image_id, klass in (("2007_000032", 1), ("2007_000039", 20)):
-        write_mask_png(voc / "SegmentationClass" / f"{image_id}.png", np.full((4, 4), klass))
+    voc = masks_only_voc(tmp_path / "irn" / "VOC2012", {"2007_000032": 1, "2007_000039": 20})
     assert main([*args, "--voc-root", str(voc)]) == 0
     raw = np.load(irn, allow_pickle=True).item()
     assert sorted(raw) == [2007000032, 2007000039]
